@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny real transformer and tokenizer built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+WORDS = (
+    "good great love wonderful delight excellent fine happy best superb "
+    "bad awful hate terrible boring worst poor sad dull ugly "
+    "the a movie film plot it was is and this i very not review sentiment : ! . ,"
+).split()
+
+
+def make_tokenizer(words=WORDS):
+    """A word-level fast tokenizer trained on a fixed vocabulary; no BOS is added,
+    like SmolLM2's, so the sink-token convention is exercised."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(words)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+        unk_token="<unk>",
+    )
+    fast.padding_side = "right"
+    return fast
+
+
+def make_tiny_model(vocab_size: int, *, seed: int = 0, layers: int = 2, hidden: int = 32):
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=512, attn_implementation="eager",
+    )
+    return LlamaModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    from core.backbones import Backbone
+
+    tok = make_tokenizer()
+    model = make_tiny_model(len(tok))
+    return Backbone("tiny", model, tok, "tiny-test-fingerprint")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # converted-model and weight caches go to a per-session temp folder, never ~/.cache
+    monkeypatch.setenv("TENSHOT_CACHE", os.environ.get("TENSHOT_TEST_CACHE")
+                       or str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,144 @@
+"""Embedding conventions, pinned on a tiny real transformer."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from core.backbones import Backbone
+from core.embed import (
+    TruncationWarning, _batches, content_mask, embed, embed_many, encode, token_states, wrap,
+)
+from core.errors import InputError
+
+TEXTS = ["a good movie", "the worst film i hate it", "great", "boring and dull plot .",
+         "i love this film , it was very good !", "awful"]
+
+
+class CountingBackbone(Backbone):
+    """Counts forward passes: the seam for 'no forward pass on a cache hit'."""
+
+    calls = 0
+
+    def hidden_states(self, input_ids, attention_mask):
+        type(self).calls += input_ids.shape[0]
+        return super().hidden_states(input_ids, attention_mask)
+
+
+class DictCache:
+    def __init__(self):
+        self.data = {}
+
+    def get_features(self, fp, prompt, pooling, hashes):
+        return {h: self.data[(fp, prompt, pooling, h)] for h in hashes
+                if (fp, prompt, pooling, h) in self.data}
+
+    def put_features(self, fp, prompt, pooling, items):
+        self.data.update({(fp, prompt, pooling, h): v for h, v in items.items()})
+
+
+def test_position_zero_is_a_sink_token_even_when_the_tokenizer_adds_none(tiny_backbone):
+    tok = tiny_backbone.tokenizer
+    (enc,) = encode(tok, ["good movie"])
+    assert enc.input_ids[0] == tok.bos_token_id
+    assert enc.user_spans[0] is None
+    assert enc.user_spans[1:] == ((0, 4), (5, 10))
+
+
+def test_hidden_state_index_zero_is_the_embedding_layer(tiny_backbone):
+    (enc,) = encode(tiny_backbone.tokenizer, ["good movie"])
+    X = embed(tiny_backbone, ["good movie"])
+    ids = torch.tensor(enc.input_ids)
+    emb = tiny_backbone.model.embed_tokens(ids).detach().numpy()
+    # mean over content tokens = positions 1.. (position 0 excluded)
+    assert_allclose(X[0, 0], emb[1:].mean(0), rtol=1e-5, atol=1e-6)
+    assert X.shape == (1, tiny_backbone.n_layers, tiny_backbone.hidden_size)
+    assert tiny_backbone.n_layers == 3
+
+
+def test_mean_pooling_excludes_position_zero_and_padding(tiny_backbone):
+    states = token_states(tiny_backbone, "the film was very good")
+    X = embed(tiny_backbone, ["the film was very good", "a"], pooling="mean")
+    assert_allclose(X[0], states.hidden[:, 1:].mean(1), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(X[0], states.hidden.mean(1), atol=1e-3)
+
+
+def test_last_and_max_pooling(tiny_backbone):
+    states = token_states(tiny_backbone, "i hate this boring film")
+    out = embed_many(tiny_backbone, ["i hate this boring film", "good"], poolings=("last", "max"))
+    assert_allclose(out["last"][0], states.hidden[:, -1], rtol=1e-4, atol=1e-5)
+    assert_allclose(out["max"][0], states.hidden[:, 1:].max(1), rtol=1e-4, atol=1e-5)
+
+
+def test_content_mask_drops_position_zero():
+    mask = content_mask(torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]))
+    assert mask.tolist() == [[0, 1, 1, 0], [0, 1, 0, 0]]
+
+
+def test_batches_are_sorted_by_length_and_results_do_not_depend_on_batching(tiny_backbone):
+    lengths = [3, 9, 1, 7, 7, 2]
+    batches = _batches(lengths, batch_size=2)
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths, reverse=True)
+    together = embed(tiny_backbone, TEXTS, batch_size=4)
+    alone = np.concatenate([embed(tiny_backbone, [t]) for t in TEXTS])
+    assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_second_embed_of_the_same_text_makes_no_forward_pass(tiny_backbone):
+    bb = CountingBackbone("tiny", tiny_backbone.model, tiny_backbone.tokenizer, "fp")
+    cache = DictCache()
+    CountingBackbone.calls = 0
+    first = embed(bb, TEXTS, cache=cache)
+    assert CountingBackbone.calls == len(TEXTS)
+    second = embed(bb, TEXTS + [TEXTS[0]], cache=cache)
+    assert CountingBackbone.calls == len(TEXTS)
+    assert_allclose(second[: len(TEXTS)], first)
+    embed(bb, ["a new sentence"], cache=cache)
+    assert CountingBackbone.calls == len(TEXTS) + 1
+
+
+def test_cache_is_keyed_by_prompt(tiny_backbone):
+    cache = DictCache()
+    plain = embed(tiny_backbone, ["good"], cache=cache)
+    prompted = embed(tiny_backbone, ["good"], cache=cache, prompt="review : {text} sentiment :")
+    assert not np.allclose(plain, prompted)
+
+
+def test_prompt_marks_only_the_users_tokens(tiny_backbone):
+    prompt = "review : {text} sentiment :"
+    full, start, end = wrap("a good film", prompt)
+    assert full[start:end] == "a good film"
+    (enc,) = encode(tiny_backbone.tokenizer, ["a good film"], prompt=prompt)
+    tokens = tiny_backbone.tokenizer.convert_ids_to_tokens(list(enc.input_ids))
+    user = [t for t, s in zip(tokens, enc.user_spans) if s is not None]
+    assert user == ["a", "good", "film"]
+    assert [s for s in enc.user_spans if s] == [(0, 1), (2, 6), (7, 11)]
+
+
+def test_prompt_template_needs_exactly_one_placeholder():
+    with pytest.raises(InputError, match=r"\{text\} exactly once"):
+        wrap("x", "Review: no placeholder")
+
+
+def test_truncation_warns_and_keeps_the_prompt_suffix(tiny_backbone):
+    prompt = "review : {text} sentiment :"
+    long = " ".join(["good"] * 50)
+    (enc,) = encode(tiny_backbone.tokenizer, [long], prompt=prompt, max_length=12)
+    assert enc.truncated and len(enc.input_ids) == 12
+    tail = tiny_backbone.tokenizer.convert_ids_to_tokens(list(enc.input_ids[-2:]))
+    assert tail == ["sentiment", ":"]
+    with pytest.warns(TruncationWarning, match="1 of 2 texts"):
+        embed(tiny_backbone, [long, "good"], prompt=prompt, max_length=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embed(tiny_backbone, ["good"], prompt=prompt, max_length=12)
+
+
+def test_unknown_pooling_is_refused(tiny_backbone):
+    with pytest.raises(InputError, match="Unknown pooling 'median'"):
+        embed(tiny_backbone, ["good"], pooling="median")
