@@ -1,0 +1,162 @@
+"""A trained classifier: settings + feature spec + head, and how to train one.
+
+This is the Python API's centre. It needs a backbone only to turn texts into
+features; given features it is pure numpy/scikit-learn, so a saved classifier
+predicts the same whether it is loaded from the store or from a bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .backbones import DEFAULT_BACKBONE
+from .embed import DEFAULT_MAX_LENGTH, POOLINGS, FeatureCache, embed
+from .errors import InputError
+from .features import FeatureSpec, select_features
+from .head import Head, check_labels
+
+__all__ = ["DEFAULT_PROMPT", "MODES", "Settings", "Classifier", "default_prompt", "train", "features_for"]
+
+MODES = ("auto", "layer", "fusion", "stc")
+PENALTIES = ("l1", "elasticnet", "l2")
+# A neutral task frame: a suffix that asks for a label makes the last tokens summarise
+# the text, which measured better than the bare sentence (DESIGN.md's probe).
+DEFAULT_PROMPT = "Text: {text}\nCategory:"
+
+
+def default_prompt(backbone: str) -> str | None:
+    """The prompt a backbone gets unless the user sets one: none for sentence encoders."""
+    return None if backbone == "minilm-l6" else DEFAULT_PROMPT
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a project turns text into a prediction. Stored as JSON with each model."""
+
+    backbone: str = DEFAULT_BACKBONE
+    prompt: str | None = DEFAULT_PROMPT
+    pooling: str = "mean"
+    mode: str = "auto"
+    penalty: str = "l1"
+    max_length: int = DEFAULT_MAX_LENGTH
+
+    def check(self) -> "Settings":
+        if self.pooling not in POOLINGS:
+            raise InputError(f"Unknown pooling '{self.pooling}'; choose one of {', '.join(POOLINGS)}.")
+        if self.mode not in MODES:
+            raise InputError(f"Unknown feature mode '{self.mode}'; choose one of {', '.join(MODES)}.")
+        if self.penalty not in PENALTIES:
+            raise InputError(f"Unknown penalty '{self.penalty}'; choose one of {', '.join(PENALTIES)}.")
+        if self.prompt and self.prompt.count("{text}") != 1:
+            raise InputError(f"The prompt template must contain {{text}} exactly once; got {self.prompt!r}.")
+        if not 8 <= int(self.max_length) <= 4096:
+            raise InputError(f"max_length must be between 8 and 4096 tokens; got {self.max_length}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Settings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+
+@dataclass
+class Classifier:
+    """Everything needed to predict from pooled features.
+
+    classes: class names, in the order of the head's outputs.
+    """
+
+    classes: list[str]
+    settings: Settings
+    spec: FeatureSpec
+    head: Head
+    metrics: dict = field(default_factory=dict)
+
+    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        """X: float32 (n, n_layers, hidden) pooled features -> (n, n_classes) probabilities."""
+        return self.head.predict_proba(self.spec.transform(X))
+
+    def decision_features(self, X: np.ndarray) -> np.ndarray:
+        """Logits of shape (n, n_classes)."""
+        return self.head.decision_function(self.spec.transform(X))
+
+    def predict_proba(self, backbone, texts: Sequence[str], *, cache: FeatureCache | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        return self.predict_proba_features(features_for(backbone, texts, self.settings,
+                                                        cache=cache, progress=progress))
+
+    def predict(self, backbone, texts: Sequence[str], **kwargs) -> list[str]:
+        probs = self.predict_proba(backbone, texts, **kwargs)
+        return [self.classes[i] for i in probs.argmax(1)]
+
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able params and named arrays; the inverse is ``from_state``."""
+        head_params, arrays = self.head.to_state()
+        params = {"classes": self.classes, "settings": self.settings.to_dict(),
+                  "spec": self.spec.to_json(), "head": head_params, "metrics": self.metrics}
+        return params, arrays
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> "Classifier":
+        return cls(list(params["classes"]), Settings.from_dict(params["settings"]),
+                   FeatureSpec.from_json(params["spec"]), Head.from_state(params["head"], arrays),
+                   dict(params.get("metrics", {})))
+
+
+def features_for(backbone, texts: Sequence[str], settings: Settings, *,
+                 cache: FeatureCache | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Pooled features (n, n_layers, hidden) of texts under the settings' prompt and pooling."""
+    return embed(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
+                 max_length=settings.max_length, cache=cache, progress=progress)
+
+
+def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings: Settings, *,
+          spec: FeatureSpec | None = None, random_state: int = 0) -> Classifier:
+    """Fit a classifier on pooled features.
+
+    X: float32 (n, n_layers, hidden); labels: n class names, each one of ``classes``.
+    spec: reuse this feature spec (a fast refit that only re-selects C); when None the
+    features are selected by CV according to ``settings.mode``.
+    Raises NotEnoughLabels when some class has fewer than 2 labels.
+    """
+    settings.check()
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({lab for lab in labels if lab not in index})
+    if unknown:
+        raise InputError(f"Labels {unknown} are not classes of this project ({', '.join(classes)}).")
+    y = np.array([index[lab] for lab in labels], dtype=int)
+    check_labels(y, classes)
+    report: dict = {}
+    if spec is None:
+        spec, report = select_features(X, y, mode=settings.mode, penalty=settings.penalty,
+                                       random_state=random_state)
+    head = Head(settings.penalty, random_state=random_state).fit(spec.transform(X), y)
+    metrics = {"cv_accuracy": float(head.cv_accuracy_), "cv_macro_f1": float(head.cv_macro_f1_),
+               "C": float(head.C_), "n_labels": int(len(y)), "n_features": int(spec.transform(X[:1]).shape[1]),
+               "n_selected": int(len(head.selected_features())), "selection": _jsonable(report)}
+    return Classifier(classes, settings, spec, head, metrics)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def with_settings(settings: Settings, **changes) -> Settings:
+    """A copy of settings with some fields changed, checked."""
+    return replace(settings, **changes).check()

@@ -1,0 +1,165 @@
+"""Project workflows shared by the app, the CLI and the Python API.
+
+``retrain`` is what runs on every submit: labelled texts -> cached features ->
+(reused or re-selected) feature spec -> head with C chosen by CV -> a new model
+version in the store -> predictions for every unlabelled text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .classifier import Classifier, Settings, features_for, train
+from .errors import InputError, NotEnoughLabels
+from .features import FeatureSpec
+
+__all__ = ["MemoryCache", "TrainOutcome", "load_classifier", "predict_texts", "retrain",
+           "settings_of"]
+
+# Re-select layers/mode by CV when the label count has grown by this factor since the
+# last selection; in between, a submit only refits the head (fast).
+_RESELECT_GROWTH = 1.25
+
+
+class MemoryCache:
+    """An in-memory LRU in front of a persistent feature cache (the Store).
+
+    SQLite connections are bound to a thread, so the app builds a MemoryCache per
+    rerun around the rerun's Store and a process-wide ``items`` dict it keeps alive;
+    a retrain then reads features from RAM. ``max_items`` bounds memory (one SmolLM2
+    text is ~71 kB per pooling).
+    """
+
+    def __init__(self, backing=None, *, items: OrderedDict | None = None, max_items: int = 20_000):
+        self.backing = backing
+        self.max_items = max_items
+        self._items: OrderedDict = items if items is not None else OrderedDict()
+
+    def get_features(self, fingerprint, prompt, pooling, text_hashes):
+        hits, missing = {}, []
+        for h in text_hashes:
+            key = (fingerprint, prompt, pooling, h)
+            try:  # several app sessions share the items; tolerate a concurrent eviction
+                hits[h] = self._items[key]
+                self._items.move_to_end(key)
+            except KeyError:
+                missing.append(h)
+        if missing and self.backing is not None:
+            found = self.backing.get_features(fingerprint, prompt, pooling, missing)
+            self._remember(fingerprint, prompt, pooling, found)
+            hits.update(found)
+        return hits
+
+    def put_features(self, fingerprint, prompt, pooling, items):
+        if self.backing is not None:
+            self.backing.put_features(fingerprint, prompt, pooling, items)
+        self._remember(fingerprint, prompt, pooling, items)
+
+    def _remember(self, fingerprint, prompt, pooling, items):
+        for h, v in items.items():
+            self._items[(fingerprint, prompt, pooling, h)] = v
+        while len(self._items) > self.max_items:
+            try:
+                self._items.popitem(last=False)
+            except KeyError:
+                break
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What one retrain produced, for the page or the CLI to show."""
+
+    version: int
+    metrics: dict
+    previous_accuracy: float | None
+    counts: dict[str, int]
+    n_predicted: int
+    reselected: bool
+    seconds: float
+
+    @property
+    def accuracy_change(self) -> float | None:
+        if self.previous_accuracy is None:
+            return None
+        return self.metrics["cv_accuracy"] - self.previous_accuracy
+
+
+def settings_of(project) -> Settings:
+    return Settings.from_dict(project.settings).check()
+
+
+def load_classifier(model_version) -> Classifier:
+    """A stored ModelVersion (with state) -> Classifier."""
+    return Classifier.from_state(model_version.params, model_version.state)
+
+
+def _reusable_spec(previous, settings: Settings, classes: list[str], n_labels: int) -> FeatureSpec | None:
+    if previous is None:
+        return None
+    params = previous.params
+    if params.get("settings") != settings.to_dict() or params.get("classes") != classes:
+        return None
+    selected_at = previous.metrics.get("selected_at_labels", 0)
+    if n_labels > selected_at * _RESELECT_GROWTH:
+        return None
+    return FeatureSpec.from_json(params["spec"])
+
+
+def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
+            progress: Callable[[int, int], None] | None = None, random_state: int = 0) -> TrainOutcome:
+    """Train a new model version on the project's labels and predict its unlabelled texts.
+
+    Raises NotEnoughLabels (with per-class counts) when a class has fewer than 2 labels.
+    ``cache`` defaults to the store itself; pass a MemoryCache over it to keep features in RAM.
+    """
+    start = time.perf_counter()
+    cache = cache if cache is not None else store
+    settings = settings_of(project)
+    classes = store.classes(project.id)
+    labelled = store.labelled(project.id)
+    counts = store.label_counts(project.id)
+    if not labelled:
+        raise NotEnoughLabels(
+            "No sentence is labelled yet. Label at least 2 sentences per class to train a first model.",
+            {c: 2 for c in classes})
+    X = features_for(backbone, [r.text for r in labelled], settings, cache=cache, progress=progress)
+    previous = store.latest_model(project.id)
+    spec = None if reselect else _reusable_spec(previous, settings, classes, len(labelled))
+    clf = train(X, [r.label for r in labelled], classes, settings, spec=spec, random_state=random_state)
+    clf.metrics["selected_at_labels"] = (previous.metrics.get("selected_at_labels", len(labelled))
+                                         if spec is not None else len(labelled))
+    clf.metrics["counts"] = counts
+    params, arrays = clf.to_state()
+    version = store.save_model(project.id, params=params, metrics=clf.metrics, state=arrays,
+                               n_labels=len(labelled))
+    model_id = store.latest_model(project.id).id
+    n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache)
+    return TrainOutcome(version, clf.metrics,
+                        previous.metrics.get("cv_accuracy") if previous else None,
+                        counts, n_predicted, spec is None, time.perf_counter() - start)
+
+
+def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache) -> int:
+    rows = store.unlabelled(project.id)
+    if not rows:
+        return 0
+    probs = clf.predict_proba(backbone, [r.text for r in rows], cache=cache)
+    best = probs.argmax(1)
+    store.save_predictions(model_id, [
+        (r.id, clf.classes[k], float(p[k]), {c: float(v) for c, v in zip(clf.classes, p)})
+        for r, k, p in zip(rows, best, probs)])
+    return len(rows)
+
+
+def predict_texts(backbone, clf: Classifier, texts: list[str], *, cache=None,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[list[str], np.ndarray]:
+    """(predicted class names, probabilities (n, n_classes)) for arbitrary texts."""
+    if not texts:
+        raise InputError("There are no texts to predict.")
+    probs = clf.predict_proba(backbone, texts, cache=cache, progress=progress)
+    return [clf.classes[i] for i in probs.argmax(1)], probs

@@ -1,0 +1,312 @@
+"""tenshot's persistence layer: one SQLite file per workspace, holding every SQL statement.
+
+``Store`` is assembled from three parts: :mod:`core.store_base` (connection,
+transactions, retries), :mod:`core.store_classes` (class changes and their undo)
+and :mod:`core.store_artifacts` (feature cache, models, predictions, jobs). This
+module adds projects, texts and labels. The layout and migrations are in
+:mod:`core.store_schema`.
+
+Every public method that writes runs in one transaction and returns after it is
+committed, so an acknowledged label survives a crash. Shortcuts: projects are
+single-label only for now (the schema allows multi-label), and undo of labels
+and undo of class changes are two separate stacks.
+
+Example::
+
+    with Store.open("work.db") as store:
+        project = store.create_project("reviews", ["negative", "positive"])
+        ids = store.add_texts(project.id, ["great phone", "awful battery"]).text_ids
+        store.set_label(project.id, ids[0], "positive")
+"""
+
+from typing import Any
+
+from core.errors import InputError, UnknownProject
+from core.store_artifacts import ArtifactsMixin
+from core.store_base import transactional
+from core.store_classes import ClassesMixin, clean_class_names
+from core.store_codec import dump_json, load_json, pack_arrays, text_hash, unpack_arrays, utc_now
+from core.store_rows import AddResult, Job, Label, ModelVersion, Prediction, Project, TextRow
+from core.store_schema import SCHEMA_VERSION
+
+__all__ = [
+    "Store",
+    "Project",
+    "AddResult",
+    "TextRow",
+    "Label",
+    "ModelVersion",
+    "Prediction",
+    "Job",
+    "SCHEMA_VERSION",
+    "text_hash",
+    "pack_arrays",
+    "unpack_arrays",
+]
+
+_PROJECT_COLUMNS = "id, name, task_type, settings"
+
+
+class Store(ClassesMixin, ArtifactsMixin):
+    """A tenshot workspace. Open with ``Store.open(path)``; use one per thread."""
+
+    @transactional
+    def create_project(
+        self, name: str, classes: list[str], *, settings: dict[str, Any] | None = None
+    ) -> Project:
+        """Create a single-label project with at least two distinct class names."""
+        name = _clean_project_name(name)
+        class_names = clean_class_names(classes)
+        settings = _checked_settings(settings or {})
+        self._refuse_taken(name)
+        now = utc_now()
+        project_id = self.db.execute(
+            "INSERT INTO projects (name, settings, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            [name, dump_json(settings), now, now],
+        ).lastrowid
+        self.db.conn.executemany(
+            "INSERT INTO classes (project_id, name, position, created_at) VALUES (?, ?, ?, ?)",
+            [[project_id, c, i, now] for i, c in enumerate(class_names)],
+        )
+        return self.project(project_id)
+
+    def project(self, name_or_id: str | int) -> Project:
+        """Return a project by name or id; UnknownProject lists the names there are."""
+        column = "id" if isinstance(name_or_id, int) else "name"
+        key = name_or_id if column == "id" else str(name_or_id).strip()
+        row = self._one(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE {column} = ?", [key])
+        if row is not None:
+            return _project_row(row)
+        names = [p.name for p in self.projects()]
+        known = f"the projects are {', '.join(map(repr, names))}" if names else "there are none yet"
+        what = f"with id {key}" if column == "id" else f"called {key!r}"
+        raise UnknownProject(f"There is no project {what}; {known}. Create it first.")
+
+    def projects(self) -> list[Project]:
+        """Return every project, oldest first."""
+        rows = self._all(f"SELECT {_PROJECT_COLUMNS} FROM projects ORDER BY id")
+        return [_project_row(r) for r in rows]
+
+    @transactional
+    def rename_project(self, project_id: int, new_name: str) -> Project:
+        """Give a project a new, unused name."""
+        old = self._project_name(project_id)
+        new_name = _clean_project_name(new_name)
+        if new_name != old:
+            self._refuse_taken(new_name)
+            self.db.execute(
+                "UPDATE projects SET name = ?, updated_at = ? WHERE id = ?",
+                [new_name, utc_now(), project_id],
+            )
+        return self.project(project_id)
+
+    @transactional
+    def delete_project(self, project_id: int) -> None:
+        """Delete a project with its classes, texts, labels, models, predictions and jobs.
+
+        Cached features stay: they are keyed by text hash and shared by projects.
+        """
+        self._project_name(project_id)
+        self.db.execute("DELETE FROM projects WHERE id = ?", [project_id])
+
+    @transactional
+    def update_settings(self, project_id: int, settings: dict[str, Any]) -> Project:
+        """Merge ``settings`` into the project's settings (top-level keys replace old ones)."""
+        merged = {**self.project(project_id).settings, **_checked_settings(settings)}
+        self.db.execute(
+            "UPDATE projects SET settings = ?, updated_at = ? WHERE id = ?",
+            [dump_json(merged), utc_now(), project_id],
+        )
+        return self.project(project_id)
+
+    @transactional
+    def add_texts(
+        self,
+        project_id: int,
+        texts: list[str],
+        *,
+        source: str = "typed",
+        labels: list[str | None] | None = None,
+    ) -> AddResult:
+        """Add texts, stripped and de-duplicated by hash; optionally label them (None: no label).
+
+        Labels are checked before anything is written. A text given twice keeps
+        its last non-None label; a text the project already had is relabelled.
+        """
+        self._project_name(project_id)
+        wanted = self._wanted_labels(project_id, texts, labels)
+        unique: dict[str, tuple[str, str | None]] = {}
+        empty = 0
+        for raw, label in zip(texts, wanted):
+            clean = _clean_text(raw)
+            if not clean:
+                empty += 1
+                continue
+            digest = text_hash(clean)
+            previous_label = unique.get(digest, (clean, None))[1]
+            unique[digest] = (clean, label if label is not None else previous_label)
+        text_ids, added = self._insert_texts(project_id, unique, source)
+        class_ids = self.class_ids(project_id)
+        for text_id, (_, label) in zip(text_ids, unique.values()):
+            if label is not None:
+                self._change_label(project_id, text_id, class_ids[label])
+        return AddResult(added, len(texts) - empty - added, empty, text_ids)
+
+    def text_id(self, project_id: int, text: str) -> int | None:
+        """Return the id of ``text`` (after stripping) in the project, or None."""
+        row = self._one(
+            "SELECT id FROM texts WHERE project_id = ? AND hash = ?",
+            [project_id, text_hash(_clean_text(text))],
+        )
+        return None if row is None else row[0]
+
+    def texts(self, project_id: int) -> list[TextRow]:
+        """Return every ``(text_id, text)`` of the project in the order they were added."""
+        rows = self._all(
+            "SELECT id, text FROM texts WHERE project_id = ? ORDER BY id", [project_id]
+        )
+        return [TextRow(*r) for r in rows]
+
+    @transactional
+    def set_label(self, project_id: int, text_id: int, label: str | None) -> None:
+        """Label one text; ``None`` removes its label. Setting the current label records nothing."""
+        self.set_labels(project_id, [text_id], label)
+
+    @transactional
+    def set_labels(self, project_id: int, text_ids: list[int], label: str | None) -> None:
+        """Give several texts the same label (``None``: unlabel them) in one transaction."""
+        class_id = None if label is None else self._class_id(project_id, label)
+        for text_id in text_ids:
+            self._check_text(project_id, text_id)
+        for text_id in text_ids:
+            self._change_label(project_id, text_id, class_id)
+
+    @transactional
+    def undo_last_label(self, project_id: int) -> tuple[int, str | None] | None:
+        """Revert the latest label change not yet undone; return ``(text_id, restored label)``.
+
+        Returns None when there is nothing to undo. Label changes made by class
+        changes are reverted by ``undo_schema_change`` instead.
+        """
+        row = self._one(
+            "SELECT e.id, e.text_id, e.previous_class_id, c.name, c.deleted_at "
+            "FROM label_events e LEFT JOIN classes c ON c.id = e.previous_class_id "
+            "WHERE e.project_id = ? AND e.undone = 0 AND e.schema_event_id IS NULL "
+            "ORDER BY e.id DESC LIMIT 1",
+            [project_id],
+        )
+        if row is None:
+            self._project_name(project_id)
+            return None
+        event_id, text_id, previous, previous_name, deleted_at = row
+        if deleted_at is not None:
+            raise InputError(
+                f"Cannot undo: text {text_id} would go back to class {previous_name!r}, which "
+                "was deleted or merged. Undo that class change first."
+            )
+        self._write_label(project_id, text_id, previous)
+        self.db.execute("UPDATE label_events SET undone = 1 WHERE id = ?", [event_id])
+        return text_id, previous_name
+
+    def labelled(self, project_id: int) -> list[Label]:
+        """Return ``(text_id, text, class name)`` of every labelled text, by text id."""
+        rows = self._all(
+            "SELECT l.text_id, t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
+            "JOIN classes c ON c.id = l.class_id WHERE l.project_id = ? ORDER BY l.text_id",
+            [project_id],
+        )
+        return [Label(*r) for r in rows]
+
+    def unlabelled(self, project_id: int) -> list[TextRow]:
+        """Return ``(text_id, text)`` of every text without a label, by text id."""
+        rows = self._all(
+            "SELECT t.id, t.text FROM texts t WHERE t.project_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.text_id = t.id) ORDER BY t.id",
+            [project_id],
+        )
+        return [TextRow(*r) for r in rows]
+
+    def label_counts(self, project_id: int) -> dict[str, int]:
+        """Return ``{class name: number of labels}`` for every class in order, zeros included."""
+        rows = self._all(
+            "SELECT c.name, COUNT(l.text_id) FROM classes c "
+            "LEFT JOIN labels l ON l.class_id = c.id "
+            "WHERE c.project_id = ? AND c.deleted_at IS NULL "
+            "GROUP BY c.id ORDER BY c.position, c.id",
+            [project_id],
+        )
+        if not rows:
+            self._project_name(project_id)
+        return dict(rows)
+
+    def _refuse_taken(self, name: str) -> None:
+        if self._one("SELECT 1 FROM projects WHERE name = ?", [name]):
+            raise InputError(
+                f"A project called {name!r} already exists. Pick another name, "
+                "or open the existing project."
+            )
+
+    def _wanted_labels(
+        self, project_id: int, texts: list[str], labels: list[str | None] | None
+    ) -> list[str | None]:
+        """Check optional labels against the texts and the classes before anything is written."""
+        if labels is None:
+            return [None] * len(texts)
+        if len(labels) != len(texts):
+            raise InputError(
+                f"Got {len(texts)} texts but {len(labels)} labels; "
+                "give one label (or None) per text."
+            )
+        known = self.class_ids(project_id)
+        unknown = sorted({l for l in labels if l is not None and l not in known})
+        if unknown:
+            raise InputError(
+                f"Unknown label(s) {', '.join(map(repr, unknown))}; this project's classes are "
+                f"{', '.join(map(repr, known))}. Add the class first or fix the labels."
+            )
+        return list(labels)
+
+    def _insert_texts(
+        self, project_id: int, unique: dict[str, tuple[str, str | None]], source: str
+    ) -> tuple[list[int], int]:
+        """Insert texts the project lacks; return the ids of all of them and how many were new."""
+        now = utc_now()
+        text_ids, added = [], 0
+        for digest, (text, _) in unique.items():
+            cursor = self.db.execute(
+                "INSERT INTO texts (project_id, hash, text, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (project_id, hash) DO NOTHING",
+                [project_id, digest, text, source, now],
+            )
+            if cursor.rowcount == 1:
+                text_ids.append(cursor.lastrowid)
+                added += 1
+            else:
+                row = self._one(
+                    "SELECT id FROM texts WHERE project_id = ? AND hash = ?", [project_id, digest]
+                )
+                text_ids.append(row[0])
+        return text_ids, added
+
+
+def _clean_project_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"A project name must be non-empty text, but got {name!r}.")
+    return name.strip()
+
+
+def _clean_text(text: object) -> str:
+    if not isinstance(text, str):
+        raise InputError(f"Texts must be strings, but got {type(text).__name__}: {text!r:.60}.")
+    return text.strip()
+
+
+def _checked_settings(settings: object) -> dict[str, Any]:
+    if not isinstance(settings, dict):
+        raise InputError(f"Settings must be a dict, but got {type(settings).__name__}.")
+    return settings
+
+
+def _project_row(row: tuple) -> Project:
+    return Project(id=row[0], name=row[1], task_type=row[2], settings=load_json(row[3]))

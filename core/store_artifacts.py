@@ -1,0 +1,229 @@
+"""Derived data: the feature cache, trained model versions, predictions and job progress.
+
+Features are cached per (backbone fingerprint, prompt hash, pooling, text hash),
+so they are shared by every project that holds the same text. Each entry is the
+per-layer pooled hidden state, stored as little-endian float32 bytes of shape
+``(n_layers, hidden_size)``.
+"""
+
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError, StoreError
+from core.store_base import StoreBase, transactional
+from core.store_codec import dump_json, load_json, pack_arrays, prompt_hash, unpack_arrays, utc_now
+from core.store_rows import JOB_STATUSES, Job, ModelVersion, Prediction
+
+__all__ = ["ArtifactsMixin"]
+
+_FEATURE_DTYPE = "<f4"
+# stays under SQLite's oldest default limit of 999 bound variables per statement
+_CHUNK = 900
+_MODEL_COLUMNS = "id, version, created_at, params, metrics, n_labels"
+_JOB_COLUMNS = "id, project_id, kind, status, done, total, message, created_at, updated_at"
+
+
+class ArtifactsMixin(StoreBase):
+    """Feature cache, model versions, predictions and jobs."""
+
+    def get_features(
+        self, fingerprint: str, prompt: str | None, pooling: str, text_hashes: list[str]
+    ) -> dict[str, np.ndarray]:
+        """Return the cached features among ``text_hashes``: ``{text hash: array}``, hits only.
+
+        Each array is float32 of shape ``(n_layers, hidden_size)`` and writable.
+        """
+        key = [fingerprint, prompt_hash(prompt), pooling]
+        wanted = list(dict.fromkeys(text_hashes))
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            rows = self._all(
+                "SELECT text_hash, n_layers, hidden_size, dtype, data FROM features "
+                "WHERE fingerprint = ? AND prompt_hash = ? AND pooling = ? "
+                f"AND text_hash IN ({', '.join('?' * len(chunk))})",
+                key + chunk,
+            )
+            for text_hash, n_layers, hidden_size, dtype, data in rows:
+                array = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(n_layers, hidden_size)
+                found[text_hash] = array.astype(np.float32)
+        return found
+
+    @transactional
+    def put_features(
+        self, fingerprint: str, prompt: str | None, pooling: str, items: dict[str, np.ndarray]
+    ) -> None:
+        """Cache ``{text hash: array of shape (n_layers, hidden_size)}``, replacing old entries."""
+        key = [fingerprint, prompt_hash(prompt), pooling]
+        now = utc_now()
+        rows = []
+        for text_hash, value in items.items():
+            array = np.ascontiguousarray(value, dtype=_FEATURE_DTYPE)
+            if array.ndim != 2 or 0 in array.shape:
+                raise InputError(
+                    f"Features for text {text_hash[:12]} must have shape (n_layers, hidden_size), "
+                    f"but got shape {array.shape}."
+                )
+            rows.append([*key, text_hash, *array.shape, _FEATURE_DTYPE, array.tobytes(), now])
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO features (fingerprint, prompt_hash, pooling, text_hash, "
+            "n_layers, hidden_size, dtype, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    @transactional
+    def save_model(
+        self,
+        project_id: int,
+        *,
+        params: dict[str, Any],
+        metrics: dict[str, Any],
+        state: dict[str, np.ndarray],
+        n_labels: int,
+    ) -> int:
+        """Save a trained head as the project's next version and return that version number."""
+        self._project_name(project_id)
+        (version,) = self._one(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE project_id = ?", [project_id]
+        )
+        self.db.execute(
+            "INSERT INTO models "
+            "(project_id, version, created_at, params, metrics, n_labels, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [project_id, version, utc_now(), dump_json(params), dump_json(metrics),
+             int(n_labels), pack_arrays(state)],
+        )
+        return version
+
+    def latest_model(self, project_id: int) -> ModelVersion | None:
+        """Return the newest model version with its state, or None if none was trained."""
+        row = self._one(
+            f"SELECT {_MODEL_COLUMNS}, state FROM models WHERE project_id = ? "
+            "ORDER BY version DESC LIMIT 1",
+            [project_id],
+        )
+        return None if row is None else _model_row(row)
+
+    def model(self, project_id: int, version: int) -> ModelVersion:
+        """Return one model version with its state; StoreError if it does not exist."""
+        row = self._one(
+            f"SELECT {_MODEL_COLUMNS}, state FROM models WHERE project_id = ? AND version = ?",
+            [project_id, version],
+        )
+        if row is None:
+            versions = [m.version for m in self.models(project_id)]
+            raise StoreError(
+                f"Project {self._project_name(project_id)!r} has no model version {version}; "
+                f"its versions are {versions or 'none yet (train one first)'}."
+            )
+        return _model_row(row)
+
+    def models(self, project_id: int) -> list[ModelVersion]:
+        """Return every model version, oldest first, with ``state=None`` to keep listing cheap."""
+        rows = self._all(
+            f"SELECT {_MODEL_COLUMNS} FROM models WHERE project_id = ? ORDER BY version",
+            [project_id],
+        )
+        return [_model_row(row) for row in rows]
+
+    @transactional
+    def save_predictions(
+        self, model_id: int, rows: list[tuple[int, str, float, dict[str, float]]]
+    ) -> None:
+        """Store a model's ``(text_id, class name, confidence, probs)`` rows, replacing old ones."""
+        found = self._one("SELECT project_id FROM models WHERE id = ?", [model_id])
+        if found is None:
+            raise StoreError(f"There is no model with id {model_id}; save the model first.")
+        class_ids = {name: class_id for class_id, name in self._live_classes(found[0])}
+        text_ids = {r[0] for r in self._all("SELECT id FROM texts WHERE project_id = ?", found)}
+        values = []
+        for text_id, label, confidence, probs in rows:
+            if text_id not in text_ids:
+                raise InputError(
+                    f"Text {text_id} is not in this model's project; predict its texts only."
+                )
+            if label not in class_ids:
+                raise InputError(
+                    f"Prediction for text {text_id} names class {label!r}, which the project "
+                    f"does not have; its classes are {', '.join(map(repr, class_ids))}."
+                )
+            values.append(
+                [model_id, text_id, class_ids[label], float(confidence), dump_json(probs)]
+            )
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO predictions (model_id, text_id, class_id, confidence, probs) "
+            "VALUES (?, ?, ?, ?, ?)",
+            values,
+        )
+
+    def predictions(self, model_id: int) -> list[Prediction]:
+        """Return a model's predictions with their texts, ordered by text id."""
+        rows = self._all(
+            "SELECT p.text_id, t.text, c.name, p.confidence, p.probs FROM predictions p "
+            "JOIN texts t ON t.id = p.text_id JOIN classes c ON c.id = p.class_id "
+            "WHERE p.model_id = ? ORDER BY p.text_id",
+            [model_id],
+        )
+        return [Prediction(r[0], r[1], r[2], r[3], load_json(r[4])) for r in rows]
+
+    @transactional
+    def start_job(self, project_id: int, kind: str, total: int) -> int:
+        """Record a running job of ``total`` steps and return its id."""
+        self._project_name(project_id)
+        now = utc_now()
+        cursor = self.db.execute(
+            "INSERT INTO jobs (project_id, kind, status, done, total, created_at, updated_at) "
+            "VALUES (?, ?, 'running', 0, ?, ?, ?)",
+            [project_id, kind, int(total), now, now],
+        )
+        return cursor.lastrowid
+
+    @transactional
+    def update_job(
+        self, job_id: int, *, done: int, message: str | None = None, status: str | None = None
+    ) -> None:
+        """Record progress; ``message`` and ``status`` keep their old values when None."""
+        if status is not None and status not in JOB_STATUSES:
+            raise InputError(f"Job status must be one of {JOB_STATUSES}, but got {status!r}.")
+        cursor = self.db.execute(
+            "UPDATE jobs SET done = ?, message = COALESCE(?, message), "
+            "status = COALESCE(?, status), updated_at = ? WHERE id = ?",
+            [int(done), message, status, utc_now(), job_id],
+        )
+        if cursor.rowcount == 0:
+            raise _no_job(job_id)
+
+    def job(self, job_id: int) -> Job:
+        """Return a job's current progress; StoreError if it does not exist."""
+        row = self._one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", [job_id])
+        if row is None:
+            raise _no_job(job_id)
+        return Job(*row)
+
+    def latest_job(self, project_id: int, kind: str) -> Job | None:
+        """Return the project's most recently started job of ``kind``, or None."""
+        row = self._one(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? AND kind = ? "
+            "ORDER BY id DESC LIMIT 1",
+            [project_id, kind],
+        )
+        return None if row is None else Job(*row)
+
+
+def _no_job(job_id: int) -> StoreError:
+    return StoreError(f"There is no job with id {job_id}; it may belong to a deleted project.")
+
+
+def _model_row(row: tuple) -> ModelVersion:
+    """Build a ModelVersion from ``_MODEL_COLUMNS`` (+ ``state`` when selected)."""
+    state = unpack_arrays(row[6]) if len(row) > 6 else None
+    return ModelVersion(
+        id=row[0],
+        version=row[1],
+        created_at=row[2],
+        params=load_json(row[3]),
+        metrics=load_json(row[4]),
+        n_labels=row[5],
+        state=state,
+    )

@@ -1,0 +1,107 @@
+"""Encodings the store writes into SQLite: text identity, JSON columns and array blobs.
+
+Arrays are written as a standard ``.npz`` archive (a zip of ``.npy`` members) built
+with ``allow_pickle=False`` and read back the same way, so a tampered database can
+never make tenshot unpickle anything. ``np.load`` reads these blobs too.
+"""
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from core.errors import StoreError
+
+__all__ = [
+    "text_hash",
+    "prompt_hash",
+    "pack_arrays",
+    "unpack_arrays",
+    "dump_json",
+    "load_json",
+    "utc_now",
+]
+
+
+def text_hash(text: str) -> str:
+    """Return the identity of a text: the sha256 hex digest of its UTF-8 bytes.
+
+    The text is hashed exactly as given; the store strips whitespace before it
+    saves a text, so hash the stored text. Example: ``text_hash("hi")`` starts
+    with ``"8f434346"``.
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def prompt_hash(prompt: str | None) -> str:
+    """Return the feature-cache key of a prompt template; ``None`` and ``""`` are the same key."""
+    return text_hash(prompt or "")
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise named arrays to ``.npz`` bytes without pickle.
+
+    Raises StoreError for object arrays, which could only be stored by pickling.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            if array.dtype.hasobject:
+                raise StoreError(
+                    f"Array {name!r} holds Python objects (dtype {array.dtype}); "
+                    "only numeric and string arrays can be stored. Convert it with "
+                    "np.asarray(..., dtype=float) first."
+                )
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
+    """Read bytes written by :func:`pack_arrays` back into a dict of arrays (never unpickles)."""
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            for member in archive.namelist():
+                with archive.open(member) as handle:
+                    arrays[member.removesuffix(".npy")] = np.lib.format.read_array(
+                        handle, allow_pickle=False
+                    )
+    except (zipfile.BadZipFile, ValueError) as err:
+        raise StoreError(
+            f"A stored array blob is damaged or not in .npz format ({err}). "
+            "Retrain the model to replace it."
+        ) from err
+    return arrays
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays turn up in metrics; store them as plain JSON
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: Any) -> str:
+    """Serialise a JSON column value; numpy scalars and arrays become plain numbers and lists."""
+    try:
+        return json.dumps(value, default=_json_default)
+    except TypeError as err:
+        raise StoreError(f"Could not store this value as JSON: {err}.") from err
+
+
+def load_json(text: str | None) -> Any:
+    """Parse a JSON column value; SQL NULL becomes ``None``."""
+    return None if text is None else json.loads(text)
+
+
+def utc_now() -> str:
+    """Return the current UTC time as ISO-8601 text with milliseconds: the store's timestamps."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

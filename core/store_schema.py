@@ -1,0 +1,247 @@
+"""Connection settings, the table layout and forward migrations of a tenshot workspace file.
+
+Every workspace is one SQLite file. ``meta.schema_version`` records how many of
+:data:`MIGRATIONS` have been applied; :func:`migrate` applies the missing ones in
+order, in one ``BEGIN IMMEDIATE`` transaction, and refuses a file written by a newer
+tenshot. A migration is a function of the open ``Database`` and runs inside that
+transaction; foreign keys stay on, so a future migration that rebuilds a table must
+copy rows in dependency order.
+
+Design notes on the layout:
+
+- ``classes`` are soft-deleted (``deleted_at``) so class ids stay valid in the label
+  history and a deleted or merged class can be restored by undo. Live names are
+  unique per project through a partial unique index.
+- ``labels`` is keyed by (text_id, class_id) so a multi-label project needs no
+  migration; single-label projects are held to one row per text by a trigger.
+- Composite foreign keys ``(text_id, project_id)`` and ``(class_id, project_id)``
+  make it impossible for a label to join a text and a class of different projects.
+- ``features`` is keyed by text hash, not text id, so it is shared by all projects.
+"""
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from sqlite_utils import Database
+
+from core.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "configure", "schema_version", "migrate", "is_locked"]
+
+_BUSY_TIMEOUT_MS = 5000
+
+_V1_TABLES = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    task_type TEXT NOT NULL DEFAULT 'single_label'
+        CHECK (task_type IN ('single_label', 'multi_label')),
+    settings TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE classes (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    name TEXT NOT NULL CHECK (length(trim(name)) > 0),
+    position INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    deleted_at TEXT,
+    UNIQUE (id, project_id)
+);
+CREATE UNIQUE INDEX classes_live_name ON classes(project_id, name) WHERE deleted_at IS NULL;
+CREATE TABLE texts (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    hash TEXT NOT NULL,
+    text TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (project_id, hash),
+    UNIQUE (id, project_id)
+);
+CREATE TABLE labels (
+    project_id INTEGER NOT NULL,
+    text_id INTEGER NOT NULL,
+    class_id INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (text_id, class_id),
+    FOREIGN KEY (text_id, project_id) REFERENCES texts(id, project_id) ON DELETE CASCADE,
+    FOREIGN KEY (class_id, project_id) REFERENCES classes(id, project_id) ON DELETE CASCADE
+);
+CREATE INDEX labels_project_class ON labels(project_id, class_id);
+CREATE TRIGGER labels_single_label BEFORE INSERT ON labels
+WHEN EXISTS (SELECT 1 FROM labels WHERE text_id = NEW.text_id)
+    AND (SELECT task_type FROM projects WHERE id = NEW.project_id) = 'single_label'
+BEGIN
+    SELECT RAISE(ABORT, 'a text in a single-label project can have only one label');
+END;
+CREATE TABLE schema_events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('add', 'rename', 'merge', 'delete')),
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0 CHECK (undone IN (0, 1))
+);
+CREATE INDEX schema_events_project ON schema_events(project_id, undone, id);
+CREATE TABLE label_events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    text_id INTEGER NOT NULL,
+    class_id INTEGER,
+    previous_class_id INTEGER,
+    schema_event_id INTEGER REFERENCES schema_events(id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0 CHECK (undone IN (0, 1)),
+    FOREIGN KEY (text_id, project_id) REFERENCES texts(id, project_id) ON DELETE CASCADE,
+    FOREIGN KEY (class_id, project_id) REFERENCES classes(id, project_id) ON DELETE CASCADE,
+    FOREIGN KEY (previous_class_id, project_id)
+        REFERENCES classes(id, project_id) ON DELETE CASCADE
+);
+CREATE INDEX label_events_project ON label_events(project_id, undone, id);
+CREATE INDEX label_events_text ON label_events(text_id);
+CREATE INDEX label_events_schema ON label_events(schema_event_id);
+CREATE TABLE features (
+    fingerprint TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    pooling TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    n_layers INTEGER NOT NULL CHECK (n_layers > 0),
+    hidden_size INTEGER NOT NULL CHECK (hidden_size > 0),
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, prompt_hash, pooling, text_hash)
+);
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL CHECK (version > 0),
+    created_at TEXT NOT NULL,
+    params TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    n_labels INTEGER NOT NULL CHECK (n_labels >= 0),
+    state BLOB NOT NULL,
+    UNIQUE (project_id, version)
+);
+CREATE TABLE predictions (
+    model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    text_id INTEGER NOT NULL REFERENCES texts(id) ON DELETE CASCADE,
+    class_id INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+    confidence REAL NOT NULL,
+    probs TEXT NOT NULL,
+    PRIMARY KEY (model_id, text_id)
+);
+CREATE INDEX predictions_text ON predictions(text_id);
+CREATE INDEX predictions_class ON predictions(class_id);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'cancelled')),
+    done INTEGER NOT NULL DEFAULT 0 CHECK (done >= 0),
+    total INTEGER NOT NULL CHECK (total >= 0),
+    message TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX jobs_project_kind ON jobs(project_id, kind, id);
+"""
+
+
+def _v1_initial(db: Database) -> None:
+    """Create every table of the first released layout."""
+    db.executescript(_V1_TABLES)
+
+
+Migration = Callable[[Database], None]
+
+#: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial,)
+
+#: The version a file has once every migration this code knows has run.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def configure(db: Database, *, wal: bool) -> None:
+    """Set the per-connection pragmas: busy timeout, foreign keys, WAL and synchronous=NORMAL.
+
+    WAL with synchronous=NORMAL keeps every committed transaction through a
+    process kill; only a power cut can lose the last few. WAL is skipped for
+    ``:memory:`` databases, which cannot use it.
+    """
+    db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    if wal:
+        db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")
+
+
+def schema_version(db: Database) -> int:
+    """Return the schema version recorded in the file: 0 for an empty file.
+
+    Raises StoreError for an SQLite file with tables but no ``meta`` table: it
+    belongs to some other program, and tenshot must not write into it.
+    """
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in names:
+        if names:
+            raise StoreError(
+                "This SQLite file is not a tenshot workspace (it has tables "
+                f"{', '.join(sorted(names)[:5])} but no 'meta' table). "
+                "Choose a new file name for the workspace."
+            )
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the file up to ``len(migrations)`` and return that version.
+
+    Cheap when nothing is pending: one read and no write. Pending migrations run
+    in order inside one ``BEGIN IMMEDIATE`` transaction together with the version
+    bump, so a failure leaves the file exactly as it was.
+    """
+    target = len(migrations)
+    current = _checked_version(db, target)
+    if current == target:
+        return current
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # re-read under the write lock: another process may have migrated meanwhile
+        current = _checked_version(db, target)
+        for version in range(current, target):
+            migrations[version](db)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [str(target)],
+        )
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+    return target
+
+
+def _checked_version(db: Database, target: int) -> int:
+    current = schema_version(db)
+    if current > target:
+        raise StoreError(
+            f"This workspace was written by a newer tenshot (schema version {current}; "
+            f"this tenshot knows versions up to {target}). Upgrade tenshot to open it, "
+            "or open a different workspace file."
+        )
+    return current
+
+
+def is_locked(err: sqlite3.OperationalError) -> bool:
+    """True when ``err`` means another connection holds the write lock."""
+    text = str(err).lower()
+    return "locked" in text or "busy" in text

@@ -1,0 +1,536 @@
+"""Tests of core.store against real SQLite files under tmp_path (no mocks)."""
+
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlite_utils import Database
+
+from core.errors import InputError, StoreError, UnknownProject
+from core.store import SCHEMA_VERSION, Store, pack_arrays, text_hash, unpack_arrays
+from core.store_base import transactional
+from core.store_schema import MIGRATIONS, migrate, schema_version
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "work.db"
+
+
+@pytest.fixture
+def store(path):
+    with Store.open(path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def pid(store):
+    return store.create_project("reviews", ["neg", "pos"]).id
+
+
+def _count(store, table):
+    return store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+# --- opening, pragmas, migrations -------------------------------------------------
+
+
+def test_open_sets_wal_foreign_keys_synchronous_and_version(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    assert schema_version(store.db) == SCHEMA_VERSION == len(MIGRATIONS)
+
+
+def test_memory_store_round_trips():
+    with Store.open(":memory:") as store:
+        project = store.create_project("m", ["a", "b"])
+        assert store.project("m") == project
+
+
+def test_migrate_applies_a_new_migration_and_keeps_rows(path):
+    with Store.open(path) as store:
+        store.create_project("old", ["a", "b"])
+
+    def v_next(db):
+        db.execute("ALTER TABLE projects ADD COLUMN colour TEXT NOT NULL DEFAULT 'blue'")
+
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    assert migrate(db, (*MIGRATIONS, v_next)) == SCHEMA_VERSION + 1
+    assert schema_version(db) == SCHEMA_VERSION + 1
+    assert db.execute("SELECT name, colour FROM projects").fetchall() == [("old", "blue")]
+    db.close()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        Store.open(path)  # this code does not know the new migration
+
+
+def test_failed_migration_leaves_the_file_unchanged(path):
+    Store.open(path).close()
+
+    def broken(db):
+        db.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("migration bug")
+
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    with pytest.raises(RuntimeError, match="migration bug"):
+        migrate(db, (*MIGRATIONS, broken))
+    assert schema_version(db) == SCHEMA_VERSION
+    assert "half_done" not in db.table_names()
+    db.close()
+
+
+def test_open_creates_the_schema_in_an_empty_file_and_reopening_writes_nothing(path):
+    sqlite3.connect(path).close()  # an existing, empty SQLite file is schema version 0
+    with Store.open(path) as store:
+        assert schema_version(store.db) == SCHEMA_VERSION
+        assert "label_events" in store.db.table_names()
+    with Store.open(path) as store:
+        # opening a current file must stay cheap: no migration, no write
+        assert store.db.conn.total_changes == 0
+
+
+def test_newer_schema_version_is_refused(path):
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    newer = str(SCHEMA_VERSION + 1)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [newer])
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="written by a newer tenshot"):
+        Store.open(path)
+
+
+def test_foreign_sqlite_file_is_refused(path):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a tenshot workspace.*invoices"):
+        Store.open(path)
+
+
+def test_second_store_sees_the_first_stores_writes(path, store, pid):
+    with Store.open(path) as other:
+        text_id = other.add_texts(pid, ["seen by both"]).text_ids[0]
+        other.set_label(pid, text_id, "pos")
+    assert store.labelled(pid) == [(text_id, "seen by both", "pos")]
+
+
+def test_label_survives_kill_9(path, store, pid):
+    text_id = store.add_texts(pid, ["keep me"]).text_ids[0]
+    store.close()
+    child = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from core.store import Store
+        store = Store.open({str(path)!r})
+        store.set_label({pid}, {text_id}, "pos")
+        print("ok", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.strip() == "ok"
+    with Store.open(path) as reopened:
+        assert reopened.labelled(pid) == [(text_id, "keep me", "pos")]
+        assert reopened.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_write_retries_while_another_connection_holds_the_lock(path, store, pid):
+    store.db.execute("PRAGMA busy_timeout = 0")  # make the retry loop, not SQLite, do the waiting
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.15, blocker.rollback).start()
+    assert store.add_texts(pid, ["after the lock"]).added == 1
+    blocker.close()
+
+
+def test_write_gives_up_with_a_plain_message_when_locked_for_long(path, store, pid):
+    store.db.execute("PRAGMA busy_timeout = 0")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="stayed locked"):
+        store.add_texts(pid, ["never"])
+    blocker.rollback()
+    blocker.close()
+    assert store.texts(pid) == []
+
+
+class _FailingStore(Store):
+    @transactional
+    def add_then_fail(self, project_id):
+        self.add_texts(project_id, ["half"])  # joins this method's transaction
+        raise InputError("stopped halfway")
+
+
+def test_an_error_halfway_through_an_action_writes_nothing(path, store, pid):
+    with _FailingStore.open(path) as failing:
+        with pytest.raises(InputError, match="stopped halfway"):
+            failing.add_then_fail(pid)
+        assert failing.texts(pid) == []
+    assert store.texts(pid) == []
+
+
+def test_row_types_are_hashable(store, pid):
+    # frozen rows with dict fields must still work as set members and cache keys
+    assert len({store.project(pid), store.project(pid)}) == 1
+
+
+# --- projects ----------------------------------------------------------------------
+
+
+def test_project_round_trip(store):
+    created = store.create_project("  news ", [" world", "sport "], settings={"layer": 12})
+    assert created.name == "news" and created.task_type == "single_label"
+    assert created.settings == {"layer": 12}
+    assert store.project("news") == created == store.project(created.id)
+    assert store.classes(created.id) == ["world", "sport"]
+    other = store.create_project("other", ["x", "y"])
+    assert store.projects() == [created, other]
+
+
+@pytest.mark.parametrize(
+    ("name", "classes", "message"),
+    [
+        ("  ", ["a", "b"], "project name must be non-empty"),
+        ("p", ["a"], "at least 2 classes, but got 1"),
+        ("p", "ab", "must be a list of names, but got the text 'ab'"),
+        ("p", ["a", " "], "class name must be non-empty"),
+        ("p", ["a", "b", " a"], "'a' appears more than once"),
+        ("reviews", ["a", "b"], "A project called 'reviews' already exists"),
+    ],
+)
+def test_create_project_refusals(store, pid, name, classes, message):
+    with pytest.raises(InputError, match=message):
+        store.create_project(name, classes)
+    assert [p.name for p in store.projects()] == ["reviews"]
+
+
+def test_unknown_project_lists_existing_names(store, pid):
+    with pytest.raises(UnknownProject, match="called 'nope'; the projects are 'reviews'"):
+        store.project("nope")
+    with pytest.raises(UnknownProject, match="no project with id 99"):
+        store.project(99)
+    with pytest.raises(UnknownProject, match="id 99"):
+        store.classes(99)
+
+
+def test_rename_project(store, pid):
+    store.create_project("taken", ["a", "b"])
+    assert store.rename_project(pid, " films ").name == "films"
+    assert store.project("films").id == pid
+    with pytest.raises(InputError, match="'taken' already exists"):
+        store.rename_project(pid, "taken")
+
+
+def test_update_settings_merges(store, pid):
+    store.update_settings(pid, {"layer": 3, "prompt": "p"})
+    store.update_settings(pid, {"layer": 7})
+    assert store.project(pid).settings == {"layer": 7, "prompt": "p"}
+
+
+def test_delete_project_cascades_but_keeps_shared_features(store, pid):
+    keep = store.create_project("keep", ["a", "b"]).id
+    ids = store.add_texts(pid, ["x", "y"], labels=["pos", "neg"]).text_ids
+    store.add_texts(keep, ["z"], labels=["a"])
+    store.add_class(pid, "mid")  # leaves a schema event to cascade
+    model_id = _save_model(store, pid).id
+    store.save_predictions(model_id, [(ids[0], "pos", 0.9, {"neg": 0.1, "pos": 0.9})])
+    store.start_job(pid, "embed", 2)
+    store.put_features("fp", None, "mean", {text_hash("x"): np.ones((2, 3), np.float32)})
+    store.delete_project(pid)
+    assert [p.name for p in store.projects()] == ["keep"]
+    counts = {t: _count(store, t) for t in ["classes", "texts", "labels", "label_events"]}
+    assert counts == {"classes": 2, "texts": 1, "labels": 1, "label_events": 1}
+    for table in ["models", "predictions", "jobs", "schema_events"]:
+        assert _count(store, table) == 0
+    assert _count(store, "features") == 1
+    with pytest.raises(UnknownProject):
+        store.delete_project(pid)
+
+
+# --- texts ---------------------------------------------------------------------------
+
+
+def test_add_texts_strips_dedups_and_aligns_ids(store, pid):
+    first = store.add_texts(pid, ["b"], source="csv")
+    result = store.add_texts(pid, ["  a ", "", "b", "a", "   ", "c"])
+    assert (result.added, result.duplicates, result.empty) == (2, 2, 2)
+    assert result.text_ids == [first.text_ids[0] + 1, first.text_ids[0], first.text_ids[0] + 2]
+    assert store.texts(pid) == [(1, "b"), (2, "a"), (3, "c")]
+    assert store.text_id(pid, " a") == 2 and store.text_id(pid, "zzz") is None
+    sources = store.db.execute("SELECT source FROM texts ORDER BY id").fetchall()
+    assert sources == [("csv",), ("typed",), ("typed",)]
+
+
+def test_same_text_in_two_projects_is_two_rows_with_one_hash(store, pid):
+    other = store.create_project("other", ["a", "b"]).id
+    store.add_texts(pid, ["shared"])
+    store.add_texts(other, ["shared"])
+    hashes = store.db.execute("SELECT DISTINCT hash FROM texts").fetchall()
+    assert hashes == [(text_hash("shared"),)]
+    assert text_hash("hi").startswith("8f434346")
+
+
+def test_add_texts_with_labels(store, pid):
+    store.add_texts(pid, ["old"])
+    result = store.add_texts(pid, ["new", "old", "plain", "new"], labels=["pos", "neg", None, None])
+    assert result.added == 2
+    assert store.labelled(pid) == [(1, "old", "neg"), (2, "new", "pos")]
+    assert store.unlabelled(pid) == [(3, "plain")]
+
+
+def test_add_texts_refuses_unknown_labels_before_writing(store, pid):
+    with pytest.raises(InputError, match="Unknown label.*'meh'.*classes are 'neg', 'pos'"):
+        store.add_texts(pid, ["x", "y"], labels=["pos", "meh"])
+    with pytest.raises(InputError, match="2 texts but 1 labels"):
+        store.add_texts(pid, ["x", "y"], labels=["pos"])
+    assert store.texts(pid) == []
+
+
+# --- labels and undo -------------------------------------------------------------------
+
+
+def test_labels_round_trip_and_counts(store, pid):
+    ids = store.add_texts(pid, ["t1", "t2", "t3"]).text_ids
+    assert store.label_counts(pid) == {"neg": 0, "pos": 0}
+    store.set_label(pid, ids[1], "pos")
+    store.set_labels(pid, [ids[0], ids[2]], "neg")
+    assert store.labelled(pid) == [(1, "t1", "neg"), (2, "t2", "pos"), (3, "t3", "neg")]
+    assert store.label_counts(pid) == {"neg": 2, "pos": 1}
+    store.set_label(pid, ids[0], None)
+    assert store.unlabelled(pid) == [(1, "t1")]
+    assert list(store.label_counts(pid).values()) == [1, 1]
+
+
+def test_set_label_refusals(store, pid):
+    other = store.create_project("other", ["a", "b"]).id
+    foreign = store.add_texts(other, ["elsewhere"]).text_ids[0]
+    mine = store.add_texts(pid, ["here"]).text_ids[0]
+    with pytest.raises(InputError, match="no class 'maybe'.*'neg', 'pos'"):
+        store.set_label(pid, mine, "maybe")
+    with pytest.raises(InputError, match=f"Text {foreign} is not in project 'reviews'"):
+        store.set_labels(pid, [mine, foreign], "pos")
+    assert store.labelled(pid) == []  # the bulk call wrote nothing
+
+
+def test_undo_last_label_walks_back_in_order(store, pid):
+    a, b = store.add_texts(pid, ["a", "b"]).text_ids
+    store.set_label(pid, a, "pos")
+    store.set_label(pid, b, "neg")
+    store.set_label(pid, a, "neg")
+    store.set_label(pid, a, "neg")  # unchanged: records nothing to undo
+    assert store.undo_last_label(pid) == (a, "pos")
+    assert store.undo_last_label(pid) == (b, None)
+    assert store.undo_last_label(pid) == (a, None)
+    assert store.undo_last_label(pid) is None
+    assert store.labelled(pid) == []
+
+
+def test_single_label_is_enforced_by_the_database(store, pid):
+    text_id = store.add_texts(pid, ["one"], labels=["pos"]).text_ids[0]
+    neg = store.class_ids(pid)["neg"]
+    with pytest.raises(sqlite3.IntegrityError, match="only one label"):
+        store.db.execute(
+            "INSERT INTO labels (project_id, text_id, class_id, updated_at) "
+            "VALUES (?, ?, ?, 'now')",
+            [pid, text_id, neg],
+        )
+
+
+# --- classes and schema undo -------------------------------------------------------------
+
+
+def test_add_and_rename_class_then_undo(store, pid):
+    text_id = store.add_texts(pid, ["x"], labels=["pos"]).text_ids[0]
+    store.add_class(pid, " mixed ")
+    store.rename_class(pid, "pos", "positive")
+    assert store.classes(pid) == ["neg", "positive", "mixed"]
+    assert store.labelled(pid) == [(text_id, "x", "positive")]
+    with pytest.raises(InputError, match="already has a class called 'neg'"):
+        store.rename_class(pid, "mixed", "neg")
+    assert store.undo_schema_change(pid) == "Renamed class 'positive' back to 'pos'."
+    assert store.labelled(pid) == [(text_id, "x", "pos")]
+    assert store.undo_schema_change(pid) == "Removed the added class 'mixed'."
+    assert store.classes(pid) == ["neg", "pos"]
+    assert store.undo_schema_change(pid) is None
+
+
+def test_merge_carries_labels_and_undo_splits_them_back(store, pid):
+    store.add_class(pid, "meh")
+    ids = store.add_texts(pid, ["a", "b", "c"], labels=["meh", "neg", "pos"]).text_ids
+    store.merge_classes(pid, ["meh"], "neg")
+    assert store.classes(pid) == ["neg", "pos"]
+    assert store.label_counts(pid) == {"neg": 2, "pos": 1}
+    assert store.undo_schema_change(pid) == "Split 'meh' back out of 'neg' (1 labels)."
+    assert store.labelled(pid) == [(ids[0], "a", "meh"), (ids[1], "b", "neg"), (ids[2], "c", "pos")]
+
+
+def test_delete_class_removes_labels_and_undo_restores_them(store, pid):
+    store.add_class(pid, "meh")
+    ids = store.add_texts(pid, ["a", "b", "c"], labels=["meh", "meh", "pos"]).text_ids
+    store.delete_class(pid, "meh")
+    assert store.classes(pid) == ["neg", "pos"]
+    assert store.unlabelled(pid) == [(ids[0], "a"), (ids[1], "b")]
+    store.set_label(pid, ids[1], "neg")  # relabelled after the delete: undo must keep this
+    assert store.undo_schema_change(pid) == "Restored class 'meh' (1 labels)."
+    assert store.labelled(pid) == [(ids[0], "a", "meh"), (ids[1], "b", "neg"), (ids[2], "c", "pos")]
+
+
+def test_class_changes_refuse_to_go_below_two_classes(store, pid):
+    with pytest.raises(InputError, match="Cannot delete 'neg'.*leave 1 class"):
+        store.delete_class(pid, "neg")
+    with pytest.raises(InputError, match="Cannot merge 1 classes away.*leave 1 class"):
+        store.merge_classes(pid, ["neg"], "pos")
+    with pytest.raises(InputError, match="other than 'pos'"):
+        store.merge_classes(pid, ["pos"], "pos")
+    assert store.classes(pid) == ["neg", "pos"]
+
+
+def test_deleted_class_name_can_be_reused(store, pid):
+    store.add_class(pid, "meh")
+    store.delete_class(pid, "meh")
+    store.add_class(pid, "meh")
+    assert store.classes(pid) == ["neg", "pos", "meh"]
+
+
+def test_label_undo_refuses_to_restore_a_deleted_class(store, pid):
+    store.add_class(pid, "meh")
+    text_id = store.add_texts(pid, ["a"], labels=["meh"]).text_ids[0]
+    store.set_label(pid, text_id, "pos")
+    store.delete_class(pid, "meh")
+    with pytest.raises(InputError, match="class 'meh', which was deleted or merged"):
+        store.undo_last_label(pid)
+
+
+# --- features ----------------------------------------------------------------------------
+
+
+def test_features_round_trip_bit_exact(store):
+    rng = np.random.default_rng(0)
+    items = {text_hash(f"t{i}"): rng.standard_normal((4, 6)).astype(np.float32) for i in range(3)}
+    items[text_hash("t0")][0, 0] = np.float32(1e-45)  # a subnormal must survive too
+    store.put_features("fp", None, "mean", items)
+    got = store.get_features("fp", "", "mean", [*items, text_hash("missing")])
+    assert set(got) == set(items)
+    for key, array in items.items():
+        assert got[key].dtype == np.float32 and got[key].shape == (4, 6)
+        assert got[key].tobytes() == array.tobytes()
+    assert store.get_features("fp", "other prompt", "mean", list(items)) == {}
+    assert store.get_features("fp", None, "max", list(items)) == {}
+
+
+def test_features_many_hits_load_fast(store):
+    rng = np.random.default_rng(1)
+    block = rng.standard_normal((1000, 31, 576), dtype=np.float32)
+    items = {text_hash(str(i)): block[i] for i in range(1000)}
+    store.put_features("fp", "prompt", "mean", items)
+    start = time.perf_counter()
+    got = store.get_features("fp", "prompt", "mean", list(items))
+    elapsed = time.perf_counter() - start
+    assert len(got) == 1000  # spans two query chunks
+    assert np.array_equal(got[text_hash("999")], items[text_hash("999")])
+    assert elapsed < 1.0
+
+
+def test_put_features_refuses_wrong_shape(store):
+    with pytest.raises(InputError, match=r"shape \(n_layers, hidden_size\), but got shape \(5,\)"):
+        store.put_features("fp", None, "mean", {"h": np.zeros(5, np.float32)})
+
+
+# --- arrays, models, predictions, jobs ---------------------------------------------------------
+
+
+def test_pack_arrays_round_trip_without_pickle():
+    # "file" would collide with np.savez's own argument name; pack_arrays must not care
+    arrays = {"coef": np.arange(6.0).reshape(2, 3), "file": np.array([1, 2], np.int8)}
+    blob = pack_arrays(arrays)
+    back = unpack_arrays(blob)
+    assert list(back) == ["coef", "file"]
+    for key in arrays:
+        assert back[key].dtype == arrays[key].dtype
+        np.testing.assert_array_equal(back[key], arrays[key])
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:  # plain .npz format
+        np.testing.assert_array_equal(npz["coef"], arrays["coef"])
+    with pytest.raises(StoreError, match="holds Python objects"):
+        pack_arrays({"bad": np.array([{}], dtype=object)})
+    with pytest.raises(StoreError, match="damaged"):
+        unpack_arrays(b"not a zip")
+
+
+def _save_model(store, pid, **metrics):
+    version = store.save_model(
+        pid,
+        params={"C": 0.5, "layers": [3, 4]},
+        metrics={"accuracy": np.float64(0.75), **metrics},
+        state={"coef": np.full((2, 3), 0.25, np.float32), "intercept": np.array([0.1, -0.1])},
+        n_labels=12,
+    )
+    return store.model(pid, version)
+
+
+def test_models_round_trip(store, pid):
+    first = _save_model(store, pid)
+    second = _save_model(store, pid, f1=np.int64(1))
+    assert (first.version, second.version) == (1, 2)
+    latest = store.latest_model(pid)
+    assert (latest.id, latest.params, latest.metrics) == (second.id, {"C": 0.5, "layers": [3, 4]},
+                                                          {"accuracy": 0.75, "f1": 1})
+    assert latest.n_labels == 12
+    np.testing.assert_array_equal(latest.state["coef"], np.full((2, 3), 0.25, np.float32))
+    np.testing.assert_array_equal(latest.state["intercept"], [0.1, -0.1])
+    assert [(m.version, m.state) for m in store.models(pid)] == [(1, None), (2, None)]
+    with pytest.raises(StoreError, match=r"no model version 7; its versions are \[1, 2\]"):
+        store.model(pid, 7)
+    other = store.create_project("other", ["a", "b"]).id
+    assert store.latest_model(other) is None
+
+
+def test_predictions_round_trip(store, pid):
+    ids = store.add_texts(pid, ["good", "bad"]).text_ids
+    model_id = _save_model(store, pid).id
+    rows = [
+        (ids[1], "neg", 0.8, {"neg": 0.8, "pos": 0.2}),
+        (ids[0], "pos", 0.6, {"neg": 0.4, "pos": 0.6}),
+    ]
+    store.save_predictions(model_id, rows)
+    got = store.predictions(model_id)
+    assert [(p.text_id, p.text, p.label, p.confidence, p.probs) for p in got] == [
+        (ids[0], "good", "pos", 0.6, {"neg": 0.4, "pos": 0.6}),
+        (ids[1], "bad", "neg", 0.8, {"neg": 0.8, "pos": 0.2}),
+    ]
+    bad = [(ids[0], "neg", 0.5, {}), (ids[1], "maybe", 0.5, {})]
+    with pytest.raises(InputError, match="class 'maybe'"):
+        store.save_predictions(model_id, bad)
+    assert store.predictions(model_id)[0].label == "pos"  # the failed call changed nothing
+
+
+def test_jobs_round_trip(store, pid):
+    job_id = store.start_job(pid, "embed", 10)
+    store.update_job(job_id, done=4, message="embedding")
+    store.update_job(job_id, done=10, status="done")
+    job = store.job(job_id)
+    assert (job.kind, job.status, job.done, job.total) == ("embed", "done", 10, 10)
+    assert job.message == "embedding"  # kept: the last update gave no message
+    newer = store.start_job(pid, "embed", 3)
+    store.start_job(pid, "shap", 1)
+    assert store.latest_job(pid, "embed").id == newer
+    assert store.latest_job(pid, "bootstrap") is None
+    with pytest.raises(InputError, match="must be one of"):
+        store.update_job(job_id, done=1, status="paused")
+    with pytest.raises(StoreError, match="no job with id 999"):
+        store.job(999)
