@@ -1,8 +1,11 @@
-"""tenshot: build a text classifier from a few dozen labels, on your own machine."""
+"""tenshot: build a text classifier from a few dozen labels, on your own machine.
+
+Run with: streamlit run app.py --server.headless true --server.address 127.0.0.1
+"""
 
 import streamlit as st
 
-from pages._shared import current_project, store
+from pages._shared import current_project, escape_markdown, percent, store
 
 st.set_page_config(page_title="tenshot", page_icon=":material/target:", layout="wide")
 
@@ -15,17 +18,40 @@ PAGES = [
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 
-with st.sidebar:
-    st.markdown("### tenshot")
-    projects = store().projects()
-    if projects:
-        ids = [p.id for p in projects]
-        names = {p.id: p.name for p in projects}
-        current = current_project()
-        choice = st.selectbox("Project", ids, format_func=names.get,
-                              index=ids.index(current.id) if current else 0)
-        st.session_state["project_id"] = choice
-    else:
-        st.caption("No project yet.")
 
-st.navigation(PAGES).run()
+def _pick_project() -> None:
+    st.session_state["project_id"] = st.session_state["_project_picker"]
+
+
+def _sidebar() -> None:
+    st.markdown("### :material/target: tenshot")
+    st.caption("A text classifier from a few dozen labels, on your own machine.")
+    projects = store().projects()
+    if not projects:
+        st.caption("No project yet: create one on the Projects page.")
+        return
+    ids = [p.id for p in projects]
+    names = {p.id: p.name for p in projects}
+    current = current_project()
+    if current is None:
+        current = projects[0]
+        st.session_state["project_id"] = current.id
+    # a page may have switched the project: keep the picker in step before it is drawn
+    st.session_state["_project_picker"] = current.id
+    st.selectbox("Project", ids, format_func=names.get, key="_project_picker",
+                 on_change=_pick_project)
+    counts = store().label_counts(current.id)
+    n_texts = len(store().texts(current.id))
+    model = store().latest_model(current.id)
+    accuracy = ""
+    if model is not None:
+        accuracy = f" · model v{model.version}: {percent(model.metrics.get('cv_accuracy'))}"
+    noun = "sentence" if n_texts == 1 else "sentences"
+    st.caption(escape_markdown(f"{n_texts} {noun} · {sum(counts.values())} labelled{accuracy}"))
+
+
+# st.navigation before the sidebar: it switches off the legacy pages/ folder handling
+page = st.navigation(PAGES)
+with st.sidebar:
+    _sidebar()
+page.run()

@@ -111,6 +111,7 @@ def _classifier(args, store):
 
 
 def cmd_predict(args, store) -> int:
+    from .export import neutralise
     from .io import read_path
     from .project import predict_texts
 
@@ -122,14 +123,9 @@ def cmd_predict(args, store) -> int:
         w = csv.writer(f)
         w.writerow(["text", "prediction", "confidence"] + [f"p_{c}" for c in clf.classes])
         for text, lab, p in zip(rows.texts, labels, probs):
-            w.writerow([_safe_cell(text), _safe_cell(lab), f"{p.max():.4f}"] + [f"{v:.4f}" for v in p])
+            w.writerow([neutralise(text), neutralise(lab), f"{p.max():.4f}"] + [f"{v:.4f}" for v in p])
     _say(f"wrote {len(labels)} predictions to {args.out}")
     return 0
-
-
-def _safe_cell(value: str) -> str:
-    # spreadsheet programs run cells that start with these as formulas
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def cmd_export(args, store) -> int:

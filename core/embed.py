@@ -15,7 +15,6 @@ forward pass.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -23,6 +22,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .errors import InputError
+from .store_codec import text_hash
 
 __all__ = [
     "POOLINGS",
@@ -212,10 +212,6 @@ def _pad(encoded: list[Encoded], pad_id: int):
 def cache_key(backbone, max_length: int) -> str:
     """The feature-cache key part for the backbone: weights and truncation length."""
     return f"{backbone.fingerprint}|max{max_length}"
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,

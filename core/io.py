@@ -165,12 +165,16 @@ def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportR
     return _from_rows(rows, list(columns), text_column, label_column, result)
 
 
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.3g} MB"
+
+
 def read_records(data: bytes, name: str, *, text_column: str | None = None,
                  label_column: str | None = None) -> ImportResult:
     """Parse an uploaded file. ``name`` decides the format by its extension."""
     if len(data) > LIMITS.upload_bytes:
-        raise InputError(f"{name} is {len(data) / 1e6:.1f} MB; the limit is "
-                         f"{LIMITS.upload_bytes / 1e6:.0f} MB. Split it into smaller files.")
+        raise InputError(f"{name} is {_mb(len(data))}; the limit is {_mb(LIMITS.upload_bytes)}. "
+                         "Split it into smaller files.")
     fmt = _FORMATS.get(Path(name).suffix.lower())
     if fmt is None:
         raise InputError(f"{name}: unsupported file type. Upload a .csv, .tsv, .txt or .jsonl file.")
@@ -189,6 +193,6 @@ def read_path(path: str | Path, **kwargs) -> ImportResult:
     if not path.is_file():
         raise InputError(f"No file at '{path}'.")
     if path.stat().st_size > LIMITS.upload_bytes:
-        raise InputError(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; the limit is "
-                         f"{LIMITS.upload_bytes / 1e6:.0f} MB.")
+        raise InputError(f"{path.name} is {_mb(path.stat().st_size)}; the limit is "
+                         f"{_mb(LIMITS.upload_bytes)}. Split it into smaller files.")
     return read_records(path.read_bytes(), path.name, **kwargs)

@@ -1,21 +1,29 @@
 """Streamlit glue shared by every page: the store, the cached backbone, the current
-project, and plain-language errors. Pages import from here; core never imports streamlit."""
+project, retraining, background jobs, plain-language errors and safe text.
+
+Pages import from here; core never imports streamlit. Caching lives here too.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import OrderedDict
+from typing import Sequence
 
 import streamlit as st
 
-from core.backbones import load_backbone
-from core.errors import TenshotError
-from core.project import MemoryCache
+from core import jobs
+from core.backbones import DEFAULT_BACKBONE, load_backbone
+from core.classifier import Settings, default_prompt
+from core.errors import NotEnoughLabels, TenshotError
+from core.project import MemoryCache, TrainOutcome, retrain, settings_of
 from core.store import Store
 
 __all__ = ["db_path", "store", "backbone", "feature_cache", "current_project", "require_project",
-           "show_error"]
+           "select_project", "show_error", "escape_markdown", "new_project_settings",
+           "needs_message", "train", "start_embedding", "flash", "show_flashes", "percent"]
 
 
 def db_path() -> str:
@@ -55,8 +63,30 @@ def feature_cache(s: Store) -> MemoryCache:
     return MemoryCache(s, items=_feature_items())
 
 
+def _ensure_app_shell() -> None:
+    """Rerun through app.py when Streamlit ran a page script on its own.
+
+    Our page scripts live in a folder named pages/, so until some run has called
+    st.navigation, Streamlit takes its legacy multipage path and runs the requested
+    page alone: the first request after a server start that opens /label directly
+    would get no sidebar, no project picker and the folder's file names as menu.
+    TODO: renaming pages/ (e.g. to views/) removes the cause; asked the lead.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without the legacy path
+        return
+    # AppTest resets the flag before every run; a rerun there would swallow each click
+    if st.get_option("global.appTest"):
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def current_project():
     """The selected Project, or None. The selection lives in session_state['project_id']."""
+    _ensure_app_shell()
     pid = st.session_state.get("project_id")
     if pid is None:
         return None
@@ -67,11 +97,21 @@ def current_project():
         return None
 
 
+def select_project(project_id: int | None) -> None:
+    """Make a project the current one (None: no project) and redraw the app around it."""
+    if project_id is None:
+        st.session_state.pop("project_id", None)
+    else:
+        st.session_state["project_id"] = int(project_id)
+    st.rerun()
+
+
 def require_project():
     """The selected project; otherwise an empty state pointing to the Projects page, and stop."""
     project = current_project()
     if project is None:
-        st.info("Create or choose a project first.")
+        st.info("Create or choose a project first: a project holds your classes, "
+                "sentences, labels and models.", icon=":material/folder_open:")
         st.page_link("pages/projects.py", label="Go to Projects", icon=":material/folder:")
         st.stop()
     return project
@@ -80,7 +120,95 @@ def require_project():
 def show_error(err: Exception) -> None:
     """A plain-language message for errors users can cause; never a traceback."""
     if isinstance(err, TenshotError):
-        st.error(str(err), icon=":material/error:")
+        st.error(escape_markdown(str(err)), icon=":material/error:")
     else:
-        st.error(f"Something went wrong: {type(err).__name__}: {err}. Your data is safe; "
-                 "try again, and report the problem if it persists.", icon=":material/error:")
+        st.error(escape_markdown(f"Something went wrong: {type(err).__name__}: {err}. Your data "
+                                 "is safe; try again, and report the problem if it persists."),
+                 icon=":material/error:")
+
+
+_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def escape_markdown(text: object) -> str:
+    """Text -> markdown that renders as exactly that text: no markup, links, HTML or math.
+
+    CommonMark lets any ASCII punctuation be backslash-escaped, so all of it is; line
+    breaks become hard breaks and leading spaces go, so nothing turns into a code block.
+    Example: ``"**hi** <b>"`` -> ``"\\*\\*hi\\*\\* \\<b\\>"``.
+    """
+    lines = str(text).splitlines() or [""]
+    return "  \n".join(_MD_SPECIAL.sub(r"\\\1", line.strip()) for line in lines)
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def new_project_settings() -> dict:
+    """Settings for a project created in the app. $TENSHOT_BACKBONE picks the backbone
+    (a registry name or a local model folder); the default is the packaged SmolLM2."""
+    name = os.environ.get("TENSHOT_BACKBONE") or DEFAULT_BACKBONE
+    return Settings(backbone=name, prompt=default_prompt(name)).to_dict()
+
+
+def needs_message(err: NotEnoughLabels) -> str:
+    """'Label 2 more "positive" and 1 more "negative" to train a first model.'"""
+    wanted = {c: n for c, n in (err.missing or {}).items() if n > 0}
+    if not wanted:
+        return str(err)
+    parts = [f"{n} more “{c}”" for c, n in wanted.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Label {listed} to train a model (every class needs at least 2 labels)."
+
+
+def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
+    """Retrain the project's model now. Flashes what happened; None when it could not train.
+
+    say_missing=False leaves out the "label N more" message, for a page that shows it anyway.
+    """
+    s = store()
+    try:
+        model = backbone(settings_of(project).backbone)
+        with st.spinner("Training a new model on your labels..."):
+            outcome = retrain(s, project, model, cache=feature_cache(s))
+    except NotEnoughLabels as err:
+        if say_missing:
+            flash(needs_message(err), "info")
+        return None
+    except TenshotError as err:
+        flash(str(err), "error")
+        return None
+    change = outcome.accuracy_change
+    delta = "" if change is None else f" ({change * 100:+.0f} points since the last model)"
+    flash(f"Model v{outcome.version} trained on {outcome.metrics['n_labels']} labels: "
+          f"cross-validated accuracy {percent(outcome.metrics['cv_accuracy'])}{delta}.", "success")
+    return outcome
+
+
+def start_embedding(project, texts: Sequence[str]) -> int | None:
+    """Read (embed) texts on a background job; the Data page shows its progress."""
+    if not texts:
+        return None
+    settings = settings_of(project)
+    return jobs.start_embedding(db_path(), project.id, texts, settings,
+                                lambda: _load_backbone(settings.backbone),
+                                memory=_feature_items())
+
+
+_FLASH_KINDS = {"success": (st.success, ":material/check_circle:"),
+                "info": (st.info, ":material/info:"),
+                "warning": (st.warning, ":material/warning:"),
+                "error": (st.error, ":material/error:")}
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Queue a message to show at the top of the next run (it survives st.rerun)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    """Show and clear the queued messages. They may quote user text, so it is escaped."""
+    for kind, message in st.session_state.pop("_flash", []):
+        draw, icon = _FLASH_KINDS.get(kind, _FLASH_KINDS["info"])
+        draw(escape_markdown(message), icon=icon)

@@ -60,3 +60,43 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # converted-model and weight caches go to a per-session temp folder, never ~/.cache
     monkeypatch.setenv("TENSHOT_CACHE", os.environ.get("TENSHOT_TEST_CACHE")
                        or str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny real model saved as a local HF folder: a project's backbone in app tests."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tok = make_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def fresh_workspace(tmp_path, monkeypatch, tiny_model_dir) -> str:
+    """A fresh SQLite workspace for the app; projects created in the app use the tiny model."""
+    path = str(tmp_path / "workspace.db")
+    monkeypatch.setenv("TENSHOT_DB", path)
+    monkeypatch.setenv("TENSHOT_BACKBONE", tiny_model_dir)
+    return path
+
+
+
+@pytest.fixture
+def whole_app_reruns(monkeypatch):
+    """Make every AppTest run execute app.py, as the real server does after its first run.
+
+    AppTest resets PagesManager.uses_pages_directory before each run; because our page
+    scripts live in a folder named pages/, Streamlit then takes the legacy multipage
+    path and runs only the page script, without app.py's sidebar (and a click would be
+    lost to the rerun that pages._shared makes to recover from that).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)

@@ -1,0 +1,220 @@
+"""Which sentence to label next, and the rows of the bulk-labelling table.
+
+Before a model exists, sentences come in a seeded random order: an unbiased
+start, reproducible from ``random_state``. Once a model has predicted the
+unlabelled sentences, the next one is the most *uncertain* (smallest margin
+between the two most probable classes), discounted by its *similarity* to the
+sentences labelled recently and to those already picked in the same batch, so
+that near-duplicates of what was just labelled do not come up again and again.
+
+Shortcut: similarity is measured on hashed character trigrams of the text, not
+on the backbone's features. It needs no model in memory and catches the
+near-duplicates that waste a labeller's time; semantic diversity would need the
+features and is left out on purpose.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["MIN_PER_CLASS", "Suggestion", "TableRow", "labels_missing", "margin_uncertainty",
+           "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
+           "table_rows", "filter_rows"]
+
+_DIM = 1024  # hashed trigram buckets: plenty for sentence-length texts
+_POOL = 30  # only the most uncertain candidates compete on diversity
+_RECENT = 20  # how many recently labelled texts the diversity term looks at
+#: labels each class needs before a model can be trained (the head's cross-validation)
+MIN_PER_CLASS = 2
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A text to label next, with the latest model's guess (None while there is no model)."""
+
+    text_id: int
+    text: str
+    uncertainty: float | None
+    reason: str
+    guess: str | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One row of the bulk-labelling table; ``predicted``/``confidence`` are None without a model."""
+
+    text_id: int
+    text: str
+    label: str | None
+    predicted: str | None
+    confidence: float | None
+
+
+def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
+    """1 - (p_top1 - p_top2) for each row of probs (n, n_classes) -> (n,), in [0, 1].
+
+    Example: [[0.5, 0.5], [0.9, 0.1]] -> [1.0, 0.2].
+    """
+    probs = np.asarray(probs, dtype=float)
+    if probs.shape[1] < 2:
+        return np.zeros(len(probs))
+    top = -np.sort(-probs, axis=1)
+    return 1.0 - (top[:, 0] - top[:, 1])
+
+
+def entropy_uncertainty(probs: np.ndarray) -> np.ndarray:
+    """Entropy of each row of probs (n, n_classes), divided by log(n_classes) -> (n,), in [0, 1]."""
+    probs = np.clip(np.asarray(probs, dtype=float), 1e-12, 1.0)
+    if probs.shape[1] < 2:
+        return np.zeros(len(probs))
+    return -(probs * np.log(probs)).sum(1) / np.log(probs.shape[1])
+
+
+def text_vectors(texts: Sequence[str], dim: int = _DIM) -> np.ndarray:
+    """Unit-norm hashed character-trigram counts: float32 (n, dim).
+
+    Case and surrounding whitespace are ignored, so "Great phone!" and
+    "great phone" get a cosine similarity close to 1.
+    """
+    out = np.zeros((len(texts), dim), np.float32)
+    for row, text in enumerate(texts):
+        padded = f"  {' '.join(text.lower().split())}  "
+        for i in range(len(padded) - 2):
+            out[row, zlib.crc32(padded[i:i + 3].encode()) % dim] += 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-12)
+
+
+def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None = None, *,
+         n: int = 1, diversity: float = 0.5, pool: int = _POOL) -> list[int]:
+    """Greedy uncertainty-with-diversity selection; returns up to n row indices.
+
+    uncertainty: (m,) scores, higher = more worth labelling.
+    vectors: (m, d) unit-norm vectors of the candidates; recent: (r, d) of recent labels.
+    Each pick maximises ``uncertainty - diversity * max cosine similarity`` to the
+    recent texts and the picks so far, among the ``pool`` most uncertain candidates.
+    With diversity=0 this is plain uncertainty order (ties broken by index).
+    """
+    order = np.argsort(-uncertainty, kind="stable")[:max(pool, n)]
+    anchors = [recent] if recent is not None and len(recent) else []
+    chosen: list[int] = []
+    for _ in range(min(n, len(order))):
+        left = [i for i in order if i not in chosen]
+        sims = np.zeros(len(left))
+        if anchors:
+            sims = (vectors[left] @ np.vstack(anchors).T).max(1)
+        best = left[int(np.argmax(uncertainty[left] - diversity * sims))]
+        chosen.append(int(best))
+        anchors.append(vectors[best][None])
+    return chosen
+
+
+def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, float]] | None,
+            recent_texts: Sequence[str] = (), *, n: int = 1, diversity: float = 0.5,
+            random_state: int = 0) -> list[Suggestion]:
+    """The next n texts to label among ``candidates`` ((text_id, text) pairs).
+
+    probs: {text_id: {class: probability}} from the latest model, or None when there
+    is no model yet; then the order is a random permutation seeded by random_state.
+    Candidates the model has not predicted (added after it) count as fully uncertain.
+    """
+    candidates = list(candidates)
+    if not candidates:
+        return []
+    if probs is None:
+        rng = np.random.default_rng(random_state)
+        order = rng.permutation(len(candidates))[:n]
+        return [Suggestion(*candidates[i], None, "random: no model yet") for i in order]
+    scores = np.array([_uncertainty_of(probs.get(tid)) for tid, _ in candidates])
+    # only the most uncertain compete on diversity, so only they need vectors
+    pool = np.argsort(-scores, kind="stable")[:max(_POOL, n)]
+    vectors = text_vectors([candidates[i][1] for i in pool])
+    recent = text_vectors(list(recent_texts)[-_RECENT:]) if recent_texts else None
+    chosen = [pool[i] for i in pick(scores[pool], vectors, recent, n=n, diversity=diversity)]
+    return [Suggestion(*candidates[i], float(scores[i]), "the model is unsure") for i in chosen]
+
+
+def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
+    if not class_probs:
+        return 1.0
+    return float(margin_uncertainty(np.array([list(class_probs.values())]))[0])
+
+
+def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = (),
+                     skip: Sequence[int] = (), prefer: int | None = None, n: int = 1,
+                     random_state: int = 0) -> list[Suggestion]:
+    """The next texts to label in a project, from its unlabelled texts and latest predictions.
+
+    skip: text ids the user skipped; they come back only when nothing else is left.
+    prefer: a text id to put first while it is unlabelled (the one on screen, or one
+    whose label was just undone), so the page does not jump between reruns.
+    """
+    rows = [(r.id, r.text) for r in store.unlabelled(project_id)]
+    model = store.latest_model(project_id)
+    preds = {p.text_id: p for p in store.predictions(model.id)} if model is not None else {}
+    probs = {tid: p.probs for tid, p in preds.items()} if model is not None else None
+    first = [r for r in rows if r[0] == prefer]
+    skipped = set(skip)
+    fresh = [r for r in rows if r[0] not in skipped and r[0] != prefer]
+    picked = [Suggestion(*first[0], None, "on screen")] if first else []
+    if len(picked) < n:
+        picked += suggest(fresh or [r for r in rows if r[0] != prefer], probs, recent_texts,
+                          n=n - len(picked), random_state=random_state)
+    return [_with_guess(s, preds.get(s.text_id)) for s in picked]
+
+
+def _with_guess(s: Suggestion, pred) -> Suggestion:
+    if pred is None:
+        return s
+    return replace(s, guess=pred.label, confidence=pred.confidence,
+                   uncertainty=_uncertainty_of(pred.probs))
+
+
+def labels_missing(counts: dict[str, int], per_class: int = MIN_PER_CLASS) -> dict[str, int]:
+    """How many more labels each class needs for a first model: {class: n}, zeros left out.
+
+    Example: {"neg": 3, "pos": 1, "neutral": 0} -> {"pos": 1, "neutral": 2}.
+    """
+    return {c: per_class - n for c, n in counts.items() if n < per_class}
+
+
+def table_rows(store, project_id: int) -> list[TableRow]:
+    """Every text of the project with its label and the latest model's prediction, by id."""
+    labels = {r.text_id: r.label for r in store.labelled(project_id)}
+    model = store.latest_model(project_id)
+    preds = {p.text_id: p for p in store.predictions(model.id)} if model is not None else {}
+    return [TableRow(r.id, r.text, labels.get(r.id),
+                     preds[r.id].label if r.id in preds else None,
+                     preds[r.id].confidence if r.id in preds else None)
+            for r in store.texts(project_id)]
+
+
+def filter_rows(rows: Sequence[TableRow], *, search: str = "", show: str = "unlabelled",
+                predicted: Sequence[str] = (), confidence: tuple[float, float] = (0.0, 1.0)
+                ) -> list[TableRow]:
+    """Rows matching every filter, least confident prediction first (unpredicted rows last).
+
+    search: case-insensitive substring of the text; show: "unlabelled", "labelled" or "all";
+    predicted: keep these predicted classes (empty: any); confidence: inclusive range,
+    applied only to rows that have a prediction when it is narrower than (0, 1).
+    """
+    needle = search.strip().lower()
+    lo, hi = confidence
+    narrowed = lo > 0.0 or hi < 1.0
+    out = []
+    for r in rows:
+        if needle and needle not in r.text.lower():
+            continue
+        if (show == "unlabelled" and r.label is not None) or (show == "labelled" and r.label is None):
+            continue
+        if predicted and r.predicted not in predicted:
+            continue
+        if narrowed and (r.confidence is None or not lo <= r.confidence <= hi):
+            continue
+        out.append(r)
+    return sorted(out, key=lambda r: (r.confidence is None, r.confidence or 0.0))

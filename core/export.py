@@ -1,0 +1,194 @@
+"""Tables of labels and predictions: the rows the Predictions page shows and edits, what
+changed between two model versions, and the CSV / JSONL files the Export page writes.
+
+Every function takes plain rows from the store (``Label``, ``Prediction``) and returns
+plain rows or bytes, so it is tested without a model. CSV cells that a spreadsheet
+would run as a formula are neutralised with a leading apostrophe; JSONL is written
+as-is, because no spreadsheet opens it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+__all__ = ["FORMULA_PREFIXES", "SORTS", "Change", "file_stem", "ExportRow", "neutralise", "filter_predictions",
+           "prediction_changes", "labels_from_edits", "export_rows", "to_csv", "to_jsonl",
+           "EXPORT_COLUMNS"]
+
+# Spreadsheet programs run a cell that starts with one of these as a formula
+# (OWASP "CSV injection"); tab and carriage return are in OWASP's list too.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+SORTS = ("Least confident first", "Most confident first", "By predicted class", "As added")
+EXPORT_COLUMNS = ("text_id", "text", "label", "source", "confidence")
+
+
+def neutralise(value: object) -> object:
+    """A CSV-safe cell: text that starts with a formula prefix gets a leading apostrophe.
+
+    Numbers and None pass unchanged. Example: ``"=1+1" -> "'=1+1"``, ``"ok" -> "ok"``.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def file_stem(name: str, *, fallback: str = "tenshot") -> str:
+    """A safe file-name stem from a project name: 'Café reviews/2024' -> 'cafe-reviews-2024'."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", ascii_name).strip("-").lower()[:60].strip("-")
+    return stem or fallback
+
+
+def filter_predictions(preds: Sequence, *, search: str = "", classes: Iterable[str] | None = None,
+                       confidence: tuple[float, float] = (0.0, 1.0),
+                       sort: str = "Least confident first") -> list:
+    """The predictions to show, filtered and sorted.
+
+    search: case-insensitive substring of the text ('' keeps all); classes: predicted
+    classes to keep (None keeps all); confidence: inclusive (low, high) range;
+    sort: one of ``SORTS``. The input is not modified.
+    """
+    if sort not in SORTS:
+        raise ValueError(f"Unknown sort {sort!r}; choose one of {SORTS}.")
+    needle = search.strip().casefold()
+    keep = None if classes is None else set(classes)
+    low, high = confidence
+    rows = [p for p in preds
+            if (not needle or needle in p.text.casefold())
+            and (keep is None or p.label in keep)
+            and low - 1e-9 <= p.confidence <= high + 1e-9]
+    if sort == SORTS[0]:
+        rows.sort(key=lambda p: (p.confidence, p.text_id))
+    elif sort == SORTS[1]:
+        rows.sort(key=lambda p: (-p.confidence, p.text_id))
+    elif sort == SORTS[2]:
+        rows.sort(key=lambda p: (p.label, -p.confidence, p.text_id))
+    else:
+        rows.sort(key=lambda p: p.text_id)
+    return rows
+
+
+@dataclass(frozen=True)
+class Change:
+    """A text whose predicted class differs between two model versions."""
+
+    text_id: int
+    text: str
+    before: str
+    after: str
+    confidence_before: float
+    confidence_after: float
+
+
+def prediction_changes(old: Sequence, new: Sequence) -> list[Change]:
+    """The texts predicted by both models whose predicted class flipped, by text id.
+
+    Texts only one model predicted (labelled in between, or added since) are skipped:
+    there is nothing to compare. Example: old {1: a, 2: b}, new {1: a, 2: a, 3: b}
+    -> [Change(2, ..., before="b", after="a")].
+    """
+    before = {p.text_id: p for p in old}
+    out = []
+    for p in sorted(new, key=lambda p: p.text_id):
+        q = before.get(p.text_id)
+        if q is not None and q.label != p.label:
+            out.append(Change(p.text_id, p.text, q.label, p.label, float(q.confidence),
+                              float(p.confidence)))
+    return out
+
+
+def labels_from_edits(shown: Sequence, edited_rows: dict, *, label_column: str,
+                      accept_column: str) -> list[tuple[int, str]]:
+    """The (text_id, label) pairs a data_editor's edits ask for.
+
+    shown: the predictions in the editor's row order; edited_rows: Streamlit's
+    ``{row position: {column: value}}``. A chosen label wins; otherwise a ticked
+    accept box takes the predicted class. Rows with neither are skipped.
+    Example: shown=[p0 (pred "pos"), p1], edits {0: {accept: True}, 1: {label: "neg"}}
+    -> [(p0.text_id, "pos"), (p1.text_id, "neg")].
+    """
+    out = []
+    for pos, edit in sorted(((int(k), v) for k, v in edited_rows.items())):
+        if not 0 <= pos < len(shown):
+            continue
+        chosen = edit.get(label_column)
+        if chosen:
+            out.append((shown[pos].text_id, str(chosen)))
+        elif edit.get(accept_column):
+            out.append((shown[pos].text_id, shown[pos].label))
+    return out
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One exported text. source: 'human' for a label, 'model' for a prediction."""
+
+    text_id: int
+    text: str
+    label: str
+    source: str
+    confidence: float | None
+    probs: dict[str, float] | None
+
+
+def export_rows(labelled: Sequence, predictions: Sequence, *, include: str = "both") -> list[ExportRow]:
+    """Rows of human labels and/or model predictions, by text id.
+
+    include: 'labels', 'predictions' or 'both'. A text with a human label is never
+    also exported as a prediction.
+    """
+    if include not in ("labels", "predictions", "both"):
+        raise ValueError(f"include must be 'labels', 'predictions' or 'both', not {include!r}.")
+    rows: list[ExportRow] = []
+    if include in ("labels", "both"):
+        rows += [ExportRow(r.text_id, r.text, r.label, "human", None, None) for r in labelled]
+    if include in ("predictions", "both"):
+        human = {r.text_id for r in labelled}
+        rows += [ExportRow(p.text_id, p.text, p.label, "model", float(p.confidence), dict(p.probs))
+                 for p in predictions if p.text_id not in human]
+    return sorted(rows, key=lambda r: r.text_id)
+
+
+def _records(rows: Sequence[ExportRow], classes: Sequence[str]) -> tuple[list[str], list[list]]:
+    prob_cols = [f"p_{c}" for c in classes]
+    table = []
+    for r in rows:
+        probs = [None if r.probs is None else r.probs.get(c) for c in classes]
+        table.append([r.text_id, r.text, r.label, r.source, r.confidence, *probs])
+    return [*EXPORT_COLUMNS, *prob_cols], table
+
+
+def to_csv(rows: Sequence[ExportRow], classes: Sequence[str]) -> bytes:
+    """UTF-8 CSV (with a BOM, so Excel reads accents right) with formula cells neutralised.
+
+    Columns: text_id, text, label, source, confidence, then p_<class> per class; empty
+    cells where a value does not apply. The Data page can import it back (text, label).
+    """
+    header, table = _records(rows, classes)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([neutralise(h) for h in header])
+    for record in table:
+        writer.writerow(["" if v is None else neutralise(_number(v)) for v in record])
+    return buf.getvalue().encode("utf-8-sig")
+
+
+def _number(v):
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def to_jsonl(rows: Sequence[ExportRow], classes: Sequence[str]) -> bytes:
+    """One JSON object per line with the same fields as the CSV; probs as a nested object."""
+    lines = []
+    for r in rows:
+        record = {"text_id": r.text_id, "text": r.text, "label": r.label, "source": r.source,
+                  "confidence": r.confidence,
+                  "probs": None if r.probs is None else {c: r.probs.get(c) for c in classes}}
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return ("\n".join(lines) + "\n" if lines else "").encode("utf-8")

@@ -1,0 +1,156 @@
+"""Background jobs: long work runs on a thread and writes its progress to the store.
+
+A page starts a job and returns at once; it then polls the ``jobs`` table, so the
+app stays usable and a reload still finds the progress. Each job thread opens its
+own ``Store``, because SQLite connections are bound to the thread that opened them.
+A job never raises: an error ends it with status ``failed`` and a plain message.
+
+Shortcuts: only embedding runs as a job so far, and jobs of one process run one at
+a time (a lock), since two forward passes on the same few CPU cores are no faster
+than one after the other. A job whose process died stays ``running`` in the table;
+``progress_of`` reports it as interrupted once it has been silent for a while.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+from .classifier import Settings, features_for
+from .errors import StoreError, TenshotError
+from .project import MemoryCache
+from .store import Store
+
+__all__ = ["EMBED", "JobProgress", "start_embedding", "run_embedding", "progress_of", "wait",
+           "is_alive"]
+
+EMBED = "embed"
+# a running job writes progress after every batch (seconds apart); this much silence
+# from a job that no thread here is running means its process is gone
+_STALE_S = 120.0
+
+_threads: dict[int, threading.Thread] = {}
+_compute_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """What a page shows about a job. ``state``: running, done, failed, cancelled or interrupted."""
+
+    job_id: int
+    state: str
+    done: int
+    total: int
+    message: str
+    eta_seconds: float | None
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "running"
+
+
+def start_embedding(db_path: str, project_id: int, texts: Sequence[str], settings: Settings,
+                    backbone, *, memory=None) -> int:
+    """Record an embedding job for ``texts``, start its thread, and return the job id at once.
+
+    backbone: a loaded backbone, or a zero-argument callable that loads one (it is then
+    loaded on the job's thread, so a slow first load does not block the caller).
+    memory: an optional process-wide dict for a MemoryCache, so a later retrain reads
+    these features from RAM.
+    """
+    texts = list(texts)
+    with Store.open(db_path) as store:
+        job_id = store.start_job(project_id, EMBED, len(texts))
+    thread = threading.Thread(target=run_embedding, args=(db_path, job_id, texts, settings, backbone),
+                              kwargs={"memory": memory}, name=f"tenshot-job-{job_id}", daemon=True)
+    _threads[job_id] = thread
+    thread.start()
+    return job_id
+
+
+def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Settings, backbone,
+                  *, memory=None) -> None:
+    """The body of an embedding job; callable directly to run it synchronously. Never raises."""
+    total = len(texts)
+    with Store.open(db_path) as store:
+        try:
+            store.update_job(job_id, done=0, message="Waiting for another job to finish...")
+            with _compute_lock:
+                store.update_job(job_id, done=0, message="Loading the language model (the "
+                                 "first time, converting it takes about a minute)...")
+                model = _loaded(backbone)
+                cache = store if memory is None else MemoryCache(store, items=memory)
+
+                def progress(done: int, todo: int) -> None:
+                    # embed counts only texts missing from the cache; the rest are done already
+                    now_done = total - todo + done
+                    store.update_job(job_id, done=now_done,
+                                     message=f"Reading {now_done} of {total} sentences...")
+
+                store.update_job(job_id, done=0, message=f"Reading {total} sentences...")
+                features_for(model, list(texts), settings, cache=cache, progress=progress)
+            store.update_job(job_id, done=total, status="done",
+                             message=f"All {total} sentences are ready for the model.")
+        except Exception as err:  # the thread must record every failure, whatever its type
+            _record_failure(store, job_id, err)
+
+
+def _record_failure(store: Store, job_id: int, err: Exception) -> None:
+    try:
+        store.update_job(job_id, done=store.job(job_id).done, status="failed", message=_plain(err))
+    except StoreError:
+        pass  # the project, and its jobs with it, was deleted while the job ran
+
+
+def _loaded(backbone):
+    if callable(backbone) and not hasattr(backbone, "hidden_states"):
+        return backbone()
+    return backbone
+
+
+def _plain(err: Exception) -> str:
+    if isinstance(err, TenshotError):
+        return str(err)
+    return (f"Reading the sentences failed ({type(err).__name__}: {err}). Your sentences are "
+            "saved; they will be read again when you label or train.")
+
+
+def is_alive(job_id: int) -> bool:
+    """Whether a thread of this process is still working on the job."""
+    thread = _threads.get(job_id)
+    return thread is not None and thread.is_alive()
+
+
+def wait(job_id: int, timeout: float | None = None) -> bool:
+    """Block until this process's thread for the job ends; False on timeout."""
+    thread = _threads.get(job_id)
+    if thread is not None:
+        thread.join(timeout)
+        return not thread.is_alive()
+    return True
+
+
+def progress_of(job, *, now: datetime | None = None) -> JobProgress:
+    """A store ``Job`` -> what to show: state, progress and the estimated seconds left.
+
+    The ETA extrapolates the average speed since the job started; it is None until
+    something is done.
+    """
+    now = now or datetime.now(timezone.utc)
+    elapsed = (now - datetime.fromisoformat(job.created_at)).total_seconds()
+    silent = (now - datetime.fromisoformat(job.updated_at)).total_seconds()
+    state, message = job.status, job.message or ""
+    if state == "running" and not is_alive(job.id) and silent > _STALE_S:
+        state = "interrupted"
+        message = "This job was interrupted (the app stopped before it finished)."
+    eta = None
+    if state == "running" and 0 < job.done < job.total and elapsed > 0:
+        eta = elapsed / job.done * (job.total - job.done)
+    return JobProgress(job.id, state, job.done, job.total, message, eta)
+

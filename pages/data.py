@@ -1,0 +1,251 @@
+"""Data: add sentences (type one, paste many, upload a file) and watch the model read them."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import jobs
+from core.active import table_rows
+from core.errors import InputError, TenshotError
+from core.io import LIMITS, decode_bytes, read_records
+from pages._shared import (escape_markdown, flash, require_project, show_error, show_flashes,
+                           start_embedding, store)
+
+UPLOAD_TYPES = ["csv", "tsv", "txt", "jsonl", "ndjson", "json"]
+NO_LABELS = "(no label column)"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def add(project, texts: list[str], *, labels=None, source: str, warnings=()) -> None:
+    """Store texts (and labels), start reading them in the background, then redraw."""
+    s = store()
+    try:
+        room = LIMITS.project_texts - len(s.texts(project.id))
+        if len(texts) > room:
+            raise InputError(f"A project holds at most {LIMITS.project_texts:,} sentences; this "
+                             f"one has room for {room:,} more, but got {len(texts):,}.")
+        result = s.add_texts(project.id, texts, source=source, labels=labels)
+    except TenshotError as err:
+        show_error(err)
+        return
+    stored = {r.id: r.text for r in s.texts(project.id)}
+    start_embedding(project, [stored[i] for i in result.text_ids])
+    parts = [f"Added {plural(result.added, 'new sentence')}."]
+    if result.duplicates:
+        parts.append(f"{plural(result.duplicates, 'duplicate')} skipped (already there).")
+    if result.empty:
+        parts.append(f"{plural(result.empty, 'empty line')} ignored.")
+    n_labelled = sum(1 for lab in labels or [] if lab)
+    if n_labelled:
+        parts.append(f"{plural(n_labelled, 'label')} imported.")
+    flash(" ".join(parts), "success" if result.added else "info")
+    for warning in warnings:
+        flash(warning, "warning")
+    st.rerun()
+
+
+def type_one(project) -> None:
+    with st.form("type_one", clear_on_submit=True, border=False):
+        text = st.text_input("Sentence", placeholder="Type a sentence and press Enter", key="type_text")
+        if st.form_submit_button("Add sentence", icon=":material/add:", key="type_btn"):
+            if not text.strip():
+                st.warning("Type a sentence first.")
+            else:  # through the importer, so a typed text gets the same length limit
+                rows = read_records(text.encode("utf-8"), "typed.txt")
+                add(project, rows.texts, source="typed", warnings=rows.warnings)
+
+
+def paste_many(project) -> None:
+    with st.form("paste_many", clear_on_submit=True, border=False):
+        raw = st.text_area("Sentences, one per line", height=200,
+                           placeholder="The battery lasts all day.\nThe screen cracked in a week.",
+                           key="paste_text")
+        if st.form_submit_button("Add sentences", icon=":material/playlist_add:", key="paste_btn"):
+            if not raw.strip():
+                st.warning("Paste one or more sentences first, one per line.")
+                return
+            try:
+                rows = read_records(raw.encode("utf-8"), "pasted.txt")
+            except InputError as err:
+                show_error(err)
+                return
+            add(project, rows.texts, source="pasted", warnings=rows.warnings)
+
+
+def header_of(data: bytes, name: str) -> list[str]:
+    """Column names of a CSV/JSONL upload whose text column could not be guessed.
+
+    TODO(core.io): belongs in core.io as a public ``columns_of``; asked the lead.
+    """
+    text, _ = decode_bytes(data, name)
+    if Path(name).suffix.lower() in (".csv", ".tsv"):
+        sample = text[:65536]
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel
+        return [h.strip() for h in next(csv.reader(io.StringIO(sample), dialect), [])]
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            return list(row)
+    return []
+
+
+def column_choice(columns: list[str], text_guess: str | None,
+                  label_guess: str | None) -> tuple[str, str | None]:
+    left, right = st.columns(2)
+    text_col = left.selectbox("Text column", columns,
+                              index=columns.index(text_guess) if text_guess in columns else None,
+                              placeholder="Pick the column that holds the sentences",
+                              key="upload_text_col")
+    options = [NO_LABELS] + [c for c in columns if c != text_col]
+    default = options.index(label_guess) if label_guess in options else 0
+    label_col = right.selectbox("Label column (optional)", options, index=default,
+                                key="upload_label_col")
+    return text_col, None if label_col == NO_LABELS else label_col
+
+
+def pick_columns(data: bytes, name: str) -> tuple[str | None, str | None]:
+    """Let the user pick the text and label columns, starting from read_records' guesses."""
+    try:
+        first = read_records(data, name)
+        columns, text_guess, label_guess = first.columns, first.text_column, first.label_column
+    except InputError:
+        columns, text_guess, label_guess = header_of(data, name), None, None
+        if len(columns) < 2:
+            raise
+        st.info("Which column holds the sentences? None is called “text”.", icon=":material/help:")
+    return column_choice(columns, text_guess, label_guess)
+
+
+def upload(project) -> None:
+    st.caption("CSV or TSV with a header row, JSONL with one object per line, or TXT with one "
+               "sentence per line. For CSV and JSONL, pick the text column and, optionally, "
+               "a column of labels.")
+    # a new key after each import empties the uploader, so a file is not imported twice
+    key = f"upload_{st.session_state.get('upload_generation', 0)}"
+    file = st.file_uploader("File", type=UPLOAD_TYPES, key=key,
+                            max_upload_size=max(1, LIMITS.upload_bytes // (1024 * 1024)))
+    if file is None:
+        return
+    data = file.getvalue()
+    try:
+        text_col, label_col = "text", None
+        if Path(file.name).suffix.lower() != ".txt":
+            text_col, label_col = pick_columns(data, file.name)
+            if text_col is None:
+                return
+        rows = read_records(data, file.name, text_column=text_col, label_column=label_col)
+    except InputError as err:
+        show_error(err)
+        return
+    labels = rows.labels if label_col else None
+    classes = store().classes(project.id)
+    unknown = sorted({lab for lab in labels or [] if lab and lab not in classes})
+    for warning in rows.warnings:
+        st.warning(escape_markdown(warning), icon=":material/warning:")
+    if rows.skipped:
+        with st.expander(f"{plural(len(rows.skipped), 'row')} will be skipped", icon=":material/info:"):
+            st.dataframe(pd.DataFrame(rows.skipped, columns=["Line", "Why"]), hide_index=True)
+    add_classes = False
+    if unknown:
+        st.warning(escape_markdown(
+            "Some labels are not classes of this project: " + ", ".join(f"“{c}”" for c in unknown)
+            + ". Those rows are imported without a label, unless you add the classes."),
+            icon=":material/warning:")
+        add_classes = st.checkbox("Add them as new classes", key="upload_add_classes")
+    preview = {"Text": rows.texts[:5]}
+    if labels is not None:
+        preview["Label"] = [lab or "" for lab in labels[:5]]
+    st.caption("Preview:" if len(rows.texts) <= 5 else f"The first 5 of {len(rows.texts):,} rows:")
+    st.dataframe(pd.DataFrame(preview), hide_index=True)
+    n_labelled = sum(1 for lab in labels or [] if lab and (add_classes or lab in classes))
+    button = f"Import {plural(len(rows.texts), 'sentence')}" + (
+        f" ({n_labelled:,} labelled)" if labels is not None else "")
+    if st.button(button, type="primary", icon=":material/upload:", disabled=not rows.texts,
+                 key="import_btn"):
+        if add_classes:
+            for name in unknown:
+                store().add_class(project.id, name)
+        elif labels is not None:
+            labels = [lab if lab in classes else None for lab in labels]
+        st.session_state["upload_generation"] = st.session_state.get("upload_generation", 0) + 1
+        add(project, rows.texts, labels=labels, source=file.name, warnings=rows.warnings)
+
+
+def eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f" About {seconds:.0f} s left." if seconds < 90 else f" About {seconds / 60:.0f} min left."
+
+
+def job_panel(project) -> None:
+    """Progress of the latest reading job; polls while it runs, the rest of the page stays usable."""
+    job = store().latest_job(project.id, jobs.EMBED)
+    if job is None:
+        return
+    was_active = jobs.progress_of(job).active
+
+    @st.fragment(run_every=1.0 if was_active else None)
+    def panel() -> None:
+        p = jobs.progress_of(store().job(job.id))
+        if p.active:
+            text = p.message if p.done == 0 else (
+                f"Reading the sentences for the model: {p.done:,} of {p.total:,} done."
+                f"{eta_text(p.eta_seconds)} You can keep working meanwhile.")
+            st.progress(p.fraction, text=escape_markdown(text))
+        elif p.state == "done":
+            st.caption(escape_markdown(f"✓ {p.message}"))
+        else:
+            st.error(escape_markdown(p.message or "Reading the sentences stopped."),
+                     icon=":material/error:")
+            if st.button("Read all sentences again", icon=":material/refresh:", key="embed_again"):
+                start_embedding(project, [r.text for r in store().texts(project.id)])
+                st.rerun()
+
+    panel()
+
+
+def sentence_table(project) -> None:
+    rows = table_rows(store(), project.id)
+    if not rows:
+        st.info("No sentences yet. Add some above: type one, paste many, or upload a file.",
+                icon=":material/arrow_upward:")
+        return
+    n_labelled = sum(1 for r in rows if r.label)
+    st.markdown(f"**{plural(len(rows), 'sentence')}**, {n_labelled:,} labelled")
+    frame = pd.DataFrame({"Sentence": [r.text for r in rows], "Label": [r.label or "" for r in rows],
+                          "Model guess": [r.predicted or "" for r in rows]})
+    st.dataframe(frame, hide_index=True, height=min(400, 38 + 35 * len(rows)))
+    if n_labelled < len(rows):
+        st.page_link("pages/label.py", label="Label them", icon=":material/label:")
+
+
+project = require_project()
+st.title("Data")
+st.caption(escape_markdown(f"Project: {project.name}"))
+show_flashes()
+typed, pasted, uploaded = st.tabs(["Type one", "Paste many", "Upload a file"], key="data_tab",
+                                  on_change="rerun")
+with typed:
+    type_one(project)
+with pasted:
+    paste_many(project)
+with uploaded:
+    upload(project)
+st.caption(f"Limits: files up to {LIMITS.upload_bytes / 2**20:.0f} MB, sentences up to "
+           f"{LIMITS.text_chars:,} characters (longer ones are cut), "
+           f"{LIMITS.project_texts:,} sentences per project. Duplicates are skipped.")
+job_panel(project)
+sentence_table(project)

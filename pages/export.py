@@ -1,0 +1,85 @@
+"""Export: labels and predictions as CSV or JSONL, and the trained model as a bundle
+that `tenshot predict --bundle FILE` and `core.bundle.load_bundle` read."""
+
+import pandas as pd
+import streamlit as st
+
+from core.bundle import bundle_bytes
+from core.export import export_rows, file_stem, to_csv, to_jsonl
+from core.project import load_classifier
+from pages._shared import escape_markdown, require_project, show_flashes, store
+
+INCLUDE = {"both": "Labels and predictions", "labels": "Your labels only",
+           "predictions": "Model predictions only"}
+
+
+def table_section(project, s, latest) -> None:
+    st.subheader("Labels and predictions", anchor=False)
+    labelled = s.labelled(project.id)
+    preds = s.predictions(latest.id) if latest else []
+    if not labelled and not preds:
+        st.info("Nothing to export yet: add sentences on the Data page and label a few.",
+                icon=":material/upload:")
+        st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
+        return
+    include = st.selectbox("What to export", list(INCLUDE), format_func=INCLUDE.get,
+                           key="export_include")
+    rows = export_rows(labelled, preds, include=include)
+    n_human = sum(r.source == "human" for r in rows)
+    st.caption(f"{len(rows):,} rows: {n_human:,} labelled by you, {len(rows) - n_human:,} "
+               "predicted by model"
+               + (f" v{latest.version}" if latest else "") + ". Columns: text_id, text, label, "
+               "source (human or model), confidence, then one probability column per class.")
+    with st.expander("Preview the first rows"):
+        st.dataframe(pd.DataFrame({"text": [r.text for r in rows[:20]],
+                                   "label": [r.label for r in rows[:20]],
+                                   "source": [r.source for r in rows[:20]],
+                                   "confidence": [r.confidence for r in rows[:20]]}),
+                     hide_index=True, width="stretch")
+    classes = s.classes(project.id)
+    stem = f"{file_stem(project.name)}-{include}"
+    left, right = st.columns(2)
+    left.download_button("Download CSV", to_csv(rows, classes), file_name=f"{stem}.csv",
+                         mime="text/csv", icon=":material/table:", key="export_csv",
+                         disabled=not rows, width="stretch", on_click="ignore")
+    right.download_button("Download JSONL", to_jsonl(rows, classes), file_name=f"{stem}.jsonl",
+                          mime="application/jsonl", icon=":material/data_object:",
+                          key="export_jsonl", disabled=not rows, width="stretch",
+                          on_click="ignore")
+    st.caption("In the CSV, cells that start with = + - or @ get a leading apostrophe, so a "
+               "spreadsheet shows them as text instead of running them as formulas.")
+
+
+def bundle_section(project, latest) -> None:
+    st.subheader("Trained model", anchor=False)
+    if latest is None:
+        st.info("No model yet. Label 2 sentences per class to train one, then export it here.",
+                icon=":material/school:")
+        st.page_link("pages/label.py", label="Go to Label", icon=":material/label:")
+        return
+    key = ("_bundle", project.id, latest.id)
+    if st.session_state.get("_bundle_key") != key:  # building the zip costs a moment: once per model
+        st.session_state["_bundle_key"] = key
+        st.session_state["_bundle_bytes"] = bundle_bytes(load_classifier(latest))
+    name = f"{file_stem(project.name)}-v{latest.version}.tenshot.zip"
+    st.download_button(f"Download model v{latest.version}", st.session_state["_bundle_bytes"],
+                       file_name=name, mime="application/zip", icon=":material/download:",
+                       key="export_bundle", type="primary", on_click="ignore")
+    backbone = latest.params.get("settings", {}).get("backbone", "")
+    st.caption(escape_markdown(
+        f"The bundle holds the classifier (classes, settings, selected features and weights) "
+        f"as JSON and arrays, with checksums and no pickled code. It does not hold the "
+        f"language model: the machine that uses it needs the same backbone ({backbone})."))
+    st.code(f"tenshot predict --bundle {name} --data new_sentences.csv --out predictions.csv",
+            language="bash", wrap_lines=True)
+
+
+project = require_project()
+st.title("Export")
+st.caption(escape_markdown(f"Project: {project.name}"))
+show_flashes()
+s = store()
+latest = s.latest_model(project.id)
+table_section(project, s, latest)
+st.divider()
+bundle_section(project, latest)

@@ -1,0 +1,215 @@
+"""Label: one sentence at a time with keyboard shortcuts, or many at once in a table.
+
+Every submitted label retrains the model; the next sentence is chosen by active
+learning (core.active).
+"""
+
+import pandas as pd
+import streamlit as st
+
+from core.active import filter_rows, labels_missing, next_for_project, table_rows
+from core.errors import NotEnoughLabels, TenshotError
+from pages._shared import (escape_markdown, flash, needs_message, percent, require_project,
+                           show_error, show_flashes, store, train)
+
+SKIP_KEY, UNDO_KEY = "S", "U"
+TABLE_KEY = "label_table"
+REMOVE = "(remove the label)"
+
+
+def session_list(name: str, project) -> list:
+    return st.session_state.setdefault(f"{name}_{project.id}", [])
+
+
+def model_summary(project) -> None:
+    """Accuracy of the latest model with its change, and labels per class."""
+    s = store()
+    models = s.models(project.id)
+    counts = s.label_counts(project.id)
+    per_class = len(counts) <= 6  # more classes do not fit as metrics; they get one line
+    cols = st.columns([2] + [1] * (len(counts) if per_class else 1))
+    if models:
+        latest = models[-1].metrics.get("cv_accuracy")
+        before = models[-2].metrics.get("cv_accuracy") if len(models) > 1 else None
+        delta = None if before is None else f"{(latest - before) * 100:+.0f} pts"
+        cols[0].metric(f"Accuracy (cross-validated), model v{models[-1].version}", percent(latest),
+                       delta=delta, help="Estimated by cross-validation on your labels.")
+    else:
+        cols[0].metric("Accuracy (cross-validated)", "–", help="Trained after 2 labels per class.")
+    if per_class:
+        for col, (name, n) in zip(cols[1:], counts.items()):
+            col.metric(escape_markdown(name), n)
+    else:
+        cols[1].metric("Labels", sum(counts.values()))
+        st.caption(escape_markdown(" · ".join(f"{name}: {n}" for name, n in counts.items())))
+    missing = labels_missing(counts)
+    if missing:
+        st.info(escape_markdown(needs_message(NotEnoughLabels("", missing))), icon=":material/school:")
+    elif not models or models[-1].n_labels != sum(counts.values()) or stale(project, models[-1]):
+        st.info("There are enough labels for a first model: train it now, or label a sentence "
+                "(every label retrains)." if not models else
+                "The model is older than your labels or classes: train it again, or label a "
+                "sentence.", icon=":material/update:")
+        if st.button("Train now", icon=":material/model_training:", key="train_now"):
+            train(project, say_missing=False)
+            st.rerun()
+
+
+def stale(project, model) -> bool:
+    return model.params.get("classes") != store().classes(project.id)
+
+
+# The buttons act through callbacks whose arguments are bound when the button is drawn:
+# a key pressed twice quickly labels the sentence that was on screen, never one picked
+# by a run the user has not seen yet. Callbacks run before the script, so the retrain
+# they start is finished when the sidebar and the page are drawn.
+
+
+def on_label(project_id: int, text_id: int, label: str, text: str) -> None:
+    store().set_label(project_id, text_id, label)
+    st.session_state.setdefault(f"recent_{project_id}", []).append(text)
+    st.session_state.pop(f"current_{project_id}", None)
+    train(store().project(project_id), say_missing=False)
+
+
+def on_skip(project_id: int, text_id: int) -> None:
+    st.session_state.setdefault(f"skipped_{project_id}", []).append(text_id)
+    st.session_state.pop(f"current_{project_id}", None)
+
+
+def on_undo(project_id: int) -> None:
+    try:
+        undone = store().undo_last_label(project_id)
+    except TenshotError as err:
+        flash(str(err), "error")
+        return
+    if undone is None:
+        flash("There is no label to undo.", "info")
+        return
+    text_id, restored = undone
+    st.session_state[f"current_{project_id}"] = text_id
+    skipped = st.session_state.get(f"skipped_{project_id}", [])
+    if text_id in skipped:
+        skipped.remove(text_id)
+    flash("Undid the last label" + (f"; it is back to “{restored}”." if restored else "."), "info")
+    train(store().project(project_id), say_missing=False)
+
+
+def one_at_a_time(project, classes: list[str]) -> None:
+    key = f"current_{project.id}"
+    picked = next_for_project(store(), project.id, recent_texts=session_list("recent", project),
+                              skip=session_list("skipped", project),
+                              prefer=st.session_state.get(key), random_state=project.id)
+    if not picked:
+        st.success("Every sentence is labelled. Add more on the Data page, or check the "
+                   "predictions.", icon=":material/celebration:")
+        st.page_link("pages/data.py", label="Add sentences", icon=":material/upload:")
+        undo_button(project)
+        return
+    current = picked[0]
+    st.session_state[key] = current.text_id
+    with st.container(border=True):
+        # a short sentence reads best large; a long one as a paragraph
+        size = "#### " if len(current.text) <= 300 else ""
+        st.markdown(size + escape_markdown(current.text))
+        if current.guess is not None:
+            st.caption(escape_markdown(f"Model's guess: {current.guess} "
+                                       f"({percent(current.confidence)} sure)"))
+        else:
+            st.caption("No model guess yet." if current.uncertainty is None else "Not predicted yet.")
+    buttons = st.columns(min(len(classes), 5) or 1)
+    for i, name in enumerate(classes):
+        buttons[i % len(buttons)].button(
+            escape_markdown(name), key=f"label_{i}", shortcut=str(i + 1) if i < 9 else None,
+            on_click=on_label, args=(project.id, current.text_id, name, current.text),
+            type="primary" if name == current.guess else "secondary", width="stretch")
+    skip, undo_col, _ = st.columns([1, 1, 3])
+    skip.button("Skip", key="skip", shortcut=SKIP_KEY, icon=":material/skip_next:",
+                on_click=on_skip, args=(project.id, current.text_id), width="stretch")
+    with undo_col:
+        undo_button(project)
+    n = min(len(classes), 9)
+    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo. "
+               + ("Picked at random until there is a model." if current.guess is None
+                  else "Picked where the model is least sure, avoiding repeats of what you "
+                       "just labelled."))
+
+
+def undo_button(project) -> None:
+    st.button("Undo", key="undo", shortcut=UNDO_KEY, icon=":material/undo:", on_click=on_undo,
+              args=(project.id,), width="stretch")
+
+
+def reset_selection() -> None:
+    st.session_state.pop(TABLE_KEY, None)
+
+
+def table_mode(project, classes: list[str]) -> None:
+    rows = table_rows(store(), project.id)
+    has_model = any(r.predicted for r in rows)
+    left, mid, right = st.columns([2, 1, 1])
+    search = left.text_input("Search", placeholder="Words in the sentence", key="table_search",
+                             on_change=reset_selection)
+    show = mid.selectbox("Show", ["unlabelled", "labelled", "all"], key="table_show",
+                         on_change=reset_selection)
+    predicted, confidence = [], (0.0, 1.0)
+    if has_model:
+        predicted = right.multiselect("Model guess", classes, key="table_predicted",
+                                      placeholder="Any class", on_change=reset_selection)
+        low, high = st.slider("Model confidence (%)", 0, 100, (0, 100), 5, key="table_confidence",
+                              on_change=reset_selection)
+        confidence = (low / 100, high / 100)
+    shown = filter_rows(rows, search=search, show=show, predicted=predicted, confidence=confidence)
+    if not shown:
+        st.info("No sentence matches these filters.", icon=":material/filter_alt_off:")
+        return
+    frame = pd.DataFrame({"Select": False, "Sentence": [r.text for r in shown],
+                          "Label": [r.label or "" for r in shown],
+                          "Model guess": [r.predicted or "" for r in shown],
+                          "Confidence": [None if r.confidence is None else 100 * r.confidence
+                                         for r in shown]})
+    hidden = [c for c, empty in (("Label", show == "unlabelled"), ("Model guess", not has_model),
+                                 ("Confidence", not has_model)) if empty]
+    edited = st.data_editor(
+        frame.drop(columns=hidden), key=TABLE_KEY, hide_index=True,
+        disabled=["Sentence", "Label", "Model guess", "Confidence"],
+        column_config={"Select": st.column_config.CheckboxColumn(width="small"),
+                       "Sentence": st.column_config.TextColumn(width="large"),
+                       "Confidence": st.column_config.ProgressColumn(min_value=0, max_value=100,
+                                                                     format="%.0f%%")})
+    everything = st.checkbox(f"Select all {len(shown):,} shown", key="table_all")
+    chosen = [r.text_id for r, on in zip(shown, edited["Select"]) if on or everything]
+    target_col, button_col = st.columns([2, 1], vertical_alignment="bottom")
+    target = target_col.selectbox("Label for the selected sentences", classes + [REMOVE],
+                                  key="table_target")
+    verb = "Remove the label of" if target == REMOVE else "Label"
+    if button_col.button(f"{verb} {len(chosen)} selected", type="primary", disabled=not chosen,
+                         icon=":material/done_all:", width="stretch", key="table_apply"):
+        try:
+            store().set_labels(project.id, chosen, None if target == REMOVE else target)
+        except TenshotError as err:
+            show_error(err)
+            return
+        reset_selection()
+        st.session_state.pop("table_all", None)
+        train(project, say_missing=False)
+        st.rerun()
+
+
+project = require_project()
+st.title("Label")
+st.caption(escape_markdown(f"Project: {project.name}"))
+show_flashes()
+classes = store().classes(project.id)
+if not store().texts(project.id):
+    st.info("Add some sentences first: type, paste or upload them on the Data page.",
+            icon=":material/upload:")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
+    st.stop()
+model_summary(project)
+mode = st.segmented_control("Mode", ["One at a time", "Table"], default="One at a time",
+                            key="label_mode", required=True, label_visibility="collapsed")
+if mode == "Table":
+    table_mode(project, classes)
+else:
+    one_at_a_time(project, classes)

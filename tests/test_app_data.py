@@ -1,0 +1,171 @@
+"""The Data page: type, paste and upload sentences; duplicates, skipped rows, bad files, jobs."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from core.store import Store
+
+pytestmark = pytest.mark.usefixtures("whole_app_reruns")
+
+APP = str(Path(__file__).parents[1] / "app.py")
+
+
+@pytest.fixture
+def project(fresh_workspace, tiny_model_dir):
+    with Store.open(fresh_workspace) as store:
+        p = store.create_project("Reviews", ["neg", "pos"],
+                                 settings={"backbone": tiny_model_dir, "prompt": None})
+    return fresh_workspace, p.id
+
+
+def _data_page(pid: int) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["project_id"] = pid
+    at.switch_page("pages/data.py")
+    return at.run()
+
+
+def _texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts).replace("\\", "")
+
+
+def _sql(path: str, query: str, *args) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _finish_jobs(path: str, pid: int) -> None:
+    with Store.open(path) as store:
+        job = store.latest_job(pid, jobs.EMBED)
+    if job is not None:
+        assert jobs.wait(job.id, timeout=60)
+
+
+def test_without_a_project_the_page_points_to_projects(fresh_workspace):
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/data.py")
+    at.run()
+    assert not at.exception
+    assert "Create or choose a project first" in _texts(at)
+
+
+def test_type_and_paste_sentences_with_duplicates(project):
+    path, pid = project
+    at = _data_page(pid)
+    assert "No sentences yet" in _texts(at)
+    assert "Limits: files up to 25 MB" in _texts(at)
+    at.text_input(key="type_text").input("good movie")
+    at.button(key="type_btn").click().run()
+    assert not at.exception
+    assert "Added 1 new sentence." in _texts(at)
+    at.text_area(key="paste_text").input("bad film\n\ngood movie\na wonderful plot\nbad film\n")
+    at.button(key="paste_btn").click().run()
+    assert not at.exception
+    assert "Added 2 new sentences. 2 duplicates skipped (already there)." in _texts(at)
+    assert _sql(path, "SELECT text FROM texts ORDER BY id") == [
+        ("good movie",), ("bad film",), ("a wonderful plot",)]
+    assert at.dataframe[-1].value["Sentence"].tolist() == ["good movie", "bad film", "a wonderful plot"]
+    _finish_jobs(path, pid)
+    at.run()
+    assert "All 3 sentences are ready for the model" in _texts(at)
+
+
+def test_a_too_long_sentence_is_cut_with_a_warning(project):
+    path, pid = project
+    at = _data_page(pid)
+    at.text_input(key="type_text").input("x" * 6000)
+    at.button(key="type_btn").click().run()
+    assert not at.exception
+    assert "was cut to 5,000" in _texts(at)
+    assert _sql(path, "SELECT LENGTH(text) FROM texts") == [(5000,)]
+    _finish_jobs(path, pid)
+
+
+def test_upload_csv_with_a_label_column(project):
+    path, pid = project
+    at = _data_page(pid)
+    csv = ("review,sentiment,stars\n"
+           "good movie,pos,5\n"
+           "bad film,neg,1\n"
+           "it was fine,,3\n"
+           "broken,row\n"
+           "a wonderful plot,meh,4\n").encode()
+    at.file_uploader(key="upload_0").set_value(("reviews.csv", csv, "text/csv")).run()
+    assert not at.exception
+    assert "Which column holds the sentences?" in _texts(at)
+    assert at.selectbox(key="upload_text_col").value is None
+    assert "import_btn" not in [b.key for b in at.button], "no import before the text column is known"
+    at.selectbox(key="upload_text_col").set_value("review").run()
+    assert at.selectbox(key="upload_label_col").value == "(no label column)"
+    at.selectbox(key="upload_label_col").set_value("sentiment").run()
+    assert "Some labels are not classes of this project: “meh”" in _texts(at)
+    assert at.expander[0].label == "1 row will be skipped"
+    assert at.button(key="import_btn").label == "Import 4 sentences (2 labelled)"
+    at.checkbox(key="upload_add_classes").check().run()
+    assert at.button(key="import_btn").label == "Import 4 sentences (3 labelled)"
+    at.button(key="import_btn").click().run()
+    assert not at.exception
+    assert "Added 4 new sentences. 3 labels imported." in _texts(at)
+    labels = dict(_sql(path, "SELECT t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
+                             "JOIN classes c ON c.id = l.class_id"))
+    assert labels == {"good movie": "pos", "bad film": "neg", "a wonderful plot": "meh"}
+    assert _sql(path, "SELECT source FROM texts WHERE text = 'it was fine'") == [("reviews.csv",)]
+    _finish_jobs(path, pid)
+
+
+def test_upload_jsonl_and_txt(project):
+    path, pid = project
+    at = _data_page(pid)
+    jsonl = b'{"text": "good movie", "label": "pos"}\nnot json\n{"text": "bad film"}\n'
+    at.file_uploader(key="upload_0").set_value(("rows.jsonl", jsonl, "application/jsonl")).run()
+    assert at.selectbox(key="upload_label_col").value == "label"
+    at.button(key="import_btn").click().run()
+    assert not at.exception
+    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(1,)]
+    assert "import_btn" not in [b.key for b in at.button], "the uploader is emptied after an import"
+    at.file_uploader(key="upload_1").set_value(("more.txt", b"it was fine\ngood movie\n",
+                                                "text/plain")).run()
+    at.button(key="import_btn").click().run()
+    assert "Added 1 new sentence. 1 duplicate skipped" in _texts(at)
+    assert _sql(path, "SELECT COUNT(*) FROM texts") == [(3,)]
+    _finish_jobs(path, pid)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("sheet.csv", b"PK\x03\x04rest", "is a zip or Excel (.xlsx) file"),
+    ("empty.csv", b"   ", "is empty"),
+    ("binary.txt", b"abc\x00def", "looks like a binary file"),
+])
+def test_bad_uploads_give_a_plain_message_and_lose_nothing(project, name, data, message):
+    path, pid = project
+    with Store.open(path) as store:
+        store.add_texts(pid, ["good movie", "bad film"], labels=["pos", "neg"])
+    at = _data_page(pid)
+    at.file_uploader(key="upload_0").set_value((name, data, "application/octet-stream")).run()
+    assert not at.exception
+    assert message in at.error[0].value.replace("\\", "")
+    assert "Traceback" not in _texts(at)
+    assert _sql(path, "SELECT COUNT(*) FROM texts") == [(2,)]
+    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(2,)]
+
+
+def test_failed_job_is_shown_with_a_retry(project):
+    path, pid = project
+    with Store.open(path) as store:
+        store.add_texts(pid, ["good movie"])
+        job_id = store.start_job(pid, jobs.EMBED, 1)
+        store.update_job(job_id, done=0, status="failed", message="No model file or folder at 'x'.")
+    at = _data_page(pid)
+    assert not at.exception
+    assert "No model file or folder at 'x'." in at.error[0].value.replace("\\", "")
+    at.button(key="embed_again").click().run()
+    assert not at.exception
+    _finish_jobs(path, pid)
+    with Store.open(path) as store:
+        assert store.latest_job(pid, jobs.EMBED).status == "done"

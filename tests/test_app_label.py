@@ -1,0 +1,195 @@
+"""The Label page: one at a time with shortcuts, retrain on every submit, undo, skip, table mode."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.store import Store
+from pages._shared import escape_markdown
+
+pytestmark = pytest.mark.usefixtures("whole_app_reruns")
+
+APP = str(Path(__file__).parents[1] / "app.py")
+TRUTH = {"good movie": "pos", "great film": "pos", "a wonderful plot": "pos", "the best review": "pos",
+         "bad movie": "neg", "awful film": "neg", "a terrible plot": "neg", "the worst review": "neg"}
+INJECTION = "<script>alert(1)</script> **bold** [x](javascript:alert(1))"
+
+
+@pytest.fixture
+def project(fresh_workspace, tiny_model_dir):
+    with Store.open(fresh_workspace) as store:
+        p = store.create_project("Reviews", ["neg", "pos"],
+                                 settings={"backbone": tiny_model_dir, "prompt": None})
+        store.add_texts(p.id, list(TRUTH))
+    return fresh_workspace, p.id
+
+
+def _label_page(pid: int) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["project_id"] = pid
+    at.switch_page("pages/label.py")
+    return at.run()
+
+
+def _texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts).replace("\\", "")
+
+
+def _sql(path: str, query: str, *args) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _current(at, path: str, pid: int) -> str:
+    text_id = at.session_state[f"current_{pid}"]
+    return _sql(path, "SELECT text FROM texts WHERE id = ?", text_id)[0][0]
+
+
+def _label_current(at, path, pid) -> str:
+    text = _current(at, path, pid)
+    assert "#### " + escape_markdown(text) in [m.value for m in at.markdown]
+    index = ["neg", "pos"].index(TRUTH[text])
+    at.button(key=f"label_{index}").click().run()
+    assert not at.exception
+    return text
+
+
+def test_without_sentences_the_page_says_add_some(fresh_workspace):
+    with Store.open(fresh_workspace) as store:
+        pid = store.create_project("Empty", ["a", "b"]).id
+    at = _label_page(pid)
+    assert not at.exception
+    assert "Add some sentences first" in _texts(at)
+
+
+def test_label_with_shortcuts_until_a_model_appears_then_undo(project):
+    path, pid = project
+    at = _label_page(pid)
+    assert not at.exception
+    assert "Label 2 more “neg” and 2 more “pos” to train a model" in _texts(at)
+    buttons = {b.key: b for b in at.button}
+    assert (buttons["label_0"].label, buttons["label_0"].proto.shortcut) == ("neg", "1")
+    assert (buttons["label_1"].label, buttons["label_1"].proto.shortcut) == ("pos", "2")
+    assert buttons["skip"].proto.shortcut == "s" and buttons["undo"].proto.shortcut == "u"
+    assert "Keyboard: 1–2 label · S skip · U undo" in _texts(at)
+
+    first = _label_current(at, path, pid)
+    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(1,)]
+    assert "more “neg”" in _texts(at) or "more “pos”" in _texts(at)
+    labelled = [first]
+    while _sql(path, "SELECT COUNT(*) FROM models") == [(0,)]:
+        labelled.append(_label_current(at, path, pid))
+        assert len(labelled) <= 8
+    assert "Model v1 trained on" in _texts(at)
+    metric = at.metric[0]
+    assert metric.label == "Accuracy (cross-validated), model v1"
+    assert metric.value.endswith("%")
+    assert "Model's guess:" in _texts(at)
+    assert len(_sql(path, "SELECT * FROM predictions")) == len(TRUTH) - len(labelled)
+
+    _label_current(at, path, pid)
+    assert _sql(path, "SELECT MAX(version) FROM models") == [(2,)]
+    assert at.metric[0].delta is not None, "the change since the last model is shown"
+
+    n_before = _sql(path, "SELECT COUNT(*) FROM labels")[0][0]
+    at.button(key="undo").click().run()
+    assert not at.exception
+    assert "Undid the last label" in _texts(at)
+    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(n_before - 1,)]
+
+
+def test_a_key_labels_the_sentence_that_was_on_screen(project):
+    # regression: a second key press during a retrain labelled the next sentence,
+    # which the page had picked but the user had not seen yet
+    path, pid = project
+    at = _label_page(pid)
+    on_screen = _current(at, path, pid)
+    other = next(t for t in TRUTH if t != on_screen)
+    at.session_state[f"current_{pid}"] = _sql(path, "SELECT id FROM texts WHERE text = ?", other)[0][0]
+    at.button(key="label_1").click().run()
+    assert not at.exception
+    labelled = _sql(path, "SELECT t.text FROM labels l JOIN texts t ON t.id = l.text_id")
+    assert labelled == [(on_screen,)]
+
+
+def test_skip_moves_on_without_labelling(project):
+    path, pid = project
+    at = _label_page(pid)
+    shown = at.session_state[f"current_{pid}"]
+    at.button(key="skip").click().run()
+    assert not at.exception
+    assert at.session_state[f"current_{pid}"] != shown
+    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(0,)]
+
+
+def test_table_mode_labels_selected_rows(project):
+    path, pid = project
+    at = _label_page(pid)
+    at.segmented_control(key="label_mode").set_value("Table").run()
+    assert not at.exception
+    at.text_input(key="table_search").input("film").run()
+    assert at.data_editor[0].value["Sentence"].tolist() == ["great film", "awful film"]
+    at.session_state["label_table"] = {"edited_rows": {1: {"Select": True}}, "added_rows": [],
+                                       "deleted_rows": []}
+    at.selectbox(key="table_target").set_value("neg")
+    at.run()
+    assert at.button(key="table_apply").label == "Label 1 selected"
+    at.button(key="table_apply").click().run()
+    assert not at.exception
+    labelled = _sql(path, "SELECT t.text FROM labels l JOIN texts t ON t.id = l.text_id")
+    assert labelled == [("awful film",)]
+    at.text_input(key="table_search").input("").run()
+    at.checkbox(key="table_all").check()
+    at.selectbox(key="table_target").set_value("pos")
+    at.run()
+    assert at.button(key="table_apply").label == "Label 7 selected"
+    at.button(key="table_apply").click().run()
+    assert not at.exception
+    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(8,)]
+    assert "No sentence matches these filters." in _texts(at)
+    at.selectbox(key="table_show").set_value("all").run()
+    assert not at.checkbox(key="table_all").value, "the selection is cleared after labelling"
+
+
+def test_user_text_is_shown_literally_never_as_markup(fresh_workspace, tiny_model_dir):
+    with Store.open(fresh_workspace) as store:
+        pid = store.create_project("Tricky", ["[neg](javascript:alert(1))", "**pos**"],
+                                   settings={"backbone": tiny_model_dir, "prompt": None}).id
+        store.add_texts(pid, [INJECTION])
+    at = _label_page(pid)
+    assert not at.exception
+    shown = [m for m in at.markdown if "script" in m.value]
+    assert [m.value for m in shown] == ["#### " + escape_markdown(INJECTION)]
+    assert not shown[0].proto.allow_html
+    assert "\\<script\\>" in shown[0].value and "\\*\\*bold\\*\\*" in shown[0].value
+    assert at.button(key="label_0").label == "\\[neg\\]\\(javascript\\:alert\\(1\\)\\)"
+    assert at.button(key="label_1").label == "\\*\\*pos\\*\\*"
+    assert at.info[0].value.startswith("Label 2 more “\\[neg\\]\\(javascript\\:alert\\(1\\)\\)”")
+
+
+@pytest.mark.parametrize("text, escaped", [
+    ("**bold** _it_", "\\*\\*bold\\*\\* \\_it\\_"),
+    ("<b>x</b> & $1", "\\<b\\>x\\<\\/b\\> \\& \\$1"),
+    ("# title\n    code", "\\# title  \ncode"),
+    (":red[alert] :smile:", "\\:red\\[alert\\] \\:smile\\:"),
+])
+def test_escape_markdown(text, escaped):
+    assert escape_markdown(text) == escaped
+
+
+def test_imported_labels_can_be_trained_at_once(project):
+    path, pid = project
+    with Store.open(path) as store:
+        for text in ["good movie", "great film", "bad movie", "awful film"]:
+            store.set_label(pid, store.text_id(pid, text), TRUTH[text])
+    at = _label_page(pid)
+    assert "There are enough labels for a first model" in _texts(at)
+    at.button(key="train_now").click().run()
+    assert not at.exception
+    assert "Model v1 trained on 4 labels" in _texts(at)
+    assert _sql(path, "SELECT version, n_labels FROM models") == [(1, 4)]
+    assert "train_now" not in [b.key for b in at.button]

@@ -1,0 +1,99 @@
+"""The Model page on a trained tiny-model project: metrics, diagnostics charts, settings,
+prompt comparison."""
+
+from __future__ import annotations
+
+from app_fixtures import (  # noqa: F401 (fixtures)
+    CLASSES, N_LABELLED, open_page, plotly_array, plotly_specs, workspace,
+)
+
+from core.store import Store
+
+
+def _chart(at, title: str) -> dict:
+    specs = [s for s in plotly_specs(at) if title in str(s["layout"].get("title", ""))]
+    assert len(specs) == 1, [s["layout"].get("title") for s in plotly_specs(at)]
+    return specs[0]
+
+
+def test_shows_cross_validated_metrics(workspace):
+    db, pid, _ = workspace
+    at = open_page("model")
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    with Store.open(db) as store:
+        latest = store.latest_model(pid)
+    assert metrics["Model"] == "v2"
+    assert metrics["CV accuracy"] == f"{latest.metrics['cv_accuracy']:.0%}"
+    assert metrics["Labels"] == str(2 * N_LABELLED)
+    _chart(at, "Accuracy by model version")
+
+
+def test_diagnostics_draw_confusion_matrix_and_learning_curve(workspace):
+    at = open_page("model")
+    at.button(key="m_diag").click().run()
+    assert not at.exception
+    heat = _chart(at, "Confusion matrix")["data"][0]
+    assert heat["x"] == CLASSES and heat["y"] == CLASSES
+    assert plotly_array(heat["z"]).sum() == 2 * N_LABELLED  # every label predicted once
+    curve = _chart(at, "Learning curve")
+    measured = next(t for t in curve["data"] if t.get("name") == "held-out accuracy")
+    sizes = plotly_array(measured["x"])
+    assert sizes[0] == 2 and (plotly_array(measured["y"]) <= 1).all()
+    assert any("to reach" in m.value or "already reaches" in m.value or "levels off" in m.value
+               for m in at.markdown)
+    # cached per model version: a rerun keeps the charts without recomputing
+    at.run()
+    _chart(at, "Confusion matrix")
+
+
+def test_layer_profile_has_one_line_per_pooling(workspace):
+    at = open_page("model")
+    at.button(key="m_layers").click().run()
+    assert not at.exception
+    lines = _chart(at, "each layer")["data"]
+    assert [t["name"] for t in lines] == ["mean", "last", "max"]
+    assert all(len(plotly_array(t["y"])) == 3 for t in lines)  # embeddings + 2 layers
+
+
+def test_saving_settings_updates_the_project_and_retrains(workspace):
+    db, pid, _ = workspace
+    at = open_page("model")
+    at.selectbox(key="m_penalty").set_value("l2")
+    at.button(key="m_save").click().run()
+    assert not at.exception
+    with Store.open(db) as store:
+        assert store.project(pid).settings["penalty"] == "l2"
+        latest = store.latest_model(pid)
+    assert latest.version == 3 and latest.params["settings"]["penalty"] == "l2"
+    assert any("Model v3 trained" in s.value for s in at.success)
+
+
+def test_a_prompt_without_text_placeholder_cannot_be_saved(workspace):
+    db, pid, _ = workspace
+    at = open_page("model")
+    at.text_area(key="m_prompt").input("Review:").run()
+    assert any("{text} exactly once" in w.value for w in at.warning)
+    assert at.button(key="m_save").disabled
+    with Store.open(db) as store:
+        assert store.project(pid).settings["prompt"] is None
+
+
+def test_a_missing_backbone_folder_is_refused_in_plain_words(workspace, tmp_path):
+    db, pid, _ = workspace
+    at = open_page("model")
+    at.text_input(key="m_path").input(str(tmp_path / "nowhere.gguf"))
+    at.button(key="m_save").click().run()
+    assert not at.exception
+    assert any("No model file or folder" in e.value for e in at.error)
+    with Store.open(db) as store:
+        assert "nowhere" not in store.project(pid).settings["backbone"]
+
+
+def test_compare_two_prompts_reports_both_accuracies(workspace):
+    at = open_page("model")
+    at.text_area(key="m_prompt_b").input("Review: {text}\nSentiment:")
+    at.button(key="m_compare").click().run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Prompt A"].endswith("%") and metrics["Prompt B"].endswith("%")

@@ -1,0 +1,83 @@
+"""The Predictions page on a trained tiny-model project: list, filter, correct, what changed."""
+
+from __future__ import annotations
+
+from app_fixtures import (  # noqa: F401 (fixtures)
+    CLASSES, NEG, POS, UNLABELLED, open_page, workspace,
+)
+
+from core.store import Store
+
+
+def _unlabelled_texts():
+    return set(POS[5:] + NEG[5:] + UNLABELLED)
+
+
+def test_lists_every_unlabelled_sentence_with_its_prediction(workspace):
+    at = open_page("predictions")
+    assert not at.exception
+    frame = at.dataframe[0].value  # the review table comes first, 'what changed' second
+    assert set(frame["Sentence"]) == _unlabelled_texts()
+    assert set(frame["Predicted"]) <= set(CLASSES)
+    assert frame["Confidence"].between(50, 100).all()  # percent of the predicted class
+    assert frame["Confidence"].is_monotonic_increasing  # least confident first
+    # user text is shown as data, never rendered as markdown anywhere on the page
+    assert not any("<b>html</b>" in m.value or "**bold**" in m.value for m in at.markdown)
+
+
+def test_search_narrows_the_table(workspace):
+    at = open_page("predictions")
+    at.text_input(key="pred_search").input("VERY").run()
+    assert not at.exception
+    assert set(at.dataframe[0].value["Sentence"]) == {"very good", "very bad"}
+
+
+def test_correcting_a_prediction_saves_a_label_and_trains_a_new_model(workspace):
+    db, pid, ids = workspace
+    at = open_page("predictions")
+    first = at.dataframe[0].value.iloc[0]
+    other = next(c for c in CLASSES if c != first["Predicted"])
+    key = at.session_state["predictions_editor_key"]
+    at.session_state[key] = {"edited_rows": {0: {"Your label": other}, 1: {"Accept": True}},
+                             "added_rows": [], "deleted_rows": []}
+    at.run()
+    save = at.button(key="pred_save")
+    assert save.label == "Save 2 labels and retrain"
+    save.click().run()
+    assert not at.exception
+    second = at.dataframe[0].value  # the table now lists the remaining unlabelled sentences
+    with Store.open(db) as store:
+        labels = {r.text: r.label for r in store.labelled(pid)}
+        assert labels[first["Sentence"]] == other
+        assert len(labels) == 2 * 5 + 2
+        assert [m.version for m in store.models(pid)] == [1, 2, 3]
+    assert first["Sentence"] not in set(second["Sentence"])
+    assert any("Model v3 trained on 12 labels" in s.value for s in at.success)
+
+
+def test_what_changed_lists_exactly_the_flipped_predictions(workspace):
+    db, pid, ids = workspace
+    flip = {ids["very good"], ids[UNLABELLED[-1]]}
+    with Store.open(db) as store:
+        v1, v2 = store.models(pid)
+        # v2 predicts what v1 did, except for two sentences: a known set of flips
+        store.save_predictions(v2.id, [
+            (p.text_id, CLASSES[1 - CLASSES.index(p.label)] if p.text_id in flip else p.label,
+             p.confidence, p.probs) for p in store.predictions(v1.id)])
+    at = open_page("predictions")
+    assert not at.exception
+    assert any("v1 → v2: 2 sentences changed" in c.value for c in at.caption)
+    changed = at.dataframe[1].value
+    assert list(changed["Sentence"]) == ["very good", UNLABELLED[-1]]
+    assert (changed["v1"] != changed["v2"]).all()
+
+
+def test_no_model_explains_the_next_step(fresh_workspace, tiny_model_dir, whole_app_reruns):
+    with Store.open(fresh_workspace) as store:
+        p = store.create_project("new", CLASSES, settings={"backbone": str(tiny_model_dir)})
+        at = open_page("predictions")
+        assert not at.exception
+        assert "Add some sentences" in at.info[0].value
+        store.add_texts(p.id, ["good movie"])
+        at.run()
+        assert "Label 2 sentences per class" in at.info[0].value

@@ -1,0 +1,179 @@
+"""The Projects page: create, open, rename and delete projects; edit classes with undo."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from core.store import Store
+
+pytestmark = pytest.mark.usefixtures("whole_app_reruns")
+
+APP = str(Path(__file__).parents[1] / "app.py")
+
+
+def _app(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def _texts(at) -> str:
+    """Everything the page shows as markdown, captions and alerts, in one string."""
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts).replace("\\", "")
+
+
+def _sql(path: str, query: str, *args) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def test_empty_workspace_explains_the_first_steps(fresh_workspace):
+    at = _app()
+    assert not at.exception
+    assert at.title[0].value == "Projects"
+    assert "Create a project" in _texts(at)
+    assert at.button(key="load_demo").label == "Load demo project"
+    assert "No project yet" in _texts(at.sidebar)
+
+
+def test_create_a_project(fresh_workspace, tiny_model_dir):
+    at = _app()
+    at.text_input(key="new_project_name").input("Reviews")
+    at.text_input(key="new_project_classes").input("negative, positive")
+    at.button(key="create_project_btn").click().run()
+    assert not at.exception
+    assert "Created the project “Reviews”" in _texts(at)
+    assert at.subheader[0].value == "Reviews"
+    (pid, settings), = _sql(fresh_workspace, "SELECT id, settings FROM projects WHERE name = 'Reviews'")
+    assert tiny_model_dir in settings
+    assert at.session_state["project_id"] == pid
+    classes = _sql(fresh_workspace, "SELECT name FROM classes WHERE project_id = ? ORDER BY position", pid)
+    assert classes == [("negative",), ("positive",)]
+    assert "Next step: add some sentences" in _texts(at)
+
+
+def test_a_project_needs_two_classes(fresh_workspace):
+    at = _app()
+    at.text_input(key="new_project_name").input("Solo")
+    at.text_input(key="new_project_classes").input("only")
+    at.button(key="create_project_btn").click().run()
+    assert not at.exception
+    assert "at least 2 classes" in at.error[0].value.replace("\\", "")
+    assert _sql(fresh_workspace, "SELECT COUNT(*) FROM projects") == [(0,)]
+
+
+@pytest.fixture
+def labelled_project(fresh_workspace):
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project("Reviews", ["neg", "pos", "meh"])
+        store.add_texts(project.id, ["bad", "awful", "good", "great", "fine"],
+                        labels=["neg", "neg", "pos", "pos", "meh"])
+    return fresh_workspace, project.id
+
+
+def _labels(path: str, pid: int) -> dict[str, str]:
+    rows = _sql(path, "SELECT t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
+                      "JOIN classes c ON c.id = l.class_id WHERE l.project_id = ?", pid)
+    return dict(rows)
+
+
+def test_edit_classes_rename_merge_delete_and_undo(labelled_project):
+    path, pid = labelled_project
+    at = _app(project_id=pid)
+    at.selectbox(key="rename_from").set_value("pos")
+    at.text_input(key="rename_to").input("positive")
+    at.button(key="rename_class_btn").click().run()
+    assert not at.exception
+    assert "Renamed “pos” to “positive”" in _texts(at)
+    assert _labels(path, pid)["good"] == "positive"
+
+    at.multiselect(key="merge_sources").set_value(["meh"])
+    at.selectbox(key="merge_into").set_value("neg")
+    at.button(key="merge_btn").click().run()
+    assert not at.exception
+    assert _labels(path, pid)["fine"] == "neg"
+    assert "meh" not in Store.open(path).classes(pid)
+
+    at.button(key="undo_schema").click().run()
+    assert not at.exception
+    assert "Split 'meh' back out" in _texts(at)
+    assert _labels(path, pid)["fine"] == "meh"
+
+    at.selectbox(key="delete_class_name").set_value("meh")
+    at.button(key="delete_class_btn").click().run()
+    assert "Tick the box to confirm" in _texts(at)
+    assert "meh" in Store.open(path).classes(pid), "nothing is deleted without confirmation"
+    at.selectbox(key="delete_class_name").set_value("meh")
+    at.checkbox(key="delete_class_sure").check()
+    at.button(key="delete_class_btn").click().run()
+    assert not at.exception
+    assert "fine" not in _labels(path, pid)
+    at.button(key="undo_schema").click().run()
+    assert _labels(path, pid)["fine"] == "meh"
+    at.text_input(key="add_class_name").input("mixed")
+    at.button(key="add_class_btn").click().run()
+    assert Store.open(path).classes(pid) == ["neg", "positive", "meh", "mixed"]
+    assert at.dataframe[0].value["Class"].tolist() == ["neg", "positive", "meh", "mixed"]
+
+
+def test_schema_errors_are_plain_messages(labelled_project):
+    path, pid = labelled_project
+    at = _app(project_id=pid)
+    at.selectbox(key="rename_from").set_value("pos")
+    at.text_input(key="rename_to").input("neg")
+    at.button(key="rename_class_btn").click().run()
+    assert not at.exception
+    assert "already has a class called 'neg'" in at.error[0].value.replace("\\", "")
+    assert Store.open(path).classes(pid) == ["neg", "pos", "meh"]
+
+
+def test_rename_and_delete_a_project_with_confirmation(labelled_project):
+    path, pid = labelled_project
+    at = _app(project_id=pid)
+    at.text_input(key=f"project_name_{pid}").input("Film reviews")
+    at.button(key="rename_project_btn").click().run()
+    assert not at.exception
+    assert _sql(path, "SELECT name FROM projects") == [("Film reviews",)]
+    assert at.selectbox(key="_project_picker").value == pid
+
+    at.button(key="delete_project").click().run()
+    assert "This cannot be undone" in _texts(at)
+    at.button(key="delete_project_no").click().run()
+    assert _sql(path, "SELECT COUNT(*) FROM projects") == [(1,)]
+    at.button(key="delete_project").click().run()
+    at.button(key="delete_project_yes").click().run()
+    assert not at.exception
+    assert _sql(path, "SELECT COUNT(*) FROM projects") == [(0,)]
+    assert _sql(path, "SELECT COUNT(*) FROM texts") == [(0,)]
+    assert "Deleted the project" in _texts(at)
+
+
+def test_switch_project_from_the_sidebar(labelled_project):
+    path, pid = labelled_project
+    with Store.open(path) as store:
+        other = store.create_project("Other", ["a", "b"])
+    at = _app(project_id=pid)
+    at.selectbox(key="_project_picker").set_value(other.id).run()
+    assert not at.exception
+    assert at.session_state["project_id"] == other.id
+    assert at.subheader[0].value == "Other"
+
+
+def test_load_demo_project(fresh_workspace):
+    at = _app()
+    at.button(key="load_demo").click().run()
+    assert not at.exception
+    (pid,), = _sql(fresh_workspace, "SELECT id FROM projects")
+    assert _sql(fresh_workspace, "SELECT COUNT(*) FROM texts WHERE project_id = ?", pid) == [(40,)]
+    assert _sql(fresh_workspace, "SELECT COUNT(*) FROM labels WHERE project_id = ?", pid) == [(12,)]
+    assert "Loaded the demo" in _texts(at)
+    with Store.open(fresh_workspace) as store:
+        job = store.latest_job(pid, jobs.EMBED)
+    assert jobs.wait(job.id, timeout=60)
+    assert Store.open(fresh_workspace).job(job.id).status == "done"

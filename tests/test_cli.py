@@ -1,0 +1,91 @@
+"""`tenshot` CLI smoke tests on tiny CSVs written here, with a tiny model folder as backbone."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from core.cli import main
+from core.store import Store
+from tests.conftest import make_tiny_model, make_tokenizer
+
+POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy", "superb movie"]
+NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad", "poor movie"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = make_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _write_csv(path, rows, header=("text", "label")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def test_train_predict_export_and_bundle_predict(tmp_path, model_dir, capsys):
+    db = str(tmp_path / "w.db")
+    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG]
+                      + [("very good", ""), ("=1+1 formula", "")])
+    assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
+                 "--prompt", "", "--mode", "layer"]) == 0
+    assert "model v1: CV accuracy" in capsys.readouterr().out
+    with Store.open(db) as store:
+        p = store.project("p")
+        assert store.classes(p.id) == ["pos", "neg"]
+        assert store.label_counts(p.id) == {"pos": 6, "neg": 6}
+        assert len(store.predictions(store.latest_model(p.id).id)) == 2
+    new = _write_csv(tmp_path / "new.csv", [("a good film",), ("awful plot",), ("=cmd",)], header=("text",))
+    assert main(["--db", db, "predict", "--project", "p", "--data", new, "--out", str(tmp_path / "o.csv")]) == 0
+    assert main(["--db", db, "export", "--project", "p", "--out", str(tmp_path / "m.tenshot")]) == 0
+    assert main(["--db", db, "predict", "--bundle", str(tmp_path / "m.tenshot"), "--data", new,
+                 "--out", str(tmp_path / "o2.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert [r["text"] for r in rows] == ["a good film", "awful plot", "'=cmd"]
+    assert {r["prediction"] for r in rows} <= {"pos", "neg"}
+    assert rows == list(csv.DictReader(open(tmp_path / "o2.csv")))
+
+
+def test_too_few_labels_is_a_plain_error(tmp_path, model_dir, capsys):
+    data = _write_csv(tmp_path / "t.csv", [("good movie", "pos"), ("great film", "pos"), ("bad", "neg")])
+    code = main(["--db", str(tmp_path / "w.db"), "train", "--project", "p", "--data", data,
+                 "--backbone", model_dir, "--prompt", ""])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: Label 1 more 'neg'" in err and "Traceback" not in err
+
+
+def test_missing_file_and_unknown_project(tmp_path, capsys):
+    db = str(tmp_path / "w.db")
+    assert main(["--db", db, "train", "--project", "p", "--data", str(tmp_path / "nope.csv")]) == 2
+    assert "No file at" in capsys.readouterr().err
+    assert main(["--db", db, "predict", "--project", "ghost", "--data", "x", "--out", "y"]) == 2
+    assert "ghost" in capsys.readouterr().err
+
+
+def test_eval_writes_the_documented_json(tmp_path, model_dir):
+    d = tmp_path / "set"
+    d.mkdir()
+    _write_csv(d / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    _write_csv(d / "test.csv", [("very good film", "pos"), ("good plot", "pos"), ("very bad film", "neg"),
+                                ("awful movie", "neg"), ("great", "pos"), ("terrible", "neg")])
+    out = tmp_path / "r.json"
+    assert main(["--db", str(tmp_path / "w.db"), "eval", "--data", str(d), "--shots", "2,4", "--seeds", "2",
+                 "--backbone", model_dir, "--prompt", "", "--mode", "layer", "--max-test", "4",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "set" and report["mode"] == "layer"
+    assert [(r["shots"], r["seed"]) for r in report["runs"]] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    for r in report["runs"]:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and r["train_seconds"] > 0
+    assert set(report["mean"]) == {"2", "4"}
+    assert report["n_test"] == 4

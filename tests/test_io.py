@@ -1,0 +1,92 @@
+"""File import: every bad input becomes a plain InputError or a partial import that says why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import InputError
+from core.io import LIMITS, read_records
+
+
+def test_csv_with_text_and_label_columns():
+    data = 'text,label\n"great, really great",pos\nawful,neg\nno label yet,\n'.encode()
+    r = read_records(data, "x.csv")
+    assert r.texts == ["great, really great", "awful", "no label yet"]
+    assert r.labels == ["pos", "neg", None]
+    assert (r.text_column, r.label_column) == ("text", "label")
+
+
+def test_ragged_rows_are_skipped_with_their_line_numbers():
+    data = b"text,label\nok one,pos\nbad,row,extra\nok two,neg\n"
+    r = read_records(data, "x.csv")
+    assert r.texts == ["ok one", "ok two"]
+    assert r.skipped == [(3, "has 3 cells but the header has 2")]
+
+
+def test_missing_text_column_names_the_columns():
+    with pytest.raises(InputError, match="no column named 'text'. Pick one of: a, b"):
+        read_records(b"a,b\n1,2\n", "x.csv")
+    with pytest.raises(InputError, match="no column called 'body'"):
+        read_records(b"a,b\n1,2\n", "x.csv", text_column="body")
+
+
+def test_utf16_with_bom_is_read():
+    r = read_records("text\ncafé crème\n".encode("utf-16"), "x.csv")
+    assert r.texts == ["café crème"]
+
+
+def test_latin1_falls_back_with_a_warning():
+    r = read_records("text\ncafé\n".encode("latin-1"), "x.csv")
+    assert r.texts == ["café"]
+    assert "not UTF-8" in r.warnings[0]
+
+
+@pytest.mark.parametrize("data,name,message", [
+    (b"", "x.csv", "is empty"),
+    (b"   \n\n", "x.txt", "is empty"),
+    (b"PK\x03\x04rest-of-a-zip", "sheet.csv", "Excel"),
+    (b"text\nhello\x00world\n", "x.csv", "binary"),
+    (b"hello", "x.pdf", "unsupported file type"),
+    (b'{"text": 1\n[1,2]\n', "x.jsonl", "No line of x.jsonl is a JSON object"),
+])
+def test_bad_files_get_plain_messages(data, name, message):
+    with pytest.raises(InputError, match=message):
+        read_records(data, name)
+
+
+def test_oversized_upload_states_the_limit():
+    with pytest.raises(InputError, match="the limit is 25 MB"):
+        read_records(b"x" * (LIMITS.upload_bytes + 1), "big.txt")
+
+
+def test_jsonl_broken_lines_are_skipped_and_reported():
+    lines = [json.dumps({"text": "good", "label": "pos"}), "{broken", json.dumps({"text": "bad"})]
+    r = read_records("\n".join(lines).encode(), "x.jsonl")
+    assert r.texts == ["good", "bad"] and r.labels == ["pos", None]
+    assert r.skipped[0][0] == 2 and "not valid JSON" in r.skipped[0][1]
+
+
+def test_giant_line_is_cut_with_a_warning():
+    r = read_records(("text\n" + "a" * (LIMITS.text_chars + 10)).encode(), "x.csv")
+    assert len(r.texts[0]) == LIMITS.text_chars
+    assert "was cut" in r.warnings[0]
+
+
+def test_txt_is_one_sentence_per_line():
+    assert read_records(b"one\n\ntwo\r\nthree", "x.txt").texts == ["one", "two", "three"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=400), ext=st.sampled_from(["csv", "txt", "jsonl", "tsv"]))
+def test_random_bytes_never_raise_anything_but_input_error(data, ext):
+    try:
+        r = read_records(data, f"f.{ext}")
+    except InputError as err:
+        assert str(err)
+        return
+    assert all(isinstance(t, str) and t for t in r.texts)
+    assert r.labels is None or len(r.labels) == len(r.texts)

@@ -1,0 +1,126 @@
+"""Background embedding jobs: progress in the store, features in the cache, failures recorded."""
+
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from core import jobs
+from core.classifier import Settings
+from core.embed import cache_key
+from core.errors import BackboneError
+from core.store import Job, Store, text_hash
+
+TEXTS = ["good movie", "bad film", "a wonderful plot", "the worst review", "it was fine"]
+SETTINGS = Settings(backbone="tiny", prompt=None)
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = str(tmp_path / "jobs.db")
+    with Store.open(path) as store:
+        project = store.create_project("p", ["neg", "pos"])
+    return path, project.id
+
+
+def test_embedding_job_completes_and_fills_the_cache(db, tiny_backbone):
+    path, pid = db
+    memory = OrderedDict()
+    job_id = jobs.start_embedding(path, pid, TEXTS, SETTINGS, tiny_backbone, memory=memory)
+    assert jobs.wait(job_id, timeout=60)
+    with Store.open(path) as store:
+        job = store.job(job_id)
+        assert (job.status, job.done, job.total, job.kind) == ("done", 5, 5, jobs.EMBED)
+        assert "All 5 sentences" in job.message
+        key = cache_key(tiny_backbone, SETTINGS.max_length)
+        cached = store.get_features(key, None, "mean", [text_hash(t) for t in TEXTS])
+        assert len(cached) == 5
+        shape = (tiny_backbone.n_layers, tiny_backbone.hidden_size)
+        assert cached[text_hash("bad film")].shape == shape
+    assert len(memory) == 5, "features should also land in the shared in-memory cache"
+    progress = jobs.progress_of(job)
+    assert (progress.state, progress.fraction, progress.active) == ("done", 1.0, False)
+
+
+def test_a_second_job_on_cached_texts_reaches_its_total(db, tiny_backbone):
+    path, pid = db
+    jobs.run_embedding(path, _job(path, pid, 3), TEXTS[:3], SETTINGS, tiny_backbone)
+    job_id = _job(path, pid, 5)
+    jobs.run_embedding(path, job_id, TEXTS, SETTINGS, tiny_backbone)
+    with Store.open(path) as store:
+        job = store.job(job_id)
+    assert (job.status, job.done) == ("done", 5)
+
+
+def test_backbone_is_loaded_on_the_job_thread(db, tiny_backbone):
+    path, pid = db
+    job_id = jobs.start_embedding(path, pid, TEXTS[:2], SETTINGS, lambda: tiny_backbone)
+    assert jobs.wait(job_id, timeout=60)
+    with Store.open(path) as store:
+        assert store.job(job_id).status == "done"
+
+
+def test_failing_job_is_recorded_as_failed_with_a_plain_message(db):
+    path, pid = db
+
+    def broken():
+        raise BackboneError("No model file or folder at '/nowhere'.")
+
+    job_id = jobs.start_embedding(path, pid, TEXTS, SETTINGS, broken)
+    assert jobs.wait(job_id, timeout=30)
+    with Store.open(path) as store:
+        job = store.job(job_id)
+    assert job.status == "failed"
+    assert job.message == "No model file or folder at '/nowhere'."
+    assert jobs.progress_of(job).state == "failed"
+
+
+def test_unexpected_errors_are_recorded_too(db):
+    path, pid = db
+
+    class Exploding:
+        fingerprint = "x"
+
+        def hidden_states(self, *args):
+            raise RuntimeError("out of memory")
+
+        @property
+        def tokenizer(self):
+            raise RuntimeError("out of memory")
+
+    job_id = _job(path, pid, 5)
+    jobs.run_embedding(path, job_id, TEXTS, SETTINGS, Exploding())
+    with Store.open(path) as store:
+        job = store.job(job_id)
+    assert job.status == "failed"
+    assert "RuntimeError: out of memory" in job.message
+    assert "sentences are saved" in job.message
+
+
+def test_progress_eta_and_interrupted_jobs():
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    started = (now - timedelta(seconds=10)).isoformat()
+    running = Job(999_001, 1, "embed", "running", 2, 10, "Reading", started, now.isoformat())
+    p = jobs.progress_of(running, now=now)
+    assert p.state == "running" and p.fraction == pytest.approx(0.2)
+    assert p.eta_seconds == pytest.approx(40.0)
+    # a job no thread here runs, silent for 5 minutes: its process is gone
+    silent = (now - timedelta(minutes=5)).isoformat()
+    gone = Job(999_002, 1, "embed", "running", 2, 10, "Reading", silent, silent)
+    p = jobs.progress_of(gone, now=now)
+    assert p.state == "interrupted" and p.eta_seconds is None and "interrupted" in p.message
+
+
+def _job(path: str, pid: int, total: int) -> int:
+    with Store.open(path) as store:
+        return store.start_job(pid, jobs.EMBED, total)
+
+
+def test_a_job_whose_project_is_deleted_ends_quietly(db, tiny_backbone):
+    path, pid = db
+    job_id = _job(path, pid, 5)
+    with Store.open(path) as store:
+        store.delete_project(pid)
+    jobs.run_embedding(path, job_id, TEXTS, SETTINGS, tiny_backbone)  # must not raise
+    with Store.open(path) as store:
+        assert store.projects() == []

@@ -1,0 +1,119 @@
+"""The retrain loop, the Python API and bundles, on a tiny real model and a real SQLite file."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from core.bundle import bundle_bytes, load_bundle, save_bundle
+from core.classifier import Settings, features_for
+from core.errors import BundleError, NotEnoughLabels
+from core.project import MemoryCache, load_classifier, retrain
+from core.store import Store
+
+POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy",
+       "the best film", "superb movie", "a delight"]
+NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad",
+       "the worst film", "poor movie", "dull and ugly"]
+UNLABELLED = ["very good", "very bad", "it was fine"]
+
+
+@pytest.fixture
+def project(tmp_path):
+    store = Store.open(tmp_path / "w.db")
+    p = store.create_project("p", ["neg", "pos"], settings={"prompt": None, "mode": "layer"})
+    ids = store.add_texts(p.id, POS + NEG + UNLABELLED).text_ids
+    yield store, p, ids
+    store.close()
+
+
+def _label(store, p, ids, n_per_class):
+    for i in range(n_per_class):
+        store.set_label(p.id, ids[i], "pos")
+        store.set_label(p.id, ids[len(POS) + i], "neg")
+
+
+def test_too_few_labels_are_refused_with_per_class_counts(project, tiny_backbone):
+    store, p, ids = project
+    store.set_label(p.id, ids[0], "pos")
+    with pytest.raises(NotEnoughLabels, match=r"2 more 'neg'.*1 more 'pos'") as err:
+        retrain(store, p, tiny_backbone)
+    assert err.value.missing == {"neg": 2, "pos": 1}
+    assert store.latest_model(p.id) is None
+
+
+def test_retrain_stores_a_version_and_predicts_every_unlabelled_text(project, tiny_backbone):
+    store, p, ids = project
+    _label(store, p, ids, 4)
+    first = retrain(store, p, tiny_backbone)
+    assert first.version == 1 and first.reselected and first.previous_accuracy is None
+    assert first.counts == {"neg": 4, "pos": 4}
+    preds = store.predictions(store.latest_model(p.id).id)
+    assert len(preds) == first.n_predicted == len(store.unlabelled(p.id)) == 8 + 3
+    assert all(abs(sum(x.probs.values()) - 1) < 1e-6 for x in preds)
+    store.set_label(p.id, ids[4], "pos")
+    second = retrain(store, p, tiny_backbone)
+    assert second.version == 2 and not second.reselected  # 9 labels < 1.25 x 8
+    assert second.previous_accuracy == first.metrics["cv_accuracy"]
+
+
+def test_a_stored_model_predicts_like_the_bundle_and_the_original(project, tiny_backbone, tmp_path):
+    store, p, ids = project
+    _label(store, p, ids, 5)
+    retrain(store, p, tiny_backbone)
+    clf = load_classifier(store.latest_model(p.id))
+    X = features_for(tiny_backbone, UNLABELLED, clf.settings)
+    stored = {x.text: x.probs for x in store.predictions(store.latest_model(p.id).id)}
+    expected = np.array([[stored[t][c] for c in clf.classes] for t in UNLABELLED])
+    assert_allclose(clf.predict_proba_features(X), expected, rtol=1e-6)
+    again = load_bundle(save_bundle(clf, tmp_path / "m.tenshot"))
+    assert again.classes == clf.classes
+    assert_allclose(again.predict_proba_features(X), expected, rtol=1e-6)
+
+
+def test_tampered_or_foreign_bundles_are_refused(project, tiny_backbone, tmp_path):
+    store, p, ids = project
+    _label(store, p, ids, 3)
+    retrain(store, p, tiny_backbone)
+    raw = bundle_bytes(load_classifier(store.latest_model(p.id)))
+    # flip one byte inside the zip's arrays member: the checksum must catch it
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as src, zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "arrays.npz":
+                data = data[:-40] + bytes([data[-40] ^ 1]) + data[-39:]
+            dst.writestr(item, data)
+    with pytest.raises(BundleError, match="does not match its checksum"):
+        load_bundle(buf.getvalue())
+    with pytest.raises(BundleError, match="not a tenshot model bundle"):
+        load_bundle(b"just some text")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_a_malicious_pickle_named_like_a_bundle_is_refused_unexecuted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.tenshot").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(BundleError):
+        load_bundle(tmp_path / "model.tenshot")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_memory_cache_serves_repeats_from_ram(project, tiny_backbone):
+    store, p, _ = project
+    cache = MemoryCache(store)
+    s = Settings(prompt=None)
+    a = features_for(tiny_backbone, POS, s, cache=cache)
+    fresh = MemoryCache(None, items=cache._items)  # no backing store at all
+    b = features_for(tiny_backbone, POS, s, cache=fresh)
+    assert_allclose(a, b)
+    assert len(cache._items) == len(POS)
