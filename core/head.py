@@ -1,22 +1,19 @@
 """The classifier head: standardise, then penalised logistic regression, C chosen by CV.
 
-Scope: multinomial (softmax) logistic regression with an L1, elastic-net or L2
-penalty on standardised features, balanced class weights, and C chosen by repeated
-stratified K-fold CV over a short log grid. It minimises exactly scikit-learn's
-objective, ``C * sum_i s_i * loss_i + l1_ratio * |W|_1 + (1 - l1_ratio) / 2 * |W|^2``
-with the intercept unpenalised, so its probabilities match
-`sklearn.linear_model.LogisticRegression(class_weight="balanced")` at the same C.
+Multinomial (softmax) logistic regression with an L1, elastic-net or L2 penalty on
+standardised features and balanced class weights. It minimises scikit-learn's objective
+``C * sum_i s_i * loss_i + l1_ratio * |W|_1 + (1 - l1_ratio) / 2 * |W|^2`` (intercept
+unpenalised), so its probabilities match `LogisticRegression(class_weight="balanced")`
+at the same C. Binary problems are fitted with one weight row, as sklearn does, and
+stored as two rows ``[-w/2, w/2]``: every caller sees K logits whose softmax is the
+probability.
 
-Why not call scikit-learn: in 1.9 multinomial L1 / elastic-net is only offered by
-'saga', which takes seconds per fit on few-shot LLM features (n << d, correlated
-columns), and 'liblinear' is binary-only. So this module carries a small glmnet-style
-solver (proximal Newton with coordinate descent, working sets, warm starts along the C
-path) compiled with numba (a dependency of shap); a whole CV path takes tens of
-milliseconds. L2 problems are solved exactly in the span of the training rows, where
-the columns are orthogonal and coordinate descent converges in a few sweeps.
-
-Binary problems are fitted as sklearn does (one weight row) and stored as two rows
-``[-w/2, w/2]``, so every caller sees K logits whose softmax is the probability.
+Why not scikit-learn's solvers: in 1.9 only 'saga' fits multinomial L1 / elastic-net,
+and it takes seconds per fit on few-shot LLM features (n << d, correlated columns);
+'liblinear' is binary-only. This module carries a small glmnet-style solver instead
+(proximal Newton + coordinate descent, working sets, warm starts along the C path),
+compiled with numba (a dependency of shap). L2 is solved exactly in the span of the
+training rows, where the columns are orthogonal and coordinate descent is quick.
 
 Shortcut admitted: features are standardised once on all labelled rows, not per fold
 (a label-free leak that does not move the choice of C noticeably).
@@ -327,10 +324,15 @@ def _cv_scores(oof, y, K):
 class Head:
     """Standardise, then balanced penalised logistic regression with C chosen by CV.
 
-    Z below is the head's input, float array of shape (n, d); y holds class indices
-    0..K-1, shape (n,). After `fit`: `coef_` (K, d) and `intercept_` (K,) act on
-    standardised Z (binary: rows [-w/2, w/2]); `mean_`, `scale_` (d,); `C_`; and,
-    when C was chosen by CV, `cv_accuracy_`, `cv_macro_f1_` and `cv_scores_` {C: acc}.
+    penalty: "l1" | "elasticnet" (mixing `l1_ratio`) | "l2". Cs: the C grid (default:
+    6 multiples of the smallest C at which an L1 model is non-empty). CV: stratified
+    `n_splits`-fold (capped by the smallest class, at least 2), repeated `n_repeats`
+    times, on up to `n_jobs` threads. tol: the final fit's solver tolerance.
+
+    Z is the head's input, float array of shape (n, d); y holds class indices 0..K-1,
+    shape (n,). After `fit`: `coef_` (K, d) and `intercept_` (K,) act on standardised Z;
+    `mean_`, `scale_` (d,); `C_`; and, when C was chosen by CV, `cv_accuracy_`,
+    `cv_macro_f1_` (at C_) and `cv_scores_` {C: accuracy}.
     """
 
     def __init__(self, penalty="l1", *, l1_ratio=0.5, Cs=None, n_splits=5, n_repeats=2,
@@ -430,7 +432,7 @@ class Head:
             "format": "tenshot.head/1", "penalty": self.penalty, "l1_ratio": self.l1_ratio,
             "Cs": None if self.Cs is None else [float(c) for c in self.Cs],
             "n_splits": self.n_splits, "n_repeats": self.n_repeats,
-            "random_state": self.random_state, "C_": self.C_,
+            "random_state": self.random_state, "tol": self.tol, "C_": self.C_,
             "cv_accuracy_": self.cv_accuracy_, "cv_macro_f1_": self.cv_macro_f1_,
             "cv_scores_": [[c, a] for c, a in self.cv_scores_.items()],
             "n_features_in_": self.n_features_in_, "n_classes_": self.n_classes_,
@@ -445,7 +447,7 @@ class Head:
             raise InputError(f"Not a saved tenshot head (format {params.get('format')!r}).")
         head = cls(params["penalty"], l1_ratio=params["l1_ratio"], Cs=params["Cs"],
                    n_splits=params["n_splits"], n_repeats=params["n_repeats"],
-                   random_state=params["random_state"])
+                   random_state=params["random_state"], tol=params["tol"])
         for key in ("C_", "cv_accuracy_", "cv_macro_f1_", "n_features_in_", "n_classes_"):
             setattr(head, key, params[key])
         head.cv_scores_ = {float(c): float(a) for c, a in params["cv_scores_"]}

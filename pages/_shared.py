@@ -76,8 +76,11 @@ def _ensure_app_shell() -> None:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # a future Streamlit without the legacy path
         return
-    # AppTest resets the flag before every run; a rerun there would swallow each click
-    if st.get_option("global.appTest"):
+    from streamlit import config
+
+    # AppTest resets the flag before every run; a rerun there would swallow each click.
+    # AppTest patches streamlit.config.get_option (not st.get_option), so ask config.
+    if config.get_option("global.appTest"):
         return
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
