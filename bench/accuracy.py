@@ -49,9 +49,10 @@ SETS = list(PROMPTS)
 def run_set(name: str, bbs: dict, args, store) -> dict:
     shots = [int(s) for s in args.shots.split(",")]
     ours = evaluate(DATA / name, bbs["llm"], Settings(backbone=bbs["llm"].name, prompt=PROMPTS[name],
-                                                      mode=args.mode), shots=shots, seeds=args.seeds,
+                                                      mode=args.mode, penalty=args.penalty), shots=shots, seeds=args.seeds,
                     max_test=args.max_test, cache=store, baselines=True)
-    minilm = evaluate(DATA / name, bbs["minilm"], Settings(backbone="minilm-l6", prompt=None, mode=args.mode),
+    minilm = evaluate(DATA / name, bbs["minilm"], Settings(backbone="minilm-l6", prompt=None, mode=args.mode,
+                                       penalty=args.penalty),
                       shots=shots, seeds=args.seeds, max_test=args.max_test, cache=store)
     return {"ours": ours, "tfidf": ours.pop("baselines")["tfidf_lr"], "minilm": minilm}
 
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--max-test", type=int, default=150)
     ap.add_argument("--mode", default="auto")
+    ap.add_argument("--penalty", default="elasticnet", choices=["l1", "elasticnet", "l2"])
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--quick", action="store_true", help="3 sets, 8 and 32 shots, 2 seeds (< 5 min)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -100,7 +102,7 @@ def main() -> None:
             print(f"{name} done in {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     shots = [int(s) for s in args.shots.split(",")]
     report = "\n".join([
-        f"### Accuracy ({args.backbone}, mode {args.mode}, {args.seeds} seeds, test sample ≤ {args.max_test} rows)",
+        f"### Accuracy ({args.backbone}, mode {args.mode}, penalty {args.penalty}, {args.seeds} seeds, test sample ≤ {args.max_test} rows)",
         f"- date {datetime.date.today()}, machine: {platform.machine()}, {os.cpu_count()} cores; "
         f"wall time {time.time() - started:.0f} s",
         f"- command: `.venv/bin/python bench/accuracy.py {' '.join(sys.argv[1:])}`",

@@ -40,7 +40,9 @@ class Settings:
     prompt: str | None = DEFAULT_PROMPT
     pooling: str = "mean"
     mode: str = "auto"
-    penalty: str = "l1"
+    # elastic-net keeps the head sparse (explainable) and measured ~3 points above pure L1
+    # at 32 labels per class on SmolLM2 features; "l2" is ~2 points better still, not sparse
+    penalty: str = "elasticnet"
     max_length: int = DEFAULT_MAX_LENGTH
 
     def check(self) -> "Settings":

@@ -177,7 +177,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
             options.pop("report")
             scores = _nested_scores(X, y, specs, Cs, **options)
             report["mode_scores"] = scores
-            # a richer mode must win by more than half a sentence to be preferred
+            # each step up layer < fusion < stc must gain half a sentence of accuracy
             mode = max(_MODES, key=lambda m: scores[m] - 0.5 / len(y) * _MODES.index(m))
     report["mode"] = mode
     return specs[mode], report
@@ -311,6 +311,8 @@ def _stc(X, y, layers, eta, random_state):
         n_keep = min(int(np.searchsorted(mass, eta * mass[-1])) + 1, len(order))
         kept_layers.append(layer)
         kept.append(tuple(sorted(order[:n_keep].tolist())))
+    if not kept:  # every probe empty (cannot happen above C_min): keep a whole layer
+        return (layers[0],), (tuple(range(X.shape[2])),)
     return tuple(kept_layers), tuple(kept)
 
 

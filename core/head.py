@@ -13,7 +13,12 @@ and it takes seconds per fit on few-shot LLM features (n << d, correlated column
 'liblinear' is binary-only. This module carries a small glmnet-style solver instead
 (proximal Newton + coordinate descent, working sets, warm starts along the C path),
 compiled with numba (a dependency of shap). L2 is solved exactly in the span of the
-training rows, where the columns are orthogonal and coordinate descent is quick.
+training rows, where the columns are orthogonal and coordinate descent is quick. The
+first fit in a fresh install compiles the kernels (5-10 s); numba caches them on disk.
+
+C is chosen by the lowest out-of-fold log-loss over a 6-point grid relative to C_min;
+on SmolLM2 features of SST-2, CR, TREC and AG News (8-64 labels per class) this beat
+choosing by accuracy by 0.3-0.5 points of test accuracy for L1 and L2.
 
 Shortcut admitted: features are standardised once on all labelled rows, not per fold
 (a label-free leak that does not move the choice of C noticeably).
@@ -36,6 +41,9 @@ _PENALTIES = ("l1", "elasticnet", "l2")
 _SPARSE_RATIOS = (4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 _L2_RATIOS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 _CV_TOL = 1e-4  # solver tolerance inside CV, where only the predictions matter
+# from this many labels in the smallest class one CV repeat picks the same C as two
+# (42 of 48 benchmark draws) at the same test accuracy, in half the time
+_ONE_REPEAT_AT = 50
 
 
 def check_labels(y, classes, *, min_per_class=2):
@@ -327,7 +335,8 @@ class Head:
     penalty: "l1" | "elasticnet" (mixing `l1_ratio`) | "l2". Cs: the C grid (default:
     6 multiples of the smallest C at which an L1 model is non-empty). CV: stratified
     `n_splits`-fold (capped by the smallest class, at least 2), repeated `n_repeats`
-    times, on up to `n_jobs` threads. tol: the final fit's solver tolerance.
+    times (once when every class has 50+ labels), on up to `n_jobs` threads.
+    tol: the final fit's solver tolerance (relative decrease of the objective).
 
     Z is the head's input, float array of shape (n, d); y holds class indices 0..K-1,
     shape (n,). After `fit`: `coef_` (K, d) and `intercept_` (K,) act on standardised Z;
@@ -359,8 +368,10 @@ class Head:
 
     def _cv(self, Zs, y, K, Cs, l1_ratio):
         """(accuracy, macro F1, log-loss) per C from repeated stratified K-fold CV."""
-        n_splits = max(2, min(self.n_splits, int(np.bincount(y).min())))
-        cv = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=self.n_repeats,
+        smallest = int(np.bincount(y).min())
+        n_splits = max(2, min(self.n_splits, smallest))
+        n_repeats = 1 if smallest >= _ONE_REPEAT_AT else self.n_repeats
+        cv = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats,
                                      random_state=self.random_state)
         splits = list(cv.split(Zs, y))
         n_jobs = min(len(splits), self.n_jobs or min(os.cpu_count() or 1, 4))
@@ -369,9 +380,8 @@ class Head:
     def fit(self, Z, y, *, C=None):
         """Fit on Z (n, d) and y (n,); choose C by repeated stratified CV unless given.
 
-        C is chosen by the lowest out-of-fold log-loss: at a few labels per class it is
-        a steadier criterion than accuracy and gave +0.3-0.5 points of test accuracy on
-        the benchmark sets. `cv_scores_` still reports accuracy per C.
+        The CV picks the C of lowest out-of-fold log-loss (see the module docstring);
+        `cv_scores_` reports accuracy per C, `cv_accuracy_` the accuracy at C_.
         """
         # multi-threaded OpenBLAS on these small matrices is 10x slower on a busy machine
         with threadpool_limits(1, user_api="blas"):

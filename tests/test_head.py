@@ -53,7 +53,7 @@ def test_fit_refuses_a_class_with_one_label():
 def test_probabilities_match_sklearn_at_the_same_C(K, penalty, l1_ratio, solver):
     Z, y = _data(K=K)
     C = 3 * min_c(Z, y)
-    head = Head(penalty).fit(Z, y, C=C)
+    head = Head(penalty, tol=1e-10).fit(Z, y, C=C)
     Zs = (Z - Z.mean(0)) / Z.std(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # saga's convergence chatter
@@ -65,7 +65,7 @@ def test_probabilities_match_sklearn_at_the_same_C(K, penalty, l1_ratio, solver)
 
 def test_binary_is_two_symmetric_rows_matching_sklearn_coefficients():
     Z, y = _data()
-    head = Head("l2").fit(Z, y, C=0.1)
+    head = Head("l2", tol=1e-10).fit(Z, y, C=0.1)
     Zs = (Z - Z.mean(0)) / Z.std(0)
     ref = LogisticRegression(C=0.1, class_weight="balanced", tol=1e-12, max_iter=10_000).fit(Zs, y)
     assert_allclose(head.coef_[1], -head.coef_[0])
@@ -111,13 +111,10 @@ def test_l1_selects_the_planted_columns_and_reports_cv():
 
 
 def test_eight_labels_per_class_give_a_non_empty_useful_model():
-    Z, y = _data(n=16, d=300, signal=(0, 1, 2), strength=2.5, seed=1)
-    head = Head("l1").fit(Z, y)
-    assert len(head.selected_features()) > 0
-    Zt, yt = _data(n=200, d=300, signal=(0, 1, 2), strength=2.5, seed=2)
-    # the same planted direction, fresh noise: well above chance (0.5)
-    Zt[:, 3:] = Z[:, 3:].mean(0) + (Zt[:, 3:] - Zt[:, 3:].mean(0)) * Z[:, 3:].std(0) / Zt[:, 3:].std(0)
-    assert (head.predict(Zt) == yt).mean() > 0.7
+    Z, y = _data(n=216, d=300, signal=(0, 1, 2), strength=2.5, seed=1)
+    head = Head("l1").fit(Z[:16], y[:16])  # 8 labels per class, 300 features
+    assert 0 < len(head.selected_features()) < 16
+    assert (head.predict(Z[16:]) == y[16:]).mean() > 0.7  # chance is 0.5
 
 
 def test_all_zero_model_falls_back_to_the_next_larger_C():
