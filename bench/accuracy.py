@@ -7,7 +7,7 @@ For every set and every (shots, seed) draw this runs what ``tenshot eval`` runs
 (``core.evaluate.evaluate``): the default backbone with a task prompt and
 ``--mode auto``, TF-IDF + LR on the same draws, and MiniLM + the same head. Each
 set's JSON goes to ``--out``; a markdown table is printed (and written to
-``--out/accuracy.md``). Features are cached in ``--out/cache.db`` so a rerun is cheap.
+``--out/accuracy.md``). Features are cached in ``--cache`` so a rerun is cheap.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--quick", action="store_true", help="3 sets, 8 and 32 shots, 2 seeds (< 5 min)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--cache", default=str(ROOT / "bench" / "results" / "cache.db"),
+                    help="feature cache shared between runs")
     args = ap.parse_args()
     if args.quick:
         args.sets, args.shots, args.seeds, args.max_test = "sst2,cr,trec", "8,32", 2, 100
@@ -94,7 +96,7 @@ def main() -> None:
     bbs = {"llm": load_backbone(args.backbone), "minilm": load_backbone("minilm-l6")}
     results = {}
     started = time.time()
-    with Store.open(out / "cache.db") as store:
+    with Store.open(args.cache) as store:
         for name in args.sets.split(","):
             t = time.time()
             results[name] = run_set(name, bbs, args, store)
