@@ -64,12 +64,16 @@ def tfidf_baseline(train_texts, train_labels, test_texts, *, random_state: int =
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
 
+    import warnings
+
     n_min = min(np.unique(train_labels, return_counts=True)[1])
     clf = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
         LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=min(5, int(n_min)), max_iter=2000,
-                             class_weight="balanced", random_state=random_state))
-    return list(clf.fit(list(train_texts), list(train_labels)).predict(list(test_texts)))
+                             class_weight="balanced", random_state=random_state, scoring="accuracy"))
+    with warnings.catch_warnings():  # scikit-learn 1.9 announces future attribute changes
+        warnings.simplefilter("ignore", FutureWarning)
+        return list(clf.fit(list(train_texts), list(train_labels)).predict(list(test_texts)))
 
 
 def _scores(y_true, y_pred) -> dict:

@@ -94,3 +94,18 @@ def plotly_array(value) -> "np.ndarray":
         shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
         return flat.reshape(shape)
     return np.asarray(value)
+
+
+def page_text(at) -> str:
+    """Everything an AppTest page shows as markdown, captions and alerts, in one string."""
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts).replace("\\", "")
+
+
+def sql(path: str, query: str, *args) -> list[tuple]:
+    """Rows of a query on the workspace file, through a plain sqlite3 connection."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return conn.execute(query, args).fetchall()

@@ -1,6 +1,5 @@
 """The Data page: type, paste and upload sentences; duplicates, skipped rows, bad files, jobs."""
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.store import Store
+from tests.app_fixtures import page_text, sql
 
 pytestmark = pytest.mark.usefixtures("whole_app_reruns")
 
@@ -29,15 +29,6 @@ def _data_page(pid: int) -> AppTest:
     return at.run()
 
 
-def _texts(at) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
-             for e in getattr(at, kind)]
-    return "\n".join(str(p) for p in parts).replace("\\", "")
-
-
-def _sql(path: str, query: str, *args) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(query, args).fetchall()
 
 
 def _finish_jobs(path: str, pid: int) -> None:
@@ -52,28 +43,28 @@ def test_without_a_project_the_page_points_to_projects(fresh_workspace):
     at.switch_page("pages/data.py")
     at.run()
     assert not at.exception
-    assert "Create or choose a project first" in _texts(at)
+    assert "Create or choose a project first" in page_text(at)
 
 
 def test_type_and_paste_sentences_with_duplicates(project):
     path, pid = project
     at = _data_page(pid)
-    assert "No sentences yet" in _texts(at)
-    assert "Limits: files up to 25 MB" in _texts(at)
+    assert "No sentences yet" in page_text(at)
+    assert "Limits: files up to 25 MB" in page_text(at)
     at.text_input(key="type_text").input("good movie")
     at.button(key="type_btn").click().run()
     assert not at.exception
-    assert "Added 1 new sentence." in _texts(at)
+    assert "Added 1 new sentence." in page_text(at)
     at.text_area(key="paste_text").input("bad film\n\ngood movie\na wonderful plot\nbad film\n")
     at.button(key="paste_btn").click().run()
     assert not at.exception
-    assert "Added 2 new sentences. 2 duplicates skipped (already there)." in _texts(at)
-    assert _sql(path, "SELECT text FROM texts ORDER BY id") == [
+    assert "Added 2 new sentences. 2 duplicates skipped (already there)." in page_text(at)
+    assert sql(path, "SELECT text FROM texts ORDER BY id") == [
         ("good movie",), ("bad film",), ("a wonderful plot",)]
     assert at.dataframe[-1].value["Sentence"].tolist() == ["good movie", "bad film", "a wonderful plot"]
     _finish_jobs(path, pid)
     at.run()
-    assert "All 3 sentences are ready for the model" in _texts(at)
+    assert "All 3 sentences are ready for the model" in page_text(at)
 
 
 def test_a_too_long_sentence_is_cut_with_a_warning(project):
@@ -82,8 +73,8 @@ def test_a_too_long_sentence_is_cut_with_a_warning(project):
     at.text_input(key="type_text").input("x" * 6000)
     at.button(key="type_btn").click().run()
     assert not at.exception
-    assert "was cut to 5,000" in _texts(at)
-    assert _sql(path, "SELECT LENGTH(text) FROM texts") == [(5000,)]
+    assert "was cut to 5,000" in page_text(at)
+    assert sql(path, "SELECT LENGTH(text) FROM texts") == [(5000,)]
     _finish_jobs(path, pid)
 
 
@@ -98,24 +89,24 @@ def test_upload_csv_with_a_label_column(project):
            "a wonderful plot,meh,4\n").encode()
     at.file_uploader(key="upload_0").set_value(("reviews.csv", csv, "text/csv")).run()
     assert not at.exception
-    assert "Which column holds the sentences?" in _texts(at)
+    assert "Which column holds the sentences?" in page_text(at)
     assert at.selectbox(key="upload_text_col").value is None
     assert "import_btn" not in [b.key for b in at.button], "no import before the text column is known"
     at.selectbox(key="upload_text_col").set_value("review").run()
     assert at.selectbox(key="upload_label_col").value == "(no label column)"
     at.selectbox(key="upload_label_col").set_value("sentiment").run()
-    assert "Some labels are not classes of this project: “meh”" in _texts(at)
+    assert "Some labels are not classes of this project: “meh”" in page_text(at)
     assert at.expander[0].label == "1 row will be skipped"
     assert at.button(key="import_btn").label == "Import 4 sentences (2 labelled)"
     at.checkbox(key="upload_add_classes").check().run()
     assert at.button(key="import_btn").label == "Import 4 sentences (3 labelled)"
     at.button(key="import_btn").click().run()
     assert not at.exception
-    assert "Added 4 new sentences. 3 labels imported." in _texts(at)
-    labels = dict(_sql(path, "SELECT t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
+    assert "Added 4 new sentences. 3 labels imported." in page_text(at)
+    labels = dict(sql(path, "SELECT t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
                              "JOIN classes c ON c.id = l.class_id"))
     assert labels == {"good movie": "pos", "bad film": "neg", "a wonderful plot": "meh"}
-    assert _sql(path, "SELECT source FROM texts WHERE text = 'it was fine'") == [("reviews.csv",)]
+    assert sql(path, "SELECT source FROM texts WHERE text = 'it was fine'") == [("reviews.csv",)]
     _finish_jobs(path, pid)
 
 
@@ -127,13 +118,13 @@ def test_upload_jsonl_and_txt(project):
     assert at.selectbox(key="upload_label_col").value == "label"
     at.button(key="import_btn").click().run()
     assert not at.exception
-    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(1,)]
+    assert sql(path, "SELECT COUNT(*) FROM labels") == [(1,)]
     assert "import_btn" not in [b.key for b in at.button], "the uploader is emptied after an import"
     at.file_uploader(key="upload_1").set_value(("more.txt", b"it was fine\ngood movie\n",
                                                 "text/plain")).run()
     at.button(key="import_btn").click().run()
-    assert "Added 1 new sentence. 1 duplicate skipped" in _texts(at)
-    assert _sql(path, "SELECT COUNT(*) FROM texts") == [(3,)]
+    assert "Added 1 new sentence. 1 duplicate skipped" in page_text(at)
+    assert sql(path, "SELECT COUNT(*) FROM texts") == [(3,)]
     _finish_jobs(path, pid)
 
 
@@ -150,9 +141,9 @@ def test_bad_uploads_give_a_plain_message_and_lose_nothing(project, name, data, 
     at.file_uploader(key="upload_0").set_value((name, data, "application/octet-stream")).run()
     assert not at.exception
     assert message in at.error[0].value.replace("\\", "")
-    assert "Traceback" not in _texts(at)
-    assert _sql(path, "SELECT COUNT(*) FROM texts") == [(2,)]
-    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(2,)]
+    assert "Traceback" not in page_text(at)
+    assert sql(path, "SELECT COUNT(*) FROM texts") == [(2,)]
+    assert sql(path, "SELECT COUNT(*) FROM labels") == [(2,)]
 
 
 def test_failed_job_is_shown_with_a_retry(project):

@@ -1,6 +1,5 @@
 """The Label page: one at a time with shortcuts, retrain on every submit, undo, skip, table mode."""
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store import Store
 from pages._shared import escape_markdown
+from tests.app_fixtures import page_text, sql
 
 pytestmark = pytest.mark.usefixtures("whole_app_reruns")
 
@@ -33,20 +33,11 @@ def _label_page(pid: int) -> AppTest:
     return at.run()
 
 
-def _texts(at) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
-             for e in getattr(at, kind)]
-    return "\n".join(str(p) for p in parts).replace("\\", "")
-
-
-def _sql(path: str, query: str, *args) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(query, args).fetchall()
 
 
 def _current(at, path: str, pid: int) -> str:
     text_id = at.session_state[f"current_{pid}"]
-    return _sql(path, "SELECT text FROM texts WHERE id = ?", text_id)[0][0]
+    return sql(path, "SELECT text FROM texts WHERE id = ?", text_id)[0][0]
 
 
 def _label_current(at, path, pid) -> str:
@@ -63,43 +54,43 @@ def test_without_sentences_the_page_says_add_some(fresh_workspace):
         pid = store.create_project("Empty", ["a", "b"]).id
     at = _label_page(pid)
     assert not at.exception
-    assert "Add some sentences first" in _texts(at)
+    assert "Add some sentences first" in page_text(at)
 
 
 def test_label_with_shortcuts_until_a_model_appears_then_undo(project):
     path, pid = project
     at = _label_page(pid)
     assert not at.exception
-    assert "Label 2 more “neg” and 2 more “pos” to train a model" in _texts(at)
+    assert "Label 2 more “neg” and 2 more “pos” to train a model" in page_text(at)
     buttons = {b.key: b for b in at.button}
     assert (buttons["label_0"].label, buttons["label_0"].proto.shortcut) == ("neg", "1")
     assert (buttons["label_1"].label, buttons["label_1"].proto.shortcut) == ("pos", "2")
     assert buttons["skip"].proto.shortcut == "s" and buttons["undo"].proto.shortcut == "u"
-    assert "Keyboard: 1–2 label · S skip · U undo" in _texts(at)
+    assert "Keyboard: 1–2 label · S skip · U undo" in page_text(at)
 
     first = _label_current(at, path, pid)
-    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(1,)]
-    assert "more “neg”" in _texts(at) or "more “pos”" in _texts(at)
+    assert sql(path, "SELECT COUNT(*) FROM labels") == [(1,)]
+    assert "more “neg”" in page_text(at) or "more “pos”" in page_text(at)
     labelled = [first]
-    while _sql(path, "SELECT COUNT(*) FROM models") == [(0,)]:
+    while sql(path, "SELECT COUNT(*) FROM models") == [(0,)]:
         labelled.append(_label_current(at, path, pid))
         assert len(labelled) <= 8
-    assert "Model v1 trained on" in _texts(at)
+    assert "Model v1 trained on" in page_text(at)
     metric = at.metric[0]
     assert metric.label == "Accuracy (cross-validated), model v1"
     assert metric.value.endswith("%")
-    assert "Model's guess:" in _texts(at)
-    assert len(_sql(path, "SELECT * FROM predictions")) == len(TRUTH) - len(labelled)
+    assert "Model's guess:" in page_text(at)
+    assert len(sql(path, "SELECT * FROM predictions")) == len(TRUTH) - len(labelled)
 
     _label_current(at, path, pid)
-    assert _sql(path, "SELECT MAX(version) FROM models") == [(2,)]
+    assert sql(path, "SELECT MAX(version) FROM models") == [(2,)]
     assert at.metric[0].delta is not None, "the change since the last model is shown"
 
-    n_before = _sql(path, "SELECT COUNT(*) FROM labels")[0][0]
+    n_before = sql(path, "SELECT COUNT(*) FROM labels")[0][0]
     at.button(key="undo").click().run()
     assert not at.exception
-    assert "Undid the last label" in _texts(at)
-    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(n_before - 1,)]
+    assert "Undid the last label" in page_text(at)
+    assert sql(path, "SELECT COUNT(*) FROM labels") == [(n_before - 1,)]
 
 
 def test_a_key_labels_the_sentence_that_was_on_screen(project):
@@ -109,10 +100,10 @@ def test_a_key_labels_the_sentence_that_was_on_screen(project):
     at = _label_page(pid)
     on_screen = _current(at, path, pid)
     other = next(t for t in TRUTH if t != on_screen)
-    at.session_state[f"current_{pid}"] = _sql(path, "SELECT id FROM texts WHERE text = ?", other)[0][0]
+    at.session_state[f"current_{pid}"] = sql(path, "SELECT id FROM texts WHERE text = ?", other)[0][0]
     at.button(key="label_1").click().run()
     assert not at.exception
-    labelled = _sql(path, "SELECT t.text FROM labels l JOIN texts t ON t.id = l.text_id")
+    labelled = sql(path, "SELECT t.text FROM labels l JOIN texts t ON t.id = l.text_id")
     assert labelled == [(on_screen,)]
 
 
@@ -123,7 +114,7 @@ def test_skip_moves_on_without_labelling(project):
     at.button(key="skip").click().run()
     assert not at.exception
     assert at.session_state[f"current_{pid}"] != shown
-    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(0,)]
+    assert sql(path, "SELECT COUNT(*) FROM labels") == [(0,)]
 
 
 def test_table_mode_labels_selected_rows(project):
@@ -140,7 +131,7 @@ def test_table_mode_labels_selected_rows(project):
     assert at.button(key="table_apply").label == "Label 1 selected"
     at.button(key="table_apply").click().run()
     assert not at.exception
-    labelled = _sql(path, "SELECT t.text FROM labels l JOIN texts t ON t.id = l.text_id")
+    labelled = sql(path, "SELECT t.text FROM labels l JOIN texts t ON t.id = l.text_id")
     assert labelled == [("awful film",)]
     at.text_input(key="table_search").input("").run()
     at.checkbox(key="table_all").check()
@@ -149,8 +140,8 @@ def test_table_mode_labels_selected_rows(project):
     assert at.button(key="table_apply").label == "Label 7 selected"
     at.button(key="table_apply").click().run()
     assert not at.exception
-    assert _sql(path, "SELECT COUNT(*) FROM labels") == [(8,)]
-    assert "No sentence matches these filters." in _texts(at)
+    assert sql(path, "SELECT COUNT(*) FROM labels") == [(8,)]
+    assert "No sentence matches these filters." in page_text(at)
     at.selectbox(key="table_show").set_value("all").run()
     assert not at.checkbox(key="table_all").value, "the selection is cleared after labelling"
 
@@ -187,9 +178,9 @@ def test_imported_labels_can_be_trained_at_once(project):
         for text in ["good movie", "great film", "bad movie", "awful film"]:
             store.set_label(pid, store.text_id(pid, text), TRUTH[text])
     at = _label_page(pid)
-    assert "There are enough labels for a first model" in _texts(at)
+    assert "There are enough labels for a first model" in page_text(at)
     at.button(key="train_now").click().run()
     assert not at.exception
-    assert "Model v1 trained on 4 labels" in _texts(at)
-    assert _sql(path, "SELECT version, n_labels FROM models") == [(1, 4)]
+    assert "Model v1 trained on 4 labels" in page_text(at)
+    assert sql(path, "SELECT version, n_labels FROM models") == [(1, 4)]
     assert "train_now" not in [b.key for b in at.button]

@@ -1,6 +1,5 @@
 """The Projects page: create, open, rename and delete projects; edit classes with undo."""
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.store import Store
+from tests.app_fixtures import page_text, sql
 
 pytestmark = pytest.mark.usefixtures("whole_app_reruns")
 
@@ -21,25 +21,15 @@ def _app(**state) -> AppTest:
     return at.run()
 
 
-def _texts(at) -> str:
-    """Everything the page shows as markdown, captions and alerts, in one string."""
-    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error")
-             for e in getattr(at, kind)]
-    return "\n".join(str(p) for p in parts).replace("\\", "")
-
-
-def _sql(path: str, query: str, *args) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(query, args).fetchall()
 
 
 def test_empty_workspace_explains_the_first_steps(fresh_workspace):
     at = _app()
     assert not at.exception
     assert at.title[0].value == "Projects"
-    assert "Create a project" in _texts(at)
+    assert "Create a project" in page_text(at)
     assert at.button(key="load_demo").label == "Load demo project"
-    assert "No project yet" in _texts(at.sidebar)
+    assert "No project yet" in page_text(at.sidebar)
 
 
 def test_create_a_project(fresh_workspace, tiny_model_dir):
@@ -48,14 +38,14 @@ def test_create_a_project(fresh_workspace, tiny_model_dir):
     at.text_input(key="new_project_classes").input("negative, positive")
     at.button(key="create_project_btn").click().run()
     assert not at.exception
-    assert "Created the project “Reviews”" in _texts(at)
+    assert "Created the project “Reviews”" in page_text(at)
     assert at.subheader[0].value == "Reviews"
-    (pid, settings), = _sql(fresh_workspace, "SELECT id, settings FROM projects WHERE name = 'Reviews'")
+    (pid, settings), = sql(fresh_workspace, "SELECT id, settings FROM projects WHERE name = 'Reviews'")
     assert tiny_model_dir in settings
     assert at.session_state["project_id"] == pid
-    classes = _sql(fresh_workspace, "SELECT name FROM classes WHERE project_id = ? ORDER BY position", pid)
+    classes = sql(fresh_workspace, "SELECT name FROM classes WHERE project_id = ? ORDER BY position", pid)
     assert classes == [("negative",), ("positive",)]
-    assert "Next step: add some sentences" in _texts(at)
+    assert "Next step: add some sentences" in page_text(at)
 
 
 def test_a_project_needs_two_classes(fresh_workspace):
@@ -65,7 +55,7 @@ def test_a_project_needs_two_classes(fresh_workspace):
     at.button(key="create_project_btn").click().run()
     assert not at.exception
     assert "at least 2 classes" in at.error[0].value.replace("\\", "")
-    assert _sql(fresh_workspace, "SELECT COUNT(*) FROM projects") == [(0,)]
+    assert sql(fresh_workspace, "SELECT COUNT(*) FROM projects") == [(0,)]
 
 
 @pytest.fixture
@@ -78,7 +68,7 @@ def labelled_project(fresh_workspace):
 
 
 def _labels(path: str, pid: int) -> dict[str, str]:
-    rows = _sql(path, "SELECT t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
+    rows = sql(path, "SELECT t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
                       "JOIN classes c ON c.id = l.class_id WHERE l.project_id = ?", pid)
     return dict(rows)
 
@@ -90,7 +80,7 @@ def test_edit_classes_rename_merge_delete_and_undo(labelled_project):
     at.text_input(key="rename_to").input("positive")
     at.button(key="rename_class_btn").click().run()
     assert not at.exception
-    assert "Renamed “pos” to “positive”" in _texts(at)
+    assert "Renamed “pos” to “positive”" in page_text(at)
     assert _labels(path, pid)["good"] == "positive"
 
     at.multiselect(key="merge_sources").set_value(["meh"])
@@ -102,12 +92,12 @@ def test_edit_classes_rename_merge_delete_and_undo(labelled_project):
 
     at.button(key="undo_schema").click().run()
     assert not at.exception
-    assert "Split 'meh' back out" in _texts(at)
+    assert "Split 'meh' back out" in page_text(at)
     assert _labels(path, pid)["fine"] == "meh"
 
     at.selectbox(key="delete_class_name").set_value("meh")
     at.button(key="delete_class_btn").click().run()
-    assert "Tick the box to confirm" in _texts(at)
+    assert "Tick the box to confirm" in page_text(at)
     assert "meh" in Store.open(path).classes(pid), "nothing is deleted without confirmation"
     at.selectbox(key="delete_class_name").set_value("meh")
     at.checkbox(key="delete_class_sure").check()
@@ -139,19 +129,19 @@ def test_rename_and_delete_a_project_with_confirmation(labelled_project):
     at.text_input(key=f"project_name_{pid}").input("Film reviews")
     at.button(key="rename_project_btn").click().run()
     assert not at.exception
-    assert _sql(path, "SELECT name FROM projects") == [("Film reviews",)]
+    assert sql(path, "SELECT name FROM projects") == [("Film reviews",)]
     assert at.selectbox(key="_project_picker").value == pid
 
     at.button(key="delete_project").click().run()
-    assert "This cannot be undone" in _texts(at)
+    assert "This cannot be undone" in page_text(at)
     at.button(key="delete_project_no").click().run()
-    assert _sql(path, "SELECT COUNT(*) FROM projects") == [(1,)]
+    assert sql(path, "SELECT COUNT(*) FROM projects") == [(1,)]
     at.button(key="delete_project").click().run()
     at.button(key="delete_project_yes").click().run()
     assert not at.exception
-    assert _sql(path, "SELECT COUNT(*) FROM projects") == [(0,)]
-    assert _sql(path, "SELECT COUNT(*) FROM texts") == [(0,)]
-    assert "Deleted the project" in _texts(at)
+    assert sql(path, "SELECT COUNT(*) FROM projects") == [(0,)]
+    assert sql(path, "SELECT COUNT(*) FROM texts") == [(0,)]
+    assert "Deleted the project" in page_text(at)
 
 
 def test_switch_project_from_the_sidebar(labelled_project):
@@ -169,10 +159,10 @@ def test_load_demo_project(fresh_workspace):
     at = _app()
     at.button(key="load_demo").click().run()
     assert not at.exception
-    (pid,), = _sql(fresh_workspace, "SELECT id FROM projects")
-    assert _sql(fresh_workspace, "SELECT COUNT(*) FROM texts WHERE project_id = ?", pid) == [(40,)]
-    assert _sql(fresh_workspace, "SELECT COUNT(*) FROM labels WHERE project_id = ?", pid) == [(12,)]
-    assert "Loaded the demo" in _texts(at)
+    (pid,), = sql(fresh_workspace, "SELECT id FROM projects")
+    assert sql(fresh_workspace, "SELECT COUNT(*) FROM texts WHERE project_id = ?", pid) == [(40,)]
+    assert sql(fresh_workspace, "SELECT COUNT(*) FROM labels WHERE project_id = ?", pid) == [(12,)]
+    assert "Loaded the demo" in page_text(at)
     with Store.open(fresh_workspace) as store:
         job = store.latest_job(pid, jobs.EMBED)
     assert jobs.wait(job.id, timeout=60)
