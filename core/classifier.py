@@ -18,7 +18,8 @@ from .errors import InputError
 from .features import FeatureSpec, select_features
 from .head import Head, check_labels
 
-__all__ = ["DEFAULT_PROMPT", "MODES", "Settings", "Classifier", "default_prompt", "train", "features_for"]
+__all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "Settings", "Classifier", "default_prompt", "train",
+           "features_for", "with_settings"]
 
 MODES = ("auto", "layer", "fusion", "stc")
 PENALTIES = ("l1", "elasticnet", "l2")

@@ -137,7 +137,7 @@ def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
     params, arrays = clf.to_state()
     version = store.save_model(project.id, params=params, metrics=clf.metrics, state=arrays,
                                n_labels=len(labelled))
-    model_id = store.latest_model(project.id).id
+    model_id = next(m.id for m in store.models(project.id) if m.version == version)
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache)
     return TrainOutcome(version, clf.metrics,
                         previous.metrics.get("cv_accuracy") if previous else None,
