@@ -46,6 +46,20 @@ def make_tiny_model(vocab_size: int, *, seed: int = 0, layers: int = 2, hidden: 
     return LlamaModel(config).eval()
 
 
+class DictCache:
+    """An in-memory feature cache with the Store's get/put interface (for embed tests)."""
+
+    def __init__(self):
+        self.data = {}
+
+    def get_features(self, fp, prompt, pooling, hashes):
+        return {h: self.data[(fp, prompt, pooling, h)] for h in hashes
+                if (fp, prompt, pooling, h) in self.data}
+
+    def put_features(self, fp, prompt, pooling, items):
+        self.data.update({(fp, prompt, pooling, h): v for h, v in items.items()})
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone():
     from core.backbones import Backbone

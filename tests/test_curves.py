@@ -13,6 +13,7 @@ from core.curves import (
     learning_curve, saturating,
 )
 from core.errors import NotEnoughLabels
+from tests.conftest import DictCache
 
 
 def _blobs(n_per_class=20, n_classes=3, d=20, shift=1.5, seed=0):
@@ -120,23 +121,12 @@ POS = ["good movie", "great film", "i love it", "wonderful plot", "the best film
 NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "the worst film", "poor movie"]
 
 
-class _DictCache:
-    def __init__(self):
-        self.data = {}
-
-    def get_features(self, fp, prompt, pooling, hashes):
-        return {h: self.data[(fp, prompt, pooling, h)] for h in hashes
-                if (fp, prompt, pooling, h) in self.data}
-
-    def put_features(self, fp, prompt, pooling, items):
-        self.data.update({(fp, prompt, pooling, h): v for h, v in items.items()})
-
 
 def test_compare_prompts_embeds_with_each_prompt_and_scores_both(tiny_backbone):
     from core.classifier import Settings
     from core.curves import compare_prompts
 
-    cache = _DictCache()
+    cache = DictCache()
     settings = Settings(backbone="tiny", prompt=None, mode="layer")
     results = compare_prompts(tiny_backbone, POS + NEG, ["pos"] * 6 + ["neg"] * 6, ["neg", "pos"],
                               settings, ["", "review : {text} sentiment :"], cache=cache)

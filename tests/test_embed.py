@@ -14,6 +14,7 @@ from core.embed import (
     TruncationWarning, _batches, content_mask, embed, embed_many, encode, token_states, wrap,
 )
 from core.errors import InputError
+from tests.conftest import DictCache
 
 TEXTS = ["a good movie", "the worst film i hate it", "great", "boring and dull plot .",
          "i love this film , it was very good !", "awful"]
@@ -28,17 +29,6 @@ class CountingBackbone(Backbone):
         type(self).calls += input_ids.shape[0]
         return super().hidden_states(input_ids, attention_mask)
 
-
-class DictCache:
-    def __init__(self):
-        self.data = {}
-
-    def get_features(self, fp, prompt, pooling, hashes):
-        return {h: self.data[(fp, prompt, pooling, h)] for h in hashes
-                if (fp, prompt, pooling, h) in self.data}
-
-    def put_features(self, fp, prompt, pooling, items):
-        self.data.update({(fp, prompt, pooling, h): v for h, v in items.items()})
 
 
 def test_position_zero_is_a_sink_token_even_when_the_tokenizer_adds_none(tiny_backbone):
