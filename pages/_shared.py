@@ -22,7 +22,7 @@ from core.project import MemoryCache, TrainOutcome, retrain, settings_of
 from core.store import Store
 
 __all__ = ["db_path", "store", "backbone", "feature_cache", "current_project", "require_project",
-           "select_project", "show_error", "escape_markdown", "new_project_settings",
+           "page_header", "select_project", "show_error", "escape_markdown", "new_project_settings",
            "needs_message", "train", "start_embedding", "flash", "show_flashes", "percent"]
 
 
@@ -117,6 +117,15 @@ def require_project():
                 "sentences, labels and models.", icon=":material/folder_open:")
         st.page_link("pages/projects.py", label="Go to Projects", icon=":material/folder:")
         st.stop()
+    return project
+
+
+def page_header(title: str):
+    """The selected project (or the empty state, and stop), the page title and any flashes."""
+    project = require_project()
+    st.title(title)
+    st.caption(escape_markdown(f"Project: {project.name}"))
+    show_flashes()
     return project
 
 

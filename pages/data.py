@@ -12,8 +12,8 @@ from core import jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
 from core.io import LIMITS, decode_bytes, read_records
-from pages._shared import (escape_markdown, flash, require_project, show_error, show_flashes,
-                           start_embedding, store)
+from pages._shared import escape_markdown, flash, page_header, show_error, start_embedding, store
+
 
 UPLOAD_TYPES = ["csv", "tsv", "txt", "jsonl", "ndjson", "json"]
 NO_LABELS = "(no label column)"
@@ -232,10 +232,7 @@ def sentence_table(project) -> None:
         st.page_link("pages/label.py", label="Label them", icon=":material/label:")
 
 
-project = require_project()
-st.title("Data")
-st.caption(escape_markdown(f"Project: {project.name}"))
-show_flashes()
+project = page_header("Data")
 typed, pasted, uploaded = st.tabs(["Type one", "Paste many", "Upload a file"], key="data_tab",
                                   on_change="rerun")
 with typed:

@@ -7,7 +7,8 @@ import streamlit as st
 from core.bundle import bundle_bytes
 from core.export import export_rows, file_stem, to_csv, to_jsonl
 from core.project import load_classifier
-from pages._shared import escape_markdown, require_project, show_flashes, store
+from pages._shared import escape_markdown, page_header, store
+
 
 INCLUDE = {"both": "Labels and predictions", "labels": "Your labels only",
            "predictions": "Model predictions only"}
@@ -74,10 +75,7 @@ def bundle_section(project, latest) -> None:
             language="bash", wrap_lines=True)
 
 
-project = require_project()
-st.title("Export")
-st.caption(escape_markdown(f"Project: {project.name}"))
-show_flashes()
+project = page_header("Export")
 s = store()
 latest = s.latest_model(project.id)
 table_section(project, s, latest)

@@ -9,8 +9,10 @@ import streamlit as st
 
 from core.active import filter_rows, labels_missing, next_for_project, table_rows
 from core.errors import NotEnoughLabels, TenshotError
-from pages._shared import (escape_markdown, flash, needs_message, percent, require_project,
-                           show_error, show_flashes, store, train)
+from pages._shared import (
+    escape_markdown, flash, needs_message, page_header, percent, show_error, store, train,
+)
+
 
 SKIP_KEY, UNDO_KEY = "S", "U"
 TABLE_KEY = "label_table"
@@ -196,10 +198,7 @@ def table_mode(project, classes: list[str]) -> None:
         st.rerun()
 
 
-project = require_project()
-st.title("Label")
-st.caption(escape_markdown(f"Project: {project.name}"))
-show_flashes()
+project = page_header("Label")
 classes = store().classes(project.id)
 if not store().texts(project.id):
     st.info("Add some sentences first: type, paste or upload them on the Data page.",

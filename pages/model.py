@@ -17,8 +17,10 @@ from core.embed import POOLINGS
 from core.errors import TenshotError
 from core.features import FeatureSpec
 from core.project import load_classifier, settings_of
-from pages._shared import (backbone, escape_markdown, feature_cache, percent,
-                           require_project, show_error, show_flashes, store, train)
+from pages._shared import (
+    backbone, escape_markdown, feature_cache, page_header, percent, show_error, store, train,
+)
+
 
 OTHER = "(a local model folder or .gguf file)"
 MODE_NAMES = {"auto": "Automatic", "layer": "Best single layer", "fusion": "Fusion (LLMEmbed)",
@@ -241,10 +243,7 @@ def prompt_section(project, settings) -> None:
         save_settings(project, settings, prompt=results[better].prompt)
 
 
-project = require_project()
-st.title("Model")
-st.caption(escape_markdown(f"Project: {project.name}"))
-show_flashes()
+project = page_header("Model")
 s = store()
 try:
     settings = settings_of(project)

@@ -12,8 +12,8 @@ import streamlit as st
 
 from core.export import SORTS, filter_predictions, labels_from_edits, prediction_changes
 from core.errors import TenshotError
-from pages._shared import (escape_markdown, percent, require_project, show_error, show_flashes,
-                           store, train)
+from pages._shared import page_header, percent, show_error, store, train
+
 
 YOUR_LABEL, ACCEPT = "Your label", "Accept"
 MAX_ROWS = 1000  # a longer table is slow to draw and to scan; the filters narrow it
@@ -114,10 +114,7 @@ def what_changed(models, changes) -> None:
                 min_value=0, max_value=100, format="%.0f%%")})
 
 
-project = require_project()
-st.title("Predictions")
-st.caption(escape_markdown(f"Project: {project.name}"))
-show_flashes()
+project = page_header("Predictions")
 s = store()
 models = s.models(project.id)
 if not models:
