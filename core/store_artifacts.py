@@ -168,6 +168,42 @@ class ArtifactsMixin(StoreBase):
         return [Prediction(r[0], r[1], r[2], r[3], load_json(r[4])) for r in rows]
 
     @transactional
+    @transactional
+    def put_explanation(
+        self, model_id: int, kind: str, key: str, params: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+    ) -> None:
+        """Keep a result computed from one model version, e.g. ``("shap", text hash)``.
+
+        params must be JSON-able; arrays are stored as an npz without pickle. An entry
+        with the same (model, kind, key) is replaced. Deleting the model deletes it.
+        """
+        if self._one("SELECT 1 FROM models WHERE id = ?", [model_id]) is None:
+            raise StoreError(f"Model {model_id} does not exist (it may have been deleted).")
+        self.db.execute(
+            "INSERT OR REPLACE INTO explanations (model_id, kind, key, params, arrays, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [model_id, kind, key, dump_json(params), pack_arrays(arrays), utc_now()],
+        )
+
+    def get_explanation(
+        self, model_id: int, kind: str, key: str
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """Return ``(params, arrays)`` saved by ``put_explanation``, or None."""
+        row = self._one(
+            "SELECT params, arrays FROM explanations WHERE model_id = ? AND kind = ? AND key = ?",
+            [model_id, kind, key],
+        )
+        return None if row is None else (load_json(row[0]), unpack_arrays(row[1]))
+
+    def explanation_keys(self, model_id: int, kind: str) -> list[str]:
+        """Keys of the saved results of one kind for a model version, oldest first."""
+        rows = self._all(
+            "SELECT key FROM explanations WHERE model_id = ? AND kind = ? ORDER BY created_at, key",
+            [model_id, kind],
+        )
+        return [r[0] for r in rows]
+
     def start_job(self, project_id: int, kind: str, total: int) -> int:
         """Record a running job of ``total`` steps and return its id."""
         self._project_name(project_id)

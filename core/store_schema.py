@@ -159,10 +159,28 @@ def _v1_initial(db: Database) -> None:
     db.executescript(_V1_TABLES)
 
 
+_V2_TABLES = """
+CREATE TABLE explanations (
+    model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (length(kind) > 0),
+    key TEXT NOT NULL,
+    params TEXT NOT NULL,
+    arrays BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (model_id, kind, key)
+);
+"""
+
+
+def _v2_explanations(db: Database) -> None:
+    """Results computed from one model version: SHAP values per text, bootstrap runs."""
+    db.executescript(_V2_TABLES)
+
+
 Migration = Callable[[Database], None]
 
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial,)
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations)
 
 #: The version a file has once every migration this code knows has run.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -534,3 +534,25 @@ def test_jobs_round_trip(store, pid):
         store.update_job(job_id, done=1, status="paused")
     with pytest.raises(StoreError, match="no job with id 999"):
         store.job(999)
+
+
+# --- explanation results -----------------------------------------------------------
+
+
+def test_explanations_round_trip_replace_and_cascade(path):
+    store = Store.open(path)
+    project = store.create_project("p", ["a", "b"])
+    version = store.save_model(project.id, params={}, metrics={}, state={"w": np.zeros(2)}, n_labels=0)
+    model_id = store.model(project.id, version).id
+    store.put_explanation(model_id, "shap", "h1", {"base": [0.5]}, {"values": np.arange(6.0).reshape(2, 3)})
+    params, arrays = store.get_explanation(model_id, "shap", "h1")
+    assert params == {"base": [0.5]}
+    np.testing.assert_array_equal(arrays["values"], np.arange(6.0).reshape(2, 3))
+    store.put_explanation(model_id, "shap", "h1", {"base": [1.0]}, {"values": np.ones(1)})
+    assert store.get_explanation(model_id, "shap", "h1")[0] == {"base": [1.0]}
+    assert store.get_explanation(model_id, "shap", "other") is None
+    assert store.explanation_keys(model_id, "shap") == ["h1"]
+    with pytest.raises(StoreError):
+        store.put_explanation(model_id + 99, "shap", "h1", {}, {})
+    store.delete_project(project.id)
+    assert store.db.execute("SELECT COUNT(*) FROM explanations").fetchone()[0] == 0
