@@ -15,7 +15,8 @@ import numpy as np
 from .backbones import DEFAULT_BACKBONE
 from .embed import DEFAULT_MAX_LENGTH, POOLINGS, FeatureCache, embed
 from .errors import InputError
-from .features import FeatureSpec, select_features
+from .features import FeatureSpec, select_features, select_group_features
+from .multi import ENCODERS, embed_group, group_parts, is_group
 from .head import Head, check_labels
 
 __all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "Settings", "Classifier", "default_prompt", "train",
@@ -30,7 +31,7 @@ DEFAULT_PROMPT = "Text: {text}\nCategory:"
 
 def default_prompt(backbone: str) -> str | None:
     """The prompt a backbone gets unless the user sets one: none for sentence encoders."""
-    return None if backbone == "minilm-l6" else DEFAULT_PROMPT
+    return None if backbone in ENCODERS else DEFAULT_PROMPT
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,13 @@ class Classifier:
 def features_for(backbone, texts: Sequence[str], settings: Settings, *,
                  cache: FeatureCache | None = None,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Pooled features (n, n_layers, hidden) of texts under the settings' prompt and pooling."""
+    """Pooled features (n, n_layers, hidden) of texts under the settings' prompt and pooling.
+
+    For a backbone group (core.multi) the parts' features are stacked and padded.
+    """
+    if hasattr(backbone, "parts"):
+        return embed_group(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
+                           max_length=settings.max_length, cache=cache, progress=progress)
     return embed(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
                  max_length=settings.max_length, cache=cache, progress=progress)
 
@@ -138,7 +145,10 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings
     y = np.array([index[lab] for lab in labels], dtype=int)
     check_labels(y, classes)
     report: dict = {}
-    if spec is None:
+    if spec is None and is_group(settings.backbone):
+        spec, report = select_group_features(X, y, group_parts(settings.backbone), mode=settings.mode,
+                                             penalty=settings.penalty, random_state=random_state)
+    elif spec is None:
         spec, report = select_features(X, y, mode=settings.mode, penalty=settings.penalty,
                                        random_state=random_state)
     head = Head(settings.penalty, random_state=random_state).fit(spec.transform(X), y)

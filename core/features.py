@@ -13,6 +13,8 @@ Modes:
 - stc (Sparsify-then-Classify): an L1 probe on each of the best-scanned layers keeps
   the fewest neurons carrying a fraction `eta` of that layer's |weight| mass; the
   neurons of all probed layers are concatenated.
+- multi: several backbones (see core.multi); each part gets its own spec under the
+  project's mode, and the parts' columns are concatenated.
 - auto: all three, compared by nested CV (the selection reruns inside each fold, at
   the C each mode chose on all data), so STC's and the scan's use of the labels does
   not flatter them; ties go to the simpler mode.
@@ -30,11 +32,13 @@ from threadpoolctl import threadpool_limits
 
 from core.errors import InputError
 from core.head import Head, check_labels, min_c
+from core.multi import Part
 
-__all__ = ["FeatureSpec", "select_features"]
+__all__ = ["FeatureSpec", "select_features", "select_group_features"]
 
 _MODES = ("layer", "fusion", "stc")
-_COMBINES = {"layer": ("single",), "fusion": ("concat", "mean"), "stc": ("concat",)}
+_COMBINES = {"layer": ("single",), "fusion": ("concat", "mean"), "stc": ("concat",),
+             "multi": ("concat",)}
 _FORMAT = "tenshot.features/1"
 # ridge strength of the layer scan, relative to the mean eigenvalue of Z Z^T
 _SCAN_ALPHA = 10.0
@@ -51,6 +55,8 @@ class FeatureSpec:
     combine: "single" (one layer), "concat" or "mean" (fusion), "concat" (stc);
     shape: (n_layers + 1, hidden) of the X it was made for;
     neurons: for stc, the kept neuron indices of each layer in `layers`.
+    parts: for multi, ((Part, FeatureSpec), ...): each backbone's place in X and its spec;
+        `layers` then lists the hidden-state rows any part reads.
     Example: FeatureSpec("fusion", (8, 15, 23, 30), "mean", (31, 576)) gives d = 576.
     """
 
@@ -59,10 +65,13 @@ class FeatureSpec:
     combine: str
     shape: tuple
     neurons: tuple = ()
+    parts: tuple = ()
 
     @property
     def n_features(self):
         """d, the width of Z."""
+        if self.mode == "multi":
+            return sum(spec.n_features for _, spec in self.parts)
         if self.mode == "stc":
             return sum(len(idx) for idx in self.neurons)
         return self.shape[1] * (len(self.layers) if self.combine == "concat" else 1)
@@ -70,6 +79,8 @@ class FeatureSpec:
     def describe(self):
         """One line for people, e.g. 'layer 15 of 30' or 'STC: 212 neurons of layers 14, 16'."""
         layers = ", ".join(map(str, self.layers))
+        if self.mode == "multi":
+            return "; ".join(f"{part.name}: {spec.describe()}" for part, spec in self.parts)
         if self.mode == "layer":
             return f"layer {self.layers[0]} of {self.shape[0] - 1}"
         if self.mode == "fusion":
@@ -85,6 +96,9 @@ class FeatureSpec:
             raise InputError(f"Expected hidden states of shape (n, {self.shape[0]}, "
                              f"{self.shape[1]}), got {X.shape}. Were they made with the "
                              "same backbone as this feature spec?")
+        if self.mode == "multi":
+            parts = [spec.transform(X[:, part.rows, :part.width]) for part, spec in self.parts]
+            return np.ascontiguousarray(np.concatenate(parts, 1), dtype=np.float32)
         if self.mode == "stc":
             parts = [X[:, layer, list(idx)] for layer, idx in zip(self.layers, self.neurons)]
             return np.ascontiguousarray(np.concatenate(parts, 1), dtype=np.float32)
@@ -104,6 +118,12 @@ class FeatureSpec:
             raise InputError(f"Expected weights with {self.n_features} rows (one per "
                              f"feature), got shape {W.shape}.")
         V = np.zeros(tuple(self.shape) + W.shape[1:])
+        if self.mode == "multi":
+            offset = 0
+            for part, spec in self.parts:
+                V[part.rows, :part.width] = spec.back_project(W[offset:offset + spec.n_features])
+                offset += spec.n_features
+            return V
         width, offset = self.shape[1], 0
         for i, layer in enumerate(self.layers):
             if self.mode == "stc":
@@ -118,23 +138,29 @@ class FeatureSpec:
 
     def to_json(self):
         """A JSON-able dict; `FeatureSpec.from_json` reads it back."""
-        return {"format": _FORMAT, "mode": self.mode, "layers": list(self.layers),
-                "combine": self.combine, "shape": list(self.shape),
-                "neurons": [list(idx) for idx in self.neurons]}
+        out = {"format": _FORMAT, "mode": self.mode, "layers": list(self.layers),
+               "combine": self.combine, "shape": list(self.shape),
+               "neurons": [list(idx) for idx in self.neurons]}
+        if self.parts:
+            out["parts"] = [{"name": p.name, "offset": p.offset, "n_states": p.n_states,
+                             "width": p.width, "spec": spec.to_json()} for p, spec in self.parts]
+        return out
 
     @classmethod
     def from_json(cls, d):
         """Rebuild (and check) a spec from `to_json()` output."""
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
             raise InputError(f"Not a tenshot feature spec (expected format {_FORMAT!r}).")
+        parts = tuple((Part(str(p["name"]), int(p["offset"]), int(p["n_states"]), int(p["width"])),
+                       cls.from_json(p["spec"])) for p in d.get("parts", ()))
         spec = cls(d["mode"], tuple(int(i) for i in d["layers"]), d["combine"],
                    tuple(int(i) for i in d["shape"]),
-                   tuple(tuple(int(j) for j in idx) for idx in d["neurons"]))
+                   tuple(tuple(int(j) for j in idx) for idx in d["neurons"]), parts)
         spec._check()
         return spec
 
     def _check(self):
-        if self.mode not in _MODES or self.combine not in _COMBINES[self.mode]:
+        if self.mode not in _COMBINES or self.combine not in _COMBINES[self.mode]:
             raise InputError(f"Unknown feature spec: mode {self.mode!r} with combine "
                              f"{self.combine!r}; modes are {_COMBINES}.")
         n_states, width = self.shape
@@ -146,6 +172,10 @@ class FeatureSpec:
         if self.mode == "stc" and (len(self.neurons) != len(self.layers) or not all(
                 idx and all(0 <= j < width for j in idx) for idx in self.neurons)):
             raise InputError("STC needs a non-empty list of neuron indices per layer.")
+        if (self.mode == "multi") != bool(self.parts) or not all(
+                part.offset + part.n_states <= n_states and part.width <= width
+                and tuple(spec.shape) == (part.n_states, part.width) for part, spec in self.parts):
+            raise InputError("A multi-backbone spec needs parts that fit its shape, and only it has parts.")
 
 
 def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_layers=None,
@@ -181,6 +211,25 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
             mode = max(_MODES, key=lambda m: scores[m] - 0.5 / len(y) * _MODES.index(m))
     report["mode"] = mode
     return specs[mode], report
+
+
+def select_group_features(X, y, parts, *, mode="auto", **options):
+    """Feature selection for a backbone group (core.multi): each part on its own rows of X.
+
+    parts: the group's ``Part``s. Returns (spec, report) with report["parts"] holding
+    each part's own report.
+    """
+    if not parts:
+        raise InputError("A backbone group needs at least one part.")
+    X = np.asarray(X)
+    chosen, reports = [], {}
+    for part in parts:
+        spec, reports[part.name] = select_features(X[:, part.rows, :part.width], y, mode=mode, **options)
+        chosen.append((part, spec))
+    layers = tuple(sorted({part.offset + layer for part, spec in chosen for layer in spec.layers}))
+    spec = FeatureSpec("multi", layers, "concat", tuple(X.shape[1:]), parts=tuple(chosen))
+    spec._check()
+    return spec, {"mode": "multi", "parts": reports}
 
 
 def _check_input(X, y):

@@ -1,0 +1,95 @@
+"""Multi-backbone fusion: two tiny real transformers under one head, through the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from core import multi
+from core.backbones import Backbone, PackagedModel
+from core.bundle import bundle_bytes, load_bundle
+from core.classifier import Settings, features_for, train
+from core.errors import InputError
+from core.features import FeatureSpec
+from core.project import load_classifier, retrain
+from core.store import Store
+from tests.conftest import DictCache, make_tokenizer, make_tiny_model
+from tests.test_project import NEG, POS, UNLABELLED
+
+
+@pytest.fixture
+def group(monkeypatch):
+    """A group of two tiny backbones of different depth and width, registered by name."""
+    tok = make_tokenizer()
+    a = Backbone("tiny-a", make_tiny_model(len(tok), seed=1, layers=2, hidden=32), tok, "fp-a")
+    b = Backbone("tiny-b", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-b")
+    for bb in (a, b):
+        entry = PackagedModel(bb.name, bb.name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-")
+        monkeypatch.setitem(multi.REGISTRY, bb.name, entry)
+    parts = tuple(multi.group_parts("tiny-a+tiny-b"))
+    return multi.BackboneGroup("tiny-a+tiny-b", (a, b), parts)
+
+
+def test_group_features_stack_each_part_with_its_own_prompt(group):
+    texts = ["good movie", "awful film"]
+    multi.ENCODERS  # tiny-b is not an encoder: both parts see the prompt
+    X = features_for(group, texts, Settings(backbone=group.name, prompt="review : {text}"))
+    a, b = group.backbones
+    pa, pb = group.parts
+    assert X.shape == (2, 3 + 4, 32)
+    assert_allclose(X[:, pa.rows], features_for(a, texts, Settings(prompt="review : {text}")), atol=1e-6)
+    assert_allclose(X[:, pb.rows, :16], features_for(b, texts, Settings(prompt="review : {text}")), atol=1e-6)
+    assert not X[:, pb.rows, 16:].any()  # padding stays zero
+
+
+def test_encoder_parts_get_the_bare_text(group, monkeypatch):
+    monkeypatch.setattr(multi, "ENCODERS", frozenset({"tiny-b"}))
+    texts = ["good movie"]
+    X = features_for(group, texts, Settings(backbone=group.name, prompt="review : {text}"))
+    b = group.backbones[1]
+    assert_allclose(X[:, group.parts[1].rows, :16], features_for(b, texts, Settings(prompt=None)), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["layer", "fusion", "stc"])
+def test_one_head_over_both_parts_and_exact_back_projection(group, mode):
+    texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
+    s = Settings(backbone=group.name, prompt=None, mode=mode, penalty="l2")
+    X = features_for(group, texts, s)
+    clf = train(X, labels, ["neg", "pos"], s)
+    spec = clf.spec
+    assert spec.mode == "multi" and [p.name for p, _ in spec.parts] == ["tiny-a", "tiny-b"]
+    assert all(part_spec.mode == mode for _, part_spec in spec.parts)
+    assert spec.n_features == sum(ps.n_features for _, ps in spec.parts)
+    W, b = clf.head.linear_map()
+    V = spec.back_project(W)
+    assert_allclose(np.einsum("nlh,lhk->nk", X.astype(np.float64), V) + b, clf.decision_features(X), atol=1e-4)
+    assert not V[:, :, :][group.parts[1].rows, 16:].any()  # no weight on padding
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+    assert "tiny-a:" in spec.describe() and "tiny-b:" in spec.describe()
+
+
+def test_group_model_round_trips_through_store_and_bundle(group, tmp_path):
+    store = Store.open(tmp_path / "w.db")
+    p = store.create_project("p", ["neg", "pos"], settings={"backbone": group.name, "prompt": None,
+                                                            "mode": "layer"})
+    ids = store.add_texts(p.id, POS + NEG + UNLABELLED).text_ids
+    for i in range(len(POS)):
+        store.set_label(p.id, ids[i], "pos")
+        store.set_label(p.id, ids[len(POS) + i], "neg")
+    outcome = retrain(store, p, group)
+    clf = load_classifier(store.latest_model(p.id))
+    assert clf.spec.mode == "multi"
+    X = features_for(group, UNLABELLED, clf.settings, cache=DictCache())
+    again = load_bundle(bundle_bytes(clf))
+    assert_allclose(again.predict_proba_features(X), clf.predict_proba_features(X), atol=1e-7)
+    assert outcome.n_predicted == len(UNLABELLED)
+    store.close()
+
+
+def test_bad_group_specs_are_refused_plainly():
+    with pytest.raises(InputError, match="unknown names"):
+        multi.group_parts("smollm2-135m+nope")
+    with pytest.raises(InputError, match="repeated"):
+        multi.group_parts("minilm-l6+minilm-l6")
+    assert multi.is_group("smollm2-135m+minilm-l6") and not multi.is_group("smollm2-135m")
