@@ -168,7 +168,6 @@ class ArtifactsMixin(StoreBase):
         return [Prediction(r[0], r[1], r[2], r[3], load_json(r[4])) for r in rows]
 
     @transactional
-    @transactional
     def put_explanation(
         self, model_id: int, kind: str, key: str, params: dict[str, Any],
         arrays: dict[str, np.ndarray],
@@ -204,6 +203,7 @@ class ArtifactsMixin(StoreBase):
         )
         return [r[0] for r in rows]
 
+    @transactional
     def start_job(self, project_id: int, kind: str, total: int) -> int:
         """Record a running job of ``total`` steps and return its id."""
         self._project_name(project_id)
