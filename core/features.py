@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 from sklearn.model_selection import RepeatedStratifiedKFold
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from core.errors import InputError
-from core.head import Head, check_labels, min_c
+from core.head import _BLAS, Head, check_labels, min_c
 from core.multi import Part
 
 __all__ = ["FeatureSpec", "select_features", "select_group_features"]
@@ -193,7 +193,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
         raise InputError(f"Unknown feature mode {mode!r}; choose one of {_MODES + ('auto',)}.")
     X, y = _check_input(X, y)
     cands = _candidates(X, candidate_layers)
-    with threadpool_limits(1, user_api="blas"):
+    with _BLAS.limit(limits=1, user_api="blas"):
         err, acc = _scan(X, y, cands)
         report = {"layer_scores": [None if np.isnan(a) else float(a) for a in acc]}
         options = dict(penalty=penalty, random_state=random_state, eta=eta, cands=cands,

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from core.errors import InputError, NotEnoughLabels
 from core.solver import balanced_weights, c_min, fit_path, softmax
@@ -44,6 +44,9 @@ _CV_TOL = 1e-4  # solver tolerance inside CV, where only the predictions matter
 # from this many labels in the smallest class one CV repeat picks the same C as two
 # (42 of 48 benchmark draws) at the same test accuracy, in half the time
 _ONE_REPEAT_AT = 50
+# one controller for the process: threadpool_limits() rescans the loaded libraries on
+# every call (about 5 ms with torch and numba loaded, half of a bootstrap refit)
+_BLAS = ThreadpoolController()
 
 
 def check_labels(y, classes, *, min_per_class=2):
@@ -169,7 +172,7 @@ class Head:
         `cv_scores_` reports accuracy per C, `cv_accuracy_` the accuracy at C_.
         """
         # multi-threaded OpenBLAS on these small matrices is 10x slower on a busy machine
-        with threadpool_limits(1, user_api="blas"):
+        with _BLAS.limit(limits=1, user_api="blas"):
             return self._fit(Z, y, C)
 
     def _fit(self, Z, y, C):
