@@ -348,8 +348,15 @@ def profile_layers(backbone, texts: Sequence[str], labels: Sequence[str], clf, *
     from .embed import embed_many
 
     s = clf.settings
-    features = embed_many(backbone, texts, prompt=s.prompt, poolings=tuple(poolings),
-                          max_length=s.max_length, cache=cache)
+    if hasattr(backbone, "parts"):  # a backbone group: rows are every part's layers, stacked
+        from dataclasses import replace
+
+        from .classifier import features_for
+
+        features = {p: features_for(backbone, texts, replace(s, pooling=p), cache=cache) for p in poolings}
+    else:
+        features = embed_many(backbone, texts, prompt=s.prompt, poolings=tuple(poolings),
+                              max_length=s.max_length, cache=cache)
     y_all = np.array(labels, dtype=object)
     keep = np.isin(y_all, clf.classes)
     y = encode_labels(list(y_all[keep]), clf.classes)

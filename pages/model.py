@@ -9,6 +9,7 @@ are kept in session_state per model version.
 import streamlit as st
 
 from core.backbones import REGISTRY, resolve_packaged
+from core.multi import group_parts, is_group
 from core.classifier import MODES, PENALTIES, features_for, with_settings
 from core.charts import (confusion_figure, curve_figure, describe_estimate, history_figure,
                          layer_figure, noise_note)
@@ -36,9 +37,14 @@ PENALTY_HELP = {"l1": "few features, easiest to explain",
 POOLING_NAMES = {"mean": "Mean of tokens", "last": "Last token", "max": "Max over tokens"}
 
 
+# LLMEmbed-style: the LLM's features and a sentence encoder's side by side, one head
+FUSED = "smollm2-135m+minilm-l6"
+
+
 def installed(name: str) -> bool:
     try:
-        resolve_packaged(REGISTRY[name])
+        for part in group_parts(name) if is_group(name) else [name]:
+            resolve_packaged(REGISTRY[getattr(part, "name", part)])
         return True
     except TenshotError:
         return False
@@ -47,20 +53,30 @@ def installed(name: str) -> bool:
 def backbone_label(name: str) -> str:
     if name == OTHER:
         return OTHER
+    if is_group(name):
+        titles = " + ".join(REGISTRY[p.name].title.split(" (")[0] for p in group_parts(name))
+        return f"{titles} · fused: both models' features under one head" + (
+            "" if installed(name) else " · not installed")
     entry = REGISTRY[name]
     return (entry.title + (f" · {entry.note}" if entry.note else "")
             + ("" if installed(name) else " · not installed"))
 
 
 def settings_form(project, settings) -> None:
-    names = list(REGISTRY) + [OTHER]
-    packaged = settings.backbone in REGISTRY
+    names = list(REGISTRY) + [FUSED] + ([settings.backbone] if is_group(settings.backbone)
+                                        and settings.backbone != FUSED else []) + [OTHER]
+    packaged = settings.backbone in names
     choice = st.selectbox("Language model (backbone)", names, format_func=backbone_label,
                           index=names.index(settings.backbone if packaged else OTHER), key="m_backbone")
     path = settings.backbone
     if choice == OTHER:
         path = st.text_input("Model folder or .gguf file", "" if packaged else settings.backbone,
                              placeholder="/path/to/model-folder or /path/to/model.gguf", key="m_path")
+    elif is_group(choice):
+        st.caption(escape_markdown(
+            " + ".join(f"{p.name} ({p.n_states - 1} layers × {p.width})" for p in group_parts(choice))
+            + " · each model's features are chosen on their own, then one head reads them all; "
+              "sentence encoders get the bare sentence, the LLM gets the prompt"))
     else:
         entry = REGISTRY[choice]
         status = "installed" if installed(choice) else f"not installed; install with: {entry.pip}"

@@ -93,3 +93,21 @@ def test_bad_group_specs_are_refused_plainly():
     with pytest.raises(InputError, match="repeated"):
         multi.group_parts("minilm-l6+minilm-l6")
     assert multi.is_group("smollm2-135m+minilm-l6") and not multi.is_group("smollm2-135m")
+
+
+@pytest.mark.slow
+def test_packaged_llm_and_encoder_fuse_under_one_head():
+    from core.backbones import load_backbone
+
+    group = load_backbone("smollm2-135m+minilm-l6")
+    assert [p.name for p in group.parts] == ["smollm2-135m", "minilm-l6"]
+    assert (group.n_layers, group.hidden_size) == (31 + 7, 576)
+    pos = ["I loved this film, it was wonderful.", "What a great, joyful experience!",
+           "A delightful and charming story.", "Brilliant acting and a beautiful score."]
+    neg = ["I hated this film, it was awful.", "What a terrible, miserable experience!",
+           "A boring and tedious story.", "Dreadful acting and an ugly score."]
+    s = Settings(backbone=group.name, prompt="Review: {text}\nSentiment:", mode="layer", penalty="l2")
+    X = features_for(group, pos + neg, s)
+    clf = train(X, ["pos"] * 4 + ["neg"] * 4, ["neg", "pos"], s)
+    assert clf.spec.mode == "multi"
+    assert list(clf.predict(group, ["An awful, dreadful mess.", "A wonderful, joyful film."])) == ["neg", "pos"]
