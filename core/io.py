@@ -2,7 +2,12 @@
 
 Everything a user uploads passes through ``read_records``: it never raises
 anything but ``InputError`` with a plain-language message, and a partial import
-always says which rows were skipped and why.
+always says which rows were skipped and why, so the imported rows plus the
+skipped rows account for every non-blank row of the file.
+
+Shortcuts: a CSV's separator is the one its header row uses most (``csv.Sniffer``
+is not used: it takes minutes on some 64 KB inputs), and the quote character is
+always ``"``.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["LIMITS", "Limits", "ImportResult", "read_records", "read_path", "decode_bytes"]
+__all__ = ["LIMITS", "Limits", "ImportResult", "read_records", "read_path", "decode_bytes",
+           "columns_of"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,16 @@ class Limits:
 LIMITS = Limits()
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
             ".json": "jsonl"}
+_SEPARATORS = (",", "\t", ";", "|")
+# a one-column file is read with a separator it does not contain: each line is one cell
+_NO_SEPARATOR = ("\x1f", "\x1e", "\x1d", "\x1c")
+_QUOTED = re.compile(r'"[^"]*"')
+# appended as a last line: if it comes back inside a cell, a quote was never closed
+_END = "tenshot end of file 7d1c"
+_LISTED_LINES = 5
+# control characters that text files do not hold (tab, line breaks, form feed and ESC
+# are allowed), and the replacement character of undecodable bytes
+_BINARY = re.compile("[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
 
 
 @dataclass
@@ -46,21 +63,37 @@ class ImportResult:
 
 
 def decode_bytes(data: bytes, name: str = "the file") -> tuple[str, list[str]]:
-    """Bytes -> text. UTF-8 (with or without BOM) and UTF-16 with a BOM are read as such;
+    """Bytes -> text. UTF-8 (with or without BOM) and UTF-16/32 with a BOM are read as such;
     other bytes fall back to Windows-1252 with a warning. Binary files are refused."""
     if not data.strip():
         raise InputError(f"{name} is empty: there is nothing to import.")
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        try:
-            return data.decode("utf-16"), []
-        except UnicodeDecodeError as err:
-            raise InputError(f"{name} says it is UTF-16 but is not readable as UTF-16 ({err.reason}).")
     if data[:4] == b"PK\x03\x04":
         raise InputError(f"{name} is a zip or Excel (.xlsx) file, not plain text. "
                          "In your spreadsheet program use 'Save as' > CSV (UTF-8), then upload that.")
-    if b"\x00" in data[:65536]:
+    text, warnings = _decode(data, name)
+    if "\x00" in text:
+        half = data[1::2] if data[1:2] == b"\x00" else data[0::2]
+        if half.count(0) > 0.9 * len(half):
+            raise InputError(f"{name} is saved as UTF-16 without a byte-order mark, which cannot "
+                             "be read reliably. Save it as UTF-8 (or 'CSV UTF-8') and upload it again.")
         raise InputError(f"{name} looks like a binary file (it contains NUL bytes), not text. "
                          "Upload a CSV, TXT or JSONL file saved as UTF-8.")
+    sample = text[:65536]
+    if len(_BINARY.findall(sample)) > 0.05 * len(sample):
+        raise InputError(f"{name} looks like a binary file (it is full of control characters), "
+                         "not text. Upload a CSV, TXT or JSONL file saved as UTF-8.")
+    return text, warnings
+
+
+def _decode(data: bytes, name: str) -> tuple[str, list[str]]:
+    for bom, codec in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(codec), []
+            except UnicodeDecodeError as err:
+                raise InputError(f"{name} says it is {codec.upper()} but is not readable as "
+                                 f"{codec.upper()} ({err.reason}). Save it as UTF-8 and upload it again.")
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError:
@@ -72,23 +105,54 @@ def decode_bytes(data: bytes, name: str = "the file") -> tuple[str, list[str]]:
 def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], role: str) -> str | None:
     if wanted is not None:
         if wanted not in columns:
-            raise InputError(f"There is no column called '{wanted}' for the {role}. "
-                             f"The columns are: {', '.join(columns) or '(none)'}.")
+            raise InputError(f"There is no column called '{wanted:.60}' for the {role}. "
+                             f"The columns are: {_listed(columns)}.")
         return wanted
     lower = {c.lower().strip(): c for c in columns}
     return next((lower[d] for d in defaults if d in lower), None)
 
 
-def _clean(value, line: int, result: ImportResult) -> str | None:
-    text = "" if value is None else str(value).strip()
-    if not text:
-        result.skipped.append((line, "empty text"))
-        return None
-    if len(text) > LIMITS.text_chars:
-        result.warnings.append(f"Line {line}: the text had {len(text):,} characters and was cut to "
-                               f"{LIMITS.text_chars:,}.")
-        text = text[: LIMITS.text_chars]
-    return text
+def _listed(names: list[str], most: int = 12) -> str:
+    """'a, b, c' for an error message: long names are cut and long lists end in 'and N more'."""
+    shown = [(n if len(n) <= 40 else n[:39] + "…") or "(blank)" for n in names[:most]]
+    more = f" and {len(names) - most:,} more" if len(names) > most else ""
+    return (", ".join(shown) or "(none)") + more
+
+
+def _text_of(row: dict, column: str) -> tuple[str | None, str]:
+    """The row's text, or None and why it has none."""
+    if column not in row or row[column] is None:
+        return None, f"has no '{column:.60}' value"
+    value = row[column]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None, f"its '{column:.60}' value is {_kind(value)}, not text"
+    text = str(value).strip()
+    return (text, "") if text else (None, "empty text")
+
+
+def _kind(value: object) -> str:
+    return {list: "a list", dict: "an object", bool: "true or false"}.get(type(value), "not text")
+
+
+def _label_of(row: dict, column: str) -> tuple[str | None, bool]:
+    """The row's label (None: unlabelled) and whether a value was there but unusable."""
+    value = row.get(column)
+    if value is None:
+        return None, False
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None, True
+    return str(value).strip() or None, False
+
+
+def _cut_warning(lines: list[tuple[int, int]]) -> str:
+    limit = LIMITS.text_chars
+    if len(lines) == 1:
+        line, n = lines[0]
+        return f"Line {line}: the text had {n:,} characters and was cut to {limit:,}."
+    listed = ", ".join(str(line) for line, _ in lines[:_LISTED_LINES])
+    more = f" and {len(lines) - _LISTED_LINES:,} more" if len(lines) > _LISTED_LINES else ""
+    return (f"{len(lines):,} texts were longer than {limit:,} characters and were cut to "
+            f"{limit:,} (lines {listed}{more}).")
 
 
 def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, label_column,
@@ -98,59 +162,106 @@ def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, la
     if result.text_column is None:
         if len(columns) != 1:
             raise InputError("Could not tell which column holds the text: there is no column "
-                             f"named 'text'. Pick one of: {', '.join(columns)}.")
+                             f"named 'text'. Pick one of: {_listed(columns)}.")
         result.text_column = columns[0]
     result.label_column = _pick(columns, label_column, ("label", "labels", "class", "category"), "labels")
     labels = [] if result.label_column else None
+    cut, bad_labels = [], 0
     for line, row in rows:
-        text = _clean(row.get(result.text_column), line, result)
+        text, why = _text_of(row, result.text_column)
         if text is None:
+            result.skipped.append((line, why))
             continue
+        if len(text) > LIMITS.text_chars:
+            cut.append((line, len(text)))
+            text = text[: LIMITS.text_chars]
         result.texts.append(text)
         if labels is not None:
-            lab = row.get(result.label_column)
-            labels.append(str(lab).strip() or None if lab is not None else None)
+            label, unusable = _label_of(row, result.label_column)
+            labels.append(label)
+            bad_labels += unusable
+    if cut:
+        result.warnings.append(_cut_warning(cut))
+    if bad_labels:
+        result.warnings.append(f"{bad_labels:,} rows had a label that is not a single class name "
+                               "(a list, an object or true/false); they were imported without a label.")
     result.labels = labels
     return result
 
 
+def _separator(text: str, name: str) -> str:
+    """The separator the header row uses most (outside quotes); one absent from the text
+    for a one-column file."""
+    end = text.find("\n")
+    header = _QUOTED.sub("", text if end < 0 else text[:end])
+    order = ("\t", ",", ";", "|") if name.lower().endswith(".tsv") else _SEPARATORS
+    count, best = max((header.count(s), -i) for i, s in enumerate(order))
+    if count:
+        return order[-best]
+    return next((s for s in _NO_SEPARATOR if s not in text), ",")
+
+
+def _csv_records(text: str, name: str) -> list[tuple[int, list[str]]]:
+    """(line where the record starts, cells) of every record; refuses an unclosed quote."""
+    # a single cell may be as long as the whole upload; the text is cut later, with a warning
+    csv.field_size_limit(max(csv.field_size_limit(), LIMITS.upload_bytes + 1))
+    reader = csv.reader(io.StringIO(f"{text}\n{_END}", newline=""), delimiter=_separator(text, name))
+    records, line = [], 1
+    try:
+        for cells in reader:
+            records.append((line, cells))
+            line = reader.line_num + 1
+    except csv.Error as err:
+        raise InputError(f"{name} is not a readable CSV file: line {line} could not be read ({err}).")
+    last_line, last = records.pop()
+    if last != [_END]:
+        raise InputError(f"{name} has a quote (\") on line {last_line} that is never closed, so "
+                         "everything after it would be read as one cell. Close or remove that "
+                         "quote and upload the file again.")
+    return records
+
+
 def _read_csv(text: str, name: str, text_column, label_column, result: ImportResult) -> ImportResult:
-    sample = text[:65536]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel_tab if name.endswith(".tsv") else csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
-    try:
-        header = [h.strip() for h in next(reader)]
-        body = list(reader)
-    except (csv.Error, StopIteration) as err:
-        raise InputError(f"{name} is not a readable CSV file ({err}).")
-    if not any(header):
+    records = _csv_records(text, name)
+    if not records or not any(c.strip() for c in records[0][1]):
         raise InputError(f"{name} has an empty header row; the first row must name the columns.")
-    rows = []
-    for i, cells in enumerate(body, start=2):
+    header = [h.strip() for h in records[0][1]]
+    rows, body = [], 0
+    for line, cells in records[1:]:
         if not any(c.strip() for c in cells):
             continue
+        body += 1
         if len(cells) != len(header):
-            result.skipped.append((i, f"has {len(cells)} cells but the header has {len(header)}"))
+            result.skipped.append((line, f"has {len(cells)} cells but the header has {len(header)}"))
             continue
-        rows.append((i, dict(zip(header, cells))))
-    if body and not rows and result.skipped:
+        rows.append((line, dict(zip(header, cells))))
+    if body and not rows:
         raise InputError(f"No row of {name} matches its header ({len(header)} columns); "
                          "check the separator and the quotes.")
     return _from_rows(rows, header, text_column, label_column, result)
 
 
+def _json_line(line: str) -> tuple[object, str]:
+    """The parsed line, or None and why it could not be parsed."""
+    try:
+        return json.loads(line), ""
+    except json.JSONDecodeError as err:
+        return None, f"is not valid JSON ({err.msg})"
+    except RecursionError:
+        return None, "is not usable JSON (it is nested too deeply)"
+    except ValueError:
+        return None, "is not usable JSON (a number in it is too long)"
+
+
 def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportResult) -> ImportResult:
     rows, columns = [], {}
-    for i, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines are separated by \n only: a JSON string may hold U+2028 and other breaks
+    for i, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            result.skipped.append((i, f"is not valid JSON ({err.msg})"))
+        obj, why = _json_line(line)
+        if why:
+            result.skipped.append((i, why))
             continue
         if isinstance(obj, str):
             obj = {"text": obj}
@@ -158,10 +269,10 @@ def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportR
             result.skipped.append((i, "is not a JSON object"))
             continue
         columns.update(dict.fromkeys(obj))
-        rows.append((i, {k: v if isinstance(v, (str, int, float)) else None for k, v in obj.items()}))
+        rows.append((i, obj))
     if not rows:
         raise InputError(f"No line of {name} is a JSON object like "
-                         '{"text": "...", "label": "..."}.')
+                         '{"text": "...", "label": "..."}. Write one object per line (JSON Lines).')
     return _from_rows(rows, list(columns), text_column, label_column, result)
 
 
@@ -169,15 +280,24 @@ def _mb(n_bytes: int) -> str:
     return f"{n_bytes / 2**20:.3g} MB"
 
 
-def read_records(data: bytes, name: str, *, text_column: str | None = None,
-                 label_column: str | None = None) -> ImportResult:
-    """Parse an uploaded file. ``name`` decides the format by its extension."""
-    if len(data) > LIMITS.upload_bytes:
-        raise InputError(f"{name} is {_mb(len(data))}; the limit is {_mb(LIMITS.upload_bytes)}. "
-                         "Split it into smaller files.")
+def _format(name: str) -> str:
     fmt = _FORMATS.get(Path(name).suffix.lower())
     if fmt is None:
         raise InputError(f"{name}: unsupported file type. Upload a .csv, .tsv, .txt or .jsonl file.")
+    return fmt
+
+
+def _check_size(n_bytes: int, name: str) -> None:
+    if n_bytes > LIMITS.upload_bytes:
+        raise InputError(f"{name} is {n_bytes:,} bytes; the limit is {_mb(LIMITS.upload_bytes)} "
+                         f"({LIMITS.upload_bytes:,} bytes). Split it into smaller files.")
+
+
+def read_records(data: bytes, name: str, *, text_column: str | None = None,
+                 label_column: str | None = None) -> ImportResult:
+    """Parse an uploaded file. ``name`` decides the format by its extension."""
+    _check_size(len(data), name)
+    fmt = _format(name)
     text, warnings = decode_bytes(data, name)
     result = ImportResult([], None, warnings=warnings)
     if fmt == "txt":
@@ -187,12 +307,29 @@ def read_records(data: bytes, name: str, *, text_column: str | None = None,
     return reader(text, name, text_column, label_column, result)
 
 
+def columns_of(data: bytes, name: str) -> list[str]:
+    """The column names of a CSV/TSV header or of the first JSONL object; [] for TXT.
+
+    For letting a user pick the text column when ``read_records`` could not guess it.
+    """
+    _check_size(len(data), name)
+    fmt = _format(name)
+    text, _ = decode_bytes(data, name)
+    if fmt == "csv":
+        records = _csv_records(text, name)
+        return [h.strip() for h in records[0][1]] if records else []
+    if fmt == "jsonl":
+        for line in text.split("\n"):
+            obj, why = _json_line(line) if line.strip() else (None, "blank")
+            if isinstance(obj, dict):
+                return list(obj)
+    return []
+
+
 def read_path(path: str | Path, **kwargs) -> ImportResult:
     """Read a file from disk (the CLI's entry point); see read_records."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"No file at '{path}'.")
-    if path.stat().st_size > LIMITS.upload_bytes:
-        raise InputError(f"{path.name} is {_mb(path.stat().st_size)}; the limit is "
-                         f"{_mb(LIMITS.upload_bytes)}. Split it into smaller files.")
+    _check_size(path.stat().st_size, path.name)
     return read_records(path.read_bytes(), path.name, **kwargs)

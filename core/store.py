@@ -21,6 +21,7 @@ Example::
 
 from typing import Any
 
+from core import io as _io
 from core.errors import InputError, UnknownProject
 from core.store_artifacts import ArtifactsMixin
 from core.store_base import transactional
@@ -132,6 +133,8 @@ class Store(ClassesMixin, ArtifactsMixin):
 
         Labels are checked before anything is written. A text given twice keeps
         its last non-None label; a text the project already had is relabelled.
+        Refused as a whole (InputError) when the project would hold more than
+        ``core.io.LIMITS.project_texts`` texts.
         """
         self._project_name(project_id)
         wanted = self._wanted_labels(project_id, texts, labels)
@@ -146,6 +149,8 @@ class Store(ClassesMixin, ArtifactsMixin):
             previous_label = unique.get(digest, (clean, None))[1]
             unique[digest] = (clean, label if label is not None else previous_label)
         text_ids, added = self._insert_texts(project_id, unique, source)
+        if added:
+            self._refuse_over_limit(project_id, added)
         class_ids = self.class_ids(project_id)
         for text_id, (_, label) in zip(text_ids, unique.values()):
             if label is not None:
@@ -238,6 +243,18 @@ class Store(ClassesMixin, ArtifactsMixin):
         if not rows:
             self._project_name(project_id)
         return dict(rows)
+
+    def _refuse_over_limit(self, project_id: int, added: int) -> None:
+        # runs after the inserts, inside the same transaction: raising rolls them back
+        limit = _io.LIMITS.project_texts
+        (total,) = self._one("SELECT COUNT(*) FROM texts WHERE project_id = ?", [project_id])
+        if total > limit:
+            room = max(0, limit - (total - added))
+            raise InputError(
+                f"A project holds at most {limit:,} sentences; this one has room for {room:,} "
+                f"more, but got {added:,} new ones. Nothing was added: import fewer, or start "
+                "another project."
+            )
 
     def _refuse_taken(self, name: str) -> None:
         if self._one("SELECT 1 FROM projects WHERE name = ?", [name]):

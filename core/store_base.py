@@ -91,6 +91,12 @@ class StoreBase:
         except BaseException as err:
             if conn is not None:
                 conn.close()
+            if isinstance(err, sqlite3.OperationalError) and is_locked(err):
+                raise StoreError(
+                    f"The workspace {path} stayed locked by another program or tab for more "
+                    f"than {_CONNECT_TIMEOUT_S:.0f} s. Wait for it to finish (or close it) and "
+                    "try again."
+                ) from err
             if isinstance(err, sqlite3.Error):
                 raise StoreError(
                     f"Could not open the workspace {path}: {err}. Check that it is a "

@@ -1,8 +1,5 @@
 """Data: add sentences (type one, paste many, upload a file) and watch the model read them."""
 
-import csv
-import io
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +8,7 @@ import streamlit as st
 from core import jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
-from core.io import LIMITS, decode_bytes, read_records
+from core.io import LIMITS, columns_of, read_records
 from pages._shared import escape_markdown, flash, page_header, show_error, start_embedding, store
 
 
@@ -26,11 +23,7 @@ def plural(n: int, word: str) -> str:
 def add(project, texts: list[str], *, labels=None, source: str, warnings=()) -> None:
     """Store texts (and labels), start reading them in the background, then redraw."""
     s = store()
-    try:
-        room = LIMITS.project_texts - len(s.texts(project.id))
-        if len(texts) > room:
-            raise InputError(f"A project holds at most {LIMITS.project_texts:,} sentences; this "
-                             f"one has room for {room:,} more, but got {len(texts):,}.")
+    try:  # the store refuses the whole batch when the project would exceed LIMITS.project_texts
         result = s.add_texts(project.id, texts, source=source, labels=labels)
     except TenshotError as err:
         show_error(err)
@@ -58,7 +51,11 @@ def type_one(project) -> None:
             if not text.strip():
                 st.warning("Type a sentence first.")
             else:  # through the importer, so a typed text gets the same length limit
-                rows = read_records(text.encode("utf-8"), "typed.txt")
+                try:
+                    rows = read_records(text.encode("utf-8"), "typed.txt")
+                except InputError as err:
+                    show_error(err)
+                    return
                 add(project, rows.texts, source="typed", warnings=rows.warnings)
 
 
@@ -77,29 +74,6 @@ def paste_many(project) -> None:
                 show_error(err)
                 return
             add(project, rows.texts, source="pasted", warnings=rows.warnings)
-
-
-def header_of(data: bytes, name: str) -> list[str]:
-    """Column names of a CSV/JSONL upload whose text column could not be guessed.
-
-    TODO(core.io): belongs in core.io as a public ``columns_of``; asked the lead.
-    """
-    text, _ = decode_bytes(data, name)
-    if Path(name).suffix.lower() in (".csv", ".tsv"):
-        sample = text[:65536]
-        try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-        except csv.Error:
-            dialect = csv.excel
-        return [h.strip() for h in next(csv.reader(io.StringIO(sample), dialect), [])]
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            return list(row)
-    return []
 
 
 def column_choice(columns: list[str], text_guess: str | None,
@@ -122,7 +96,7 @@ def pick_columns(data: bytes, name: str) -> tuple[str | None, str | None]:
         first = read_records(data, name)
         columns, text_guess, label_guess = first.columns, first.text_column, first.label_column
     except InputError:
-        columns, text_guess, label_guess = header_of(data, name), None, None
+        columns, text_guess, label_guess = columns_of(data, name), None, None
         if len(columns) < 2:
             raise
         st.info("Which column holds the sentences? None is called “text”.", icon=":material/help:")
