@@ -121,7 +121,8 @@ def encode(tokenizer, texts: Sequence[str], *, prompt: str | None = None,
     wrapped = [wrap(t, prompt) for t in texts]
     batch = tokenizer([w[0] for w in wrapped], add_special_tokens=True,
                       return_offsets_mapping=True, truncation=False)
-    special = set(tokenizer.all_special_ids)
+    # an unknown-word token stands for the user's text, so it keeps its span
+    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
     sink = _sink_id(tokenizer)
     out = []
     for (_, start, end), ids, offsets in zip(wrapped, batch["input_ids"], batch["offset_mapping"]):

@@ -132,3 +132,12 @@ def test_truncation_warns_and_keeps_the_prompt_suffix(tiny_backbone):
 def test_unknown_pooling_is_refused(tiny_backbone):
     with pytest.raises(InputError, match="Unknown pooling 'median'"):
         embed(tiny_backbone, ["good"], pooling="median")
+
+
+def test_unknown_words_keep_their_span_in_the_users_text():
+    from tests.conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    (enc,) = encode(tok, ["good zzyzx movie"], prompt="review : {text}")
+    user = [s for s in enc.user_spans if s is not None]
+    assert (5, 10) in user and len(user) == 3  # "zzyzx" is <unk> but still the user's word
