@@ -14,7 +14,9 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/upload:"),
     st.Page("pages/label.py", title="Label", icon=":material/label:"),
     st.Page("pages/predictions.py", title="Predictions", icon=":material/insights:"),
+    st.Page("pages/explain.py", title="Explain", icon=":material/lightbulb:"),
     st.Page("pages/model.py", title="Model", icon=":material/tune:"),
+    st.Page("pages/stability.py", title="Stability", icon=":material/balance:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 

@@ -1,4 +1,4 @@
-"""Why the classifier decides what it does: exact coefficient attributions per token.
+"""Why the classifier decides what it does: token attributions, SHAP, and global views.
 
 Under mean pooling every class logit is linear in the per-token hidden states
 (DESIGN.md, "Exact token attributions"). With X[l] the mean of h[l, t] over the
@@ -8,18 +8,45 @@ V (n_layers, hidden, K) and a constant b, so
     logit[k] = b[k] + sum_{t in S} (1/|S|) sum_{l, j} h[l, t, j] V[l, j, k].
 
 Each token's term is its exact contribution; the prompt's tokens contribute too and
-are reported apart from the user's words.
+are reported apart from the user's words. Under max or last pooling the same linear
+terms are only an approximation (``Attribution.exact`` is False).
+
+SHAP (Partition explainer, Text masker) masks the user's text only; the prompt is put
+around every masked string by the same embedding path as training. Both views are
+mapped onto the same word pieces of the user's text so they can be compared.
+
+Shortcuts admitted: word pieces come from a regular expression, not a linguistic
+tokeniser; SHAP's masker collapses whitespace inside partly masked strings.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .embed import TokenStates, token_states
+from .classifier import features_for
+from .embed import TokenStates, _batches, _pad, cache_key, encode, token_states
+from .errors import InputError
+from .store_codec import text_hash
 
-__all__ = ["Attribution", "linear_weights", "token_contributions", "coefficient_attributions"]
+__all__ = ["Attribution", "Piece", "ShapResult", "Agreement", "Phrase", "LayerWeight",
+           "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "linear_weights", "token_contributions",
+           "coefficient_attributions", "word_scores", "word_attributions", "text_segments",
+           "shap_attributions", "rank_agreement", "view_agreement", "class_phrases",
+           "layer_weights"]
+
+# Model calls per SHAP explanation and masked strings per call: see _choose_evals.
+SHAP_MAX_EVALS = 120
+SHAP_BATCH_SIZE = 512
+# bump when the SHAP computation changes, so stored results are not reused
+_SHAP_VERSION = 1
+# word pieces: runs of word characters (with inner apostrophes/hyphens), or of punctuation
+_PIECE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]+")
 
 
 @dataclass(frozen=True)
@@ -30,7 +57,8 @@ class Attribution:
     spans: per token, the (start, end) characters it covers in the user's text, or None.
     values: float64 (n_tokens, K); zero for tokens that are not pooled (the sink).
     constant: (K,) the logit with no token at all; logits: (K,) the model's logits.
-    exact: True when values.sum(0) + constant == logits (mean pooling).
+    exact: True when values.sum(0) + constant == logits (mean pooling). Under max or
+        last pooling the values are the same linear terms, an approximation only.
     """
 
     tokens: list[str]
@@ -74,7 +102,11 @@ def token_contributions(hidden: np.ndarray, pooled: np.ndarray, V: np.ndarray) -
 
 
 def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | None = None) -> Attribution:
-    """Exact (mean pooling) or approximate (max/last pooling) token attributions of ``text``."""
+    """Exact (mean pooling) or approximate (max/last pooling) token attributions of ``text``.
+
+    Under max or last pooling a logit is not a sum over tokens; the values are then the
+    mean-pooling terms of the same head, ``exact`` is False and the page must say so.
+    """
     s = clf.settings
     if states is None:
         states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length)
@@ -95,3 +127,316 @@ def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:
     if pooling == "max":
         return hidden[:, pooled].max(1)
     return hidden[:, pooled].mean(1)
+
+
+# --- word pieces --------------------------------------------------------------------
+
+class Piece(NamedTuple):
+    """A stretch text[start:end] of the user's text and its score."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+def word_scores(text: str, spans: Sequence[tuple[int, int] | None], scores: Sequence[float]) -> list[Piece]:
+    """Sum token scores into the word pieces of ``text`` (words and punctuation runs).
+
+    spans: per token, its (start, end) in ``text`` or None (prompt/sink: ignored);
+    scores: (n_tokens,). A token covering several pieces splits its score by overlap;
+    a whitespace-only token goes to the next piece (the last one at the end), so the
+    total is kept.
+    Example: text "not good!", tokens "not", " good", "!" -> pieces not, good, !.
+    """
+    bounds, totals = _piece_totals(text, spans, np.asarray(scores, dtype=float))
+    return [Piece(a, b, text[a:b], float(v)) for (a, b), v in zip(bounds, totals)]
+
+
+def _piece_totals(text: str, spans, values: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Piece bounds and the token values summed per piece: (n_tokens, ...) -> (n_pieces, ...)."""
+    bounds = [(m.start(), m.end()) for m in _PIECE.finditer(text)]
+    totals = np.zeros((len(bounds),) + values.shape[1:])
+    starts = np.array([a for a, _ in bounds])
+    for span, value in zip(spans, values):
+        if span is None or not bounds or span[1] <= span[0]:
+            continue
+        a, b = span
+        overlap = np.array([max(0, min(b, e) - max(a, s)) for s, e in bounds], dtype=float)
+        if overlap.sum() == 0:  # whitespace: it leads the next word, as in BPE's " word"
+            overlap[min(int(np.searchsorted(starts, b)), len(bounds) - 1)] = 1.0
+        totals += np.multiply.outer(overlap / overlap.sum(), value)
+    return bounds, totals
+
+
+def word_attributions(result, text: str, class_index: int) -> list[Piece]:
+    """Word pieces of ``text`` with their summed score for one class.
+
+    result: an ``Attribution`` or a ``ShapResult`` of this text (anything with
+    ``spans`` and ``values`` (n_tokens, K)).
+    """
+    return word_scores(text, result.spans, np.asarray(result.values)[:, class_index])
+
+
+def text_segments(text: str, pieces: Sequence[Piece]) -> list[Piece]:
+    """The whole text as consecutive segments: the pieces, and score-0 gaps between them.
+
+    "".join(p.text for p in text_segments(text, pieces)) == text, so a heatmap drawn
+    from the segments never drops a character.
+    """
+    out, pos = [], 0
+    for p in sorted(pieces, key=lambda p: p.start):
+        if p.start > pos:
+            out.append(Piece(pos, p.start, text[pos:p.start], 0.0))
+        out.append(p)
+        pos = max(pos, p.end)
+    if pos < len(text):
+        out.append(Piece(pos, len(text), text[pos:], 0.0))
+    return out
+
+
+# --- SHAP ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShapResult:
+    """Partition-SHAP values of one text for every class logit.
+
+    tokens: the Text masker's pieces of the user's text (a token with the spaces that
+        follow it); spans: their (start, end) in the user's text.
+    values: float64 (n_tokens, K); base_values: (K,) the logits with every token masked;
+    logits: (K,) of the full text. values.sum(0) + base_values == logits: Partition
+        SHAP is exactly efficient whatever the evaluation budget.
+    max_evals: the budget; n_evals: masked strings embedded (at most max_evals).
+    """
+
+    tokens: list[str]
+    spans: list[tuple[int, int]]
+    values: np.ndarray
+    base_values: np.ndarray
+    logits: np.ndarray
+    max_evals: int
+    n_evals: int
+    seconds: float
+    cached: bool = False
+
+
+def shap_attributions(backbone, clf, text: str, *, max_evals: int = SHAP_MAX_EVALS,
+                      batch_size: int = SHAP_BATCH_SIZE, store=None, model_id: int | None = None,
+                      cache=None, progress: Callable[[int, int], None] | None = None,
+                      random_state: int = 0) -> ShapResult:
+    """SHAP values of the classifier's logits (all classes) over the tokens of ``text``.
+
+    The Text masker masks the user's text only; every masked string is wrapped in the
+    prompt and embedded by ``features_for``, as in training. store/model_id: read the
+    result from, and keep it in, ``store.put_explanation(model_id, "shap", ...)``.
+    cache: a feature cache for the full text only (masked strings stay in memory).
+    progress(done, total) is called after each batch of masked strings.
+    """
+    if not text.strip():
+        raise InputError("There is no text to explain: type or pick a sentence first.")
+    if (store is None) != (model_id is None):
+        raise InputError("Pass both store and model_id to keep SHAP results, or neither.")
+    if int(max_evals) < 3 or int(batch_size) < 1:
+        raise InputError(f"max_evals must be at least 3 and batch_size at least 1; "
+                         f"got {max_evals} and {batch_size}.")
+    key = f"{text_hash(text)}|evals{int(max_evals)}|v{_SHAP_VERSION}"
+    if store is not None:
+        hit = store.get_explanation(model_id, "shap", key)
+        if hit is not None:
+            return _shap_from_state(*hit)
+    result = _run_shap(backbone, clf, text, int(max_evals), int(batch_size), cache, progress,
+                       random_state)
+    if store is not None:
+        store.put_explanation(model_id, "shap", key, *_shap_state(result))
+    return result
+
+
+def _run_shap(backbone, clf, text, max_evals, batch_size, cache, progress, random_state):
+    import shap
+
+    from .project import MemoryCache
+
+    start, s = time.perf_counter(), clf.settings
+    X = features_for(backbone, [text], s, cache=cache)
+    masked = MemoryCache(max_items=4 * max_evals)  # repeated masked strings cost nothing
+    masked.put_features(cache_key(backbone, s.max_length), s.prompt, s.pooling, {text_hash(text): X[0]})
+    # the masker collapses whitespace even in the unmasked text: map it back to the
+    # user's exact text so values + base == the logits the user sees
+    whole, n_evals = re.sub(r"\s+", " ", text).strip(), [0]
+
+    def f(strings) -> np.ndarray:
+        strings = [text if str(x) == whole else str(x) for x in strings]
+        out = clf.decision_features(features_for(backbone, strings, s, cache=masked))
+        n_evals[0] += len(strings)
+        if progress:
+            progress(min(n_evals[0], max_evals), max_evals)
+        return out
+
+    masker = shap.maskers.Text(backbone.tokenizer)
+    rng = np.random.get_state()  # Partition breaks priority ties with np.random
+    np.random.seed(random_state)
+    try:
+        exp = shap.Explainer(f, masker, algorithm="partition")([text], max_evals=max_evals,
+                                                              batch_size=batch_size, silent=True)
+    finally:
+        np.random.set_state(rng)
+    if progress:
+        progress(max_evals, max_evals)
+    tokens = [str(t) for t in exp.data[0]]
+    return ShapResult(tokens, _masker_spans(backbone.tokenizer, text, len(tokens)),
+                      np.asarray(exp.values[0], np.float64), np.asarray(exp.base_values[0], np.float64),
+                      clf.decision_features(X)[0].astype(np.float64), max_evals, n_evals[0],
+                      time.perf_counter() - start)
+
+
+def _masker_spans(tokenizer, text: str, n_tokens: int) -> list[tuple[int, int]]:
+    """(start, end) of each Text-masker piece: a token up to where the next one starts."""
+    offsets = [(0, 0) if o is None else tuple(o)
+               for o in tokenizer(text, return_offsets_mapping=True)["offset_mapping"]]
+    spans = [(a, max(b, nxt[0])) for (a, b), nxt in zip(offsets, offsets[1:])] + offsets[-1:]
+    if len(spans) != n_tokens:
+        raise InputError(f"SHAP returned {n_tokens} tokens but the tokenizer gives "
+                         f"{len(spans)}; this tokenizer is not supported for SHAP.")
+    return spans
+
+
+def _shap_state(r: ShapResult) -> tuple[dict, dict[str, np.ndarray]]:
+    params = {"tokens": r.tokens, "spans": [list(sp) for sp in r.spans], "max_evals": r.max_evals,
+              "n_evals": r.n_evals, "seconds": r.seconds}
+    return params, {"values": r.values, "base_values": r.base_values, "logits": r.logits}
+
+
+def _shap_from_state(params: dict, arrays: dict[str, np.ndarray]) -> ShapResult:
+    return ShapResult(list(params["tokens"]), [tuple(sp) for sp in params["spans"]],
+                      arrays["values"], arrays["base_values"], arrays["logits"],
+                      int(params["max_evals"]), int(params["n_evals"]), float(params["seconds"]),
+                      cached=True)
+
+
+# --- agreement ----------------------------------------------------------------------
+
+class Agreement(NamedTuple):
+    """Spearman rho between two views' word scores; nan with a reason when undefined."""
+
+    rho: float
+    n_pieces: int
+    reason: str | None
+
+
+def rank_agreement(a_scores: Sequence[float], b_scores: Sequence[float]) -> float:
+    """Spearman correlation of two score vectors of the same pieces; nan when undefined.
+
+    Undefined means fewer than 2 pieces or a constant vector (no ranking to compare).
+    Example: [1, 2, 3] vs [10, 20, 30] -> 1.0; vs [3, 2, 1] -> -1.0.
+    """
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(a_scores, float), np.asarray(b_scores, float)
+    if a.shape != b.shape:
+        raise InputError(f"Both views must score the same pieces; got {a.shape} and {b.shape}.")
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def view_agreement(a, b, text: str, class_index: int) -> Agreement:
+    """Rank agreement of two explanations of ``text`` (Attribution/ShapResult) on its words."""
+    wa = [p.score for p in word_attributions(a, text, class_index)]
+    wb = [p.score for p in word_attributions(b, text, class_index)]
+    rho = rank_agreement(wa, wb)
+    if not np.isnan(rho):
+        return Agreement(rho, len(wa), None)
+    reason = ("the text has fewer than 2 words" if len(wa) < 2
+              else "one view gives every word the same score")
+    return Agreement(rho, len(wa), reason)
+
+
+# --- global views -------------------------------------------------------------------
+
+class Phrase(NamedTuple):
+    """A word piece's mean (class-centred) contribution over its occurrences in a corpus."""
+
+    text: str
+    score: float
+    count: int
+    examples: list[str]
+
+
+class LayerWeight(NamedTuple):
+    """How much of the head reads one hidden-state layer (index 0 = embeddings)."""
+
+    layer: int
+    n_features: int
+    share: float
+
+
+def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_texts: int = 300,
+                  min_count: int = 2, batch_size: int = 16, random_state: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, list[Phrase]]:
+    """The word pieces that push hardest towards each class across ``texts``.
+
+    A piece's score for class k is its contribution to logit k minus its mean
+    contribution over classes (softmax ignores a shift shared by all logits), averaged
+    over its occurrences; pieces are lower-cased. Only pieces seen ``min_count`` times
+    count. Up to ``max_texts`` texts are drawn (seeded); examples are the (up to 3)
+    texts where the piece pushed hardest. Exact under mean pooling, approximate otherwise.
+    Returns {class name: up to ``top`` phrases, strongest first}.
+    """
+    texts = list(dict.fromkeys(texts))
+    if len(texts) > max_texts:
+        pick = np.random.default_rng(random_state).choice(len(texts), max_texts, replace=False)
+        texts = [texts[i] for i in sorted(pick)]
+    seen: dict[str, list[tuple[np.ndarray, int]]] = defaultdict(list)
+    for i, spans, values in _contributions_many(backbone, clf, texts, batch_size, progress):
+        bounds, totals = _piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
+        for (a, b), row in zip(bounds, totals):
+            seen[texts[i][a:b].lower()].append((row, i))
+    out = {}
+    for k, name in enumerate(clf.classes):
+        rows = []
+        for word, occ in seen.items():
+            if len(occ) >= min_count:
+                scores = np.array([v[k] for v, _ in occ])
+                best = list(dict.fromkeys(occ[j][1] for j in np.argsort(-scores, kind="stable")))
+                rows.append(Phrase(word, float(scores.mean()), len(occ), [texts[j] for j in best[:3]]))
+        out[name] = sorted(rows, key=lambda p: -p.score)[:top]
+    return out
+
+
+def _contributions_many(backbone, clf, texts: list[str], batch_size: int, progress):
+    """Yield (index, user spans, token contributions (n_tokens, K)) for each text.
+
+    Runs the backbone on length-sorted padded batches and keeps only the layers the
+    head reads, so memory stays at (batch, n_tokens, hidden) per such layer.
+    """
+    s = clf.settings
+    V, _ = linear_weights(clf)
+    layers = np.flatnonzero(np.abs(V).sum((1, 2)) > 0)
+    encoded = encode(backbone.tokenizer, texts, prompt=s.prompt, max_length=s.max_length)
+    pad_id, done = backbone.tokenizer.pad_token_id or 0, 0
+    for idx in _batches([len(e.input_ids) for e in encoded], batch_size):
+        ids, mask = _pad([encoded[i] for i in idx], pad_id)
+        states = backbone.hidden_states(ids, mask)
+        hidden = np.stack([states[l].float().cpu().numpy() for l in layers])  # (L, B, T, H)
+        for row, i in enumerate(idx):
+            n = len(encoded[i].input_ids)
+            pooled = np.arange(n) > 0  # the attention sink is never pooled
+            yield i, encoded[i].user_spans, token_contributions(hidden[:, row, :n], pooled, V[layers])
+        done += len(idx)
+        if progress:
+            progress(done, len(texts))
+
+
+def layer_weights(clf) -> list[LayerWeight]:
+    """Per hidden-state layer: selected head features reading it and their |weight| share.
+
+    Weights are the head's standardised coefficients (comparable across features),
+    carried back onto layers by the feature spec; a fused ("mean") feature reads every
+    fused layer and shares its weight equally among them. Shares sum to 1 over layers
+    (all zero for a head that selected nothing); unused layers get 0.
+    """
+    mass = clf.spec.back_project(np.abs(clf.head.coef_).T).sum(-1)  # (n_layers, hidden)
+    total = mass.sum()
+    share = mass.sum(1) / total if total > 0 else np.zeros(len(mass))
+    return [LayerWeight(layer, int((mass[layer] > 0).sum()), float(share[layer]))
+            for layer in range(len(mass))]

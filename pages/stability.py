@@ -1,0 +1,188 @@
+"""Stability: how much the model, its predictions and its explanations move when the
+labelled sentences are resampled (bootstrap refits of the head, core.stability).
+
+A run is stored with its model version, so every page (and the report) can use it.
+Unstable sentences link to the Label page: an unlabelled one becomes the sentence on
+screen there, a labelled one opens the Label table filtered to it.
+"""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.embed import token_states
+from core.errors import TenshotError
+from core.report import agreement_figure, oob_figure, sign_figure
+from core.stability import bootstrap, load_stability, project_inputs, save_stability, token_rank_stability
+from pages._shared import (backbone, escape_markdown, feature_cache, page_header, percent,
+                           show_error, store)
+from pages._views import (class_picker, remember, require_model, short, spearman_figure,
+                          stability_badge, topk_figure)
+
+THRESHOLD = 0.8  # a sentence is unstable when fewer refits than this agree with the model
+
+
+def run_section(project, clf, latest) -> None:
+    with st.container(border=True):
+        st.markdown("**Refit the model on resampled labels**")
+        st.caption("Each refit trains the classifier on a random resample of your labelled "
+                   "sentences (drawn with replacement) and is tested on the ones it left out.")
+        left, mid, right = st.columns(3, vertical_alignment="bottom")
+        n = left.number_input("Refits", min_value=10, max_value=1000, value=100, step=10,
+                              key="st_B", help="More refits give smoother figures; 100 is plenty.")
+        seed = mid.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
+                                key="st_seed", help="The same seed gives exactly the same results.")
+        if right.button("Run the bootstrap", type="primary", key="st_run",
+                        icon=":material/play_arrow:", width="stretch"):
+            run(project, clf, latest, int(n), int(seed))
+
+
+def run(project, clf, latest, n: int, seed: int) -> None:
+    s = store()
+    bar = st.progress(0.0, text="Reading the sentences...")
+    try:
+        inputs = project_inputs(s, project.id, backbone(clf.settings.backbone), clf,
+                                cache=feature_cache(s), progress=lambda d, t: bar.progress(
+                                    0.2 * d / t, text=f"Reading the sentences: {d} of {t}"))
+        result = bootstrap(clf, **inputs, B=n, seed=seed, progress=lambda d, t: bar.progress(
+            0.2 + 0.8 * d / t, text=f"Refit {d} of {t}"))
+        save_stability(s, latest.id, result)
+    except TenshotError as err:
+        show_error(err)
+    bar.empty()
+
+
+def summary(stab, latest) -> None:
+    share = np.concatenate([stab.agreement, stab.other_agreement])
+    share = share[np.isfinite(share)]
+    cols = st.columns(4)
+    cols[0].metric("Refits", f"{stab.B}", help=f"Seed {stab.seed}; C = {stab.C:.3g} as in the model.")
+    cols[1].metric("Held-out accuracy",
+                   percent(float(np.nanmedian(stab.oob_accuracy))),
+                   help="Median over the refits of the accuracy on the labels each refit did "
+                        "not draw. The model's cross-validated accuracy: "
+                        f"{percent(latest.metrics.get('cv_accuracy'))}.")
+    cols[2].metric("Stable predictions", percent(float((share >= THRESHOLD).mean()) if len(share) else None),
+                   help=f"Sentences on which at least {THRESHOLD:.0%} of the refits agree with the model.")
+    cols[3].metric("Features used by the model", f"{int((stab.coef != 0).any(1).sum()):,}")
+    empty = int(stab.empty_refits.sum())
+    if empty:
+        st.warning(f"{empty} refit{'s' * (empty != 1)} selected no feature at the model's C and "
+                   "predict one class for everything: label more sentences to steady the model.",
+                   icon=":material/warning:")
+
+
+def unstable_list(project, stab) -> None:
+    s = store()
+    texts = {r.id: r.text for r in s.texts(project.id)}
+    labels = {r.text_id: r.label for r in s.labelled(project.id)}
+    rows = [(float(a), int(i), int(p)) for i, a, p in zip(stab.ids, stab.agreement, stab.pred)
+            if a < THRESHOLD]
+    rows += [(float(a), int(i), int(p)) for i, a, p in
+             zip(stab.other_ids, stab.other_agreement, stab.other_pred) if a < THRESHOLD]
+    rows = sorted((r for r in rows if r[1] in texts), key=lambda r: r[0])
+    if not rows:
+        st.success("Every sentence gets the same prediction from at least "
+                   f"{THRESHOLD:.0%} of the refits.", icon=":material/verified:")
+        return
+    st.markdown(f"**{len(rows)} unstable sentence{'s' * (len(rows) != 1)}**, least stable first: "
+                "labelling them, or checking their label, steadies the model most.")
+    st.dataframe(pd.DataFrame({
+        "Sentence": [texts[i] for _, i, _ in rows],
+        "Refits agreeing": [100 * a for a, _, _ in rows],
+        "Model says": [stab.classes[p] for _, _, p in rows],
+        "Your label": [labels.get(i, "") for _, i, _ in rows]}),
+        hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 320),
+        column_config={"Sentence": st.column_config.TextColumn(width="large"),
+                       "Refits agreeing": st.column_config.ProgressColumn(
+                           min_value=0, max_value=100, format="%.0f%%",
+                           help="Share of the refits that predict what the model predicts.")})
+    pick_col, go_col = st.columns([4, 1], vertical_alignment="bottom")
+    ids = [i for _, i, _ in rows]
+    text_id = pick_col.selectbox("Open in the Label page", ids, key="st_unstable",
+                                 format_func=lambda i: short(texts[i], 110))
+    unlabelled = text_id not in labels
+    if go_col.button("Label it" if unlabelled else "Check its label", key="st_go",
+                     icon=":material/label:", width="stretch"):
+        open_in_label_page(project, text_id, texts[text_id], unlabelled)
+
+
+def open_in_label_page(project, text_id: int, text: str, unlabelled: bool) -> None:
+    """Hand the sentence to the Label page through the session keys it reads."""
+    if unlabelled:
+        st.session_state[f"current_{project.id}"] = text_id  # the one it shows first
+        st.session_state["label_mode"] = "One at a time"
+    else:
+        st.session_state["label_mode"] = "Table"
+        st.session_state["table_show"] = "labelled"
+        st.session_state["table_search"] = text
+    st.switch_page("pages/label.py")
+
+
+def token_section(project, clf, stab) -> None:
+    st.subheader("Are the explanations stable?", anchor=False)
+    bb = backbone(clf.settings.backbone)
+    if hasattr(bb, "parts"):
+        st.info("Token explanations need a single language model; this model combines several.",
+                icon=":material/info:")
+        return
+    texts = {r.id: r.text for r in store().texts(project.id)}
+    predicted = {int(i): int(p) for i, p in zip(np.r_[stab.ids, stab.other_ids],
+                                                np.r_[stab.pred, stab.other_pred])}
+    ids = [i for i in predicted if i in texts]
+    if not ids:
+        st.caption("The sentences of this run were deleted.")
+        return
+    left, right = st.columns([3, 2])
+    text_id = left.selectbox("Sentence", ids, format_func=lambda i: short(texts[i]), key="st_sentence")
+    name = class_picker("Class", clf.classes, clf.classes[predicted[text_id]],
+                        key=f"st_class_{text_id}")
+    with right:
+        text = texts[text_id]
+        states = remember(("states", clf.settings.backbone, clf.settings.prompt, text), lambda: token_states(
+            bb, text, prompt=clf.settings.prompt, max_length=clf.settings.max_length))
+        pooled = np.arange(len(states.tokens)) > 0  # every token but the attention sink
+        user = np.array([sp is not None for sp in states.encoded.user_spans]) & pooled
+        if not user.any():
+            st.caption("This sentence has no word tokens to compare.")
+            return
+        result = token_rank_stability(stab, states.hidden, pooled, clf.classes.index(name), user=user)
+        stability_badge(result)
+    a, b = st.columns(2)
+    a.plotly_chart(spearman_figure(result), key="st_spearman")
+    a.caption("Each refit ranks the sentence's words by their contribution; near 1 means it "
+              "ranks them as the model does.")
+    b.plotly_chart(topk_figure(result, states.tokens), key="st_topk")
+    b.caption("Words that stay among the strongest in most refits are the ones to trust "
+              "(indigo: pushes towards the class, red: away).")
+
+
+project = page_header("Stability")
+latest, clf = require_model(project)
+st.caption(escape_markdown(f"Model v{latest.version}: would the model, its predictions and its "
+                           "explanations stay the same with a slightly different set of labels?"))
+run_section(project, clf, latest)
+try:
+    stab = load_stability(store(), latest.id)
+except TenshotError as err:
+    show_error(err)
+    st.stop()
+if stab is None:
+    st.info(f"No bootstrap run for model v{latest.version} yet: choose the number of refits and "
+            "run it (100 refits take seconds).", icon=":material/balance:")
+    st.stop()
+summary(stab, latest)
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(oob_figure(stab), key="st_oob")
+    st.caption("Each refit is scored on the labelled sentences it did not draw: the spread shows "
+               "how much the accuracy depends on which sentences were labelled.")
+with right:
+    st.plotly_chart(agreement_figure(stab, THRESHOLD), key="st_agreement")
+    st.caption("For each sentence, the share of refits that predict the same class as the model: "
+               "bars on the left are sentences the model could easily flip on.")
+unstable_list(project, stab)
+st.plotly_chart(sign_figure(stab), key="st_sign")
+st.caption("Each dot is one neuron the classifier reads: top right are the ones almost every "
+           "refit picks with the same sign, the reliable core of the model.")
+token_section(project, clf, stab)

@@ -1,0 +1,258 @@
+"""The Explain page on a trained tiny-model project: the exact word heatmap, SHAP kept in
+the store, the class switch, the what-if sandbox, the global view, the report download,
+the empty states, and user text that must stay inert."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy.special import softmax
+
+from app_fixtures import (  # noqa: F401 (fixtures)
+    CLASSES, downloads, open_page, page_text, plotly_array, plotly_specs, sql,
+    workspace,
+)
+from core.store import Store
+
+EXACT = re.compile(r"Words ([+-]\d+\.\d+) \+ prompt ([+-]\d+\.\d+) \+ constant ([+-]\d+\.\d+) "
+                   r"= ([+-]\d+\.\d+); the model's score \(logit\) for “(.+?)” is ([+-]\d+\.\d+)")
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
+           "**bold** [x](javascript:alert(1))", ":red[x]"]
+WORDS = ["good movie", "bad film", "very dull plot", "the best review"]
+
+
+@pytest.fixture
+def hostile_workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
+    """A trained project whose name, classes and sentences are injection strings."""
+    from core.backbones import load_backbone
+    from core.project import retrain
+
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project(f"{HOSTILE[0]} {HOSTILE[2]}", HOSTILE, settings={
+            "backbone": tiny_model_dir, "prompt": "review : {text} sentiment :", "mode": "layer"})
+        labelled = {f"{h} {w}": h for h in HOSTILE for w in WORDS}
+        texts = list(labelled) + [" ".join(HOSTILE)] + HOSTILE
+        ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
+        for text, label in labelled.items():
+            store.set_label(project.id, ids[text], label)
+        retrain(store, project, load_backbone(tiny_model_dir))
+    return fresh_workspace, project.id
+
+
+def exactness(at) -> tuple[np.ndarray, str, float]:
+    """(words, prompt, constant, shown sum), the class named and the logit, from the page."""
+    found = [EXACT.search(c.value.replace("\\", "")) for c in at.caption]
+    (m,) = [m for m in found if m]
+    return np.array([float(m.group(i)) for i in (1, 2, 3, 4)]), m.group(5), float(m.group(6))
+
+
+def reference_logits(db: str, pid: int, text: str, tiny_model_dir: str) -> tuple[list, np.ndarray]:
+    """(classes, logits) of the latest model for a text, computed without the app."""
+    from core.backbones import load_backbone
+    from core.explain import coefficient_attributions
+    from core.project import load_classifier
+
+    with Store.open(db) as store:
+        clf = load_classifier(store.latest_model(pid))
+    attr = coefficient_attributions(load_backbone(tiny_model_dir), clf, text)
+    return clf.classes, attr.logits
+
+
+def html_bodies(at) -> str:
+    return "\n".join(h.proto.body for h in at.get("html"))
+
+
+def html_text(at) -> str:
+    """What the st.html blocks show, tags removed and entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", html_bodies(at)))
+
+
+def chart(at, title: str, index: int = 0) -> dict:
+    specs = [s for s in plotly_specs(at) if title in str(s["layout"].get("title", {}).get("text"))]
+    return specs[index]
+
+
+def least_confident(db: str, pid: int):
+    with Store.open(db) as store:
+        preds = store.predictions(store.latest_model(pid).id)
+        unlabelled = {r.id for r in store.unlabelled(pid)}
+    return min((p for p in preds if p.text_id in unlabelled), key=lambda p: p.confidence)
+
+
+def test_without_a_model_says_what_to_do(fresh_workspace, tiny_model_dir, whole_app_reruns):
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project("new", CLASSES, settings={"backbone": tiny_model_dir})
+        at = open_page("explain")
+        assert not at.exception
+        assert "Add some sentences" in at.info[0].value
+        store.add_texts(project.id, ["good movie", "bad movie"])
+    at.run()
+    assert not at.exception
+    assert "Label at least 2 sentences per class to train a first model" in at.info[0].value
+    assert [link.proto.page for link in at.get("page_link")][-1] == "label"
+
+
+def test_explains_the_least_confident_prediction_exactly(workspace, tiny_model_dir):
+    db, pid, _ = workspace
+    at = open_page("explain")
+    assert not at.exception
+    first = least_confident(db, pid)
+    assert at.selectbox(key="ex_pick_Unlabelled").value == first.text_id
+    (parts, name, logit) = exactness(at)
+    assert abs(parts[:3].sum() - logit) < 1e-4 and abs(parts[3] - logit) < 1e-4
+    assert "they add up exactly" in page_text(at)
+    classes, logits = reference_logits(db, pid, first.text, tiny_model_dir)
+    assert name == first.label == classes[int(np.argmax(logits))]  # the predicted class
+    assert_allclose(logit, logits[classes.index(name)], atol=1e-4)
+    probs = chart(at, "Class probabilities")["data"][0]
+    assert_allclose(plotly_array(probs["x"]), softmax(logits), atol=1e-6)
+    assert first.text in html_text(at)
+    assert f"towards “{name}”" in html_text(at)  # the legend names the explained class
+    assert chart(at, "Strongest words")["data"][0]["type"] == "bar"
+
+
+def test_switching_the_class_explains_that_class(workspace, tiny_model_dir):
+    db, pid, _ = workspace
+    at = open_page("explain")
+    first = least_confident(db, pid)
+    other = next(c for c in CLASSES if c != first.label)
+    (picker,) = [w for w in at.get("button_group") if w.label == "Explain the class"]
+    picker.set_value(other).run()
+    assert not at.exception
+    parts, name, logit = exactness(at)
+    assert name == other and abs(parts[:3].sum() - logit) < 1e-4
+    classes, logits = reference_logits(db, pid, first.text, tiny_model_dir)
+    assert_allclose(logit, logits[classes.index(other)], atol=1e-4)
+    assert f"towards “{other}”" in html_bodies(at)
+
+
+def test_shap_is_computed_once_then_read_from_the_store(workspace, monkeypatch):
+    import core.explain
+
+    db, pid, _ = workspace
+    calls = []
+    original = core.explain._run_shap
+    monkeypatch.setattr(core.explain, "_run_shap", lambda *a, **k: calls.append(1) or original(*a, **k))
+    at = open_page("explain")
+    at.button(key="ex_shap").click().run()
+    assert not at.exception
+    assert len(calls) == 1
+    assert sql(db, "SELECT count(*) FROM explanations WHERE kind = 'shap'") == [(1,)]
+    assert "versions read in" in page_text(at)
+    assert any(m.label == "Agreement of the two views" for m in at.metric)
+    assert [t["name"] for t in chart(at, "Strongest words")["data"]] == [
+        "model weights (filled)", "SHAP (outline)"]
+    again = open_page("explain")  # a new session: the stored result, no new forward pass
+    assert not again.exception
+    assert len(calls) == 1
+    assert "(stored earlier)" in page_text(again)
+    assert not [b for b in again.button if b.key == "ex_shap"]
+
+
+def test_editing_the_sentence_updates_the_probabilities(workspace, tiny_model_dir):
+    db, pid, _ = workspace
+    at = open_page("explain")
+    before = plotly_array(chart(at, "Class probabilities", 1)["data"][-1]["x"])
+    (box,) = [t for t in at.text_area if t.label == "Your version"]
+    box.input("bad movie awful film terrible plot").run()
+    assert not at.exception
+    sandbox = chart(at, "Class probabilities", 1)["data"]
+    assert [t["name"] for t in sandbox] == ["original", "your version"]
+    original, edited = plotly_array(sandbox[0]["x"]), plotly_array(sandbox[1]["x"])
+    assert_allclose(original, before)
+    classes, logits = reference_logits(db, pid, "bad movie awful film terrible plot", tiny_model_dir)
+    assert_allclose(edited, softmax(logits), atol=1e-6)
+    assert not np.allclose(edited, original)
+    deltas = {m.label: m.proto.delta for m in at.metric if m.label in CLASSES}
+    assert set(deltas) == set(CLASSES) and all("pts" in d for d in deltas.values())
+    (drop,) = [m for m in at.multiselect if m.label == "Remove words"]
+    drop.set_value(["awful", "terrible"]).run()
+    assert not at.exception
+    assert "bad movie film plot" in html_text(at)
+
+
+def test_a_typed_sentence_is_explained(workspace):
+    at = open_page("explain")
+    at.button_group(key="ex_source").set_value("Type your own").run()
+    at.text_area(key="ex_typed").input("the plot was dull").run()
+    assert not at.exception
+    parts, _, logit = exactness(at)
+    assert abs(parts[:3].sum() - logit) < 1e-4
+    assert "the plot was dull" in html_text(at)
+
+
+def test_global_view_lists_words_per_class_and_layer_weights(workspace):
+    at = open_page("explain")
+    layers = chart(at, "Where in the network")["data"][0]
+    assert_allclose(plotly_array(layers["y"]).sum(), 1.0)
+    at.button(key="ex_phrases").click().run()
+    assert not at.exception
+    titles = [str(s["layout"]["title"]["text"]) for s in plotly_specs(at)]
+    assert any("Words that point to" in t for t in titles)
+    frame = at.dataframe[0].value
+    assert list(frame.columns) == ["Word", "Mean contribution", "Uses", "Examples"]
+    assert (frame["Uses"] >= 2).all()
+
+
+def test_report_download(workspace, downloads):
+    at = open_page("explain")
+    at.button(key="ex_report_build").click().run()
+    assert not at.exception
+    (name,) = [n for n in downloads if n.endswith(".html")]
+    assert name == "tenshot-report-reviews-v2.html"
+    report = downloads[name].decode()
+    assert "Model card" in report and "Learning curve" in report
+    assert "Cross-validated accuracy of each layer alone" in report
+
+
+def test_hostile_text_stays_inert(hostile_workspace, downloads):
+    db, pid = hostile_workspace
+    at = open_page("explain")
+    assert not at.exception
+    for choice in ("Unlabelled", "Labelled"):
+        at.button_group(key="ex_source").set_value(choice).run()
+        assert not at.exception
+        check_inert(at)
+    # the heatmap wraps each token in its own span: compare the text between the tags
+    shown_text = re.sub(r"<[^>]*>", "", html_bodies(at))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown_text
+    at.button(key="ex_report_build").click().run()
+    assert not at.exception
+    (report,) = downloads.values()
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in report and b"<img src=x" not in report
+
+
+def check_inert(at) -> None:
+    """No user text that could turn into markup anywhere the page renders markdown or HTML."""
+    shown = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]
+    shown += [m.label for m in at.metric] + [h.proto.body for h in at.get("html")]
+    shown += [o for w in at.get("button_group") for o in w.options]
+    for text in shown:
+        for bad in HOSTILE:
+            assert bad not in text, (bad, text)
+    for spec in plotly_specs(at):
+        dumped = json.dumps(spec)
+        assert "<script" not in dumped and "<img" not in dumped
+
+
+def test_last_token_pooling_is_flagged_as_approximate(workspace, tiny_model_dir):
+    from core.backbones import load_backbone
+    from core.project import retrain
+
+    db, pid, _ = workspace
+    with Store.open(db) as store:
+        project = store.update_settings(pid, {**store.project(pid).settings, "pooling": "last"})
+        retrain(store, project, load_backbone(tiny_model_dir))
+    at = open_page("explain")
+    assert not at.exception
+    assert any("approximation" in w.value and "SHAP" in w.value for w in at.warning)
+    _, _, logit = exactness(at)
+    first = least_confident(db, pid)
+    classes, logits = reference_logits(db, pid, first.text, tiny_model_dir)
+    assert_allclose(logit, logits[classes.index(first.label)], atol=1e-4)
