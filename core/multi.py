@@ -18,13 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backbones import REGISTRY, load_backbone
 from .errors import InputError
 
-__all__ = ["SEP", "ENCODERS", "BackboneGroup", "Part", "is_group", "group_parts", "load_group",
+if TYPE_CHECKING:
+    from .explain import Attribution
+
+__all__ = ["SEP", "ENCODERS", "BackboneGroup", "Part", "is_group", "group_parts", "load_group", "group_attributions",
            "part_prompt", "embed_group"]
 
 SEP = "+"
@@ -130,3 +134,27 @@ def embed_group(group: BackboneGroup, texts, *, pooling: str, prompt: str | None
         X[:, part.rows, :part.width] = embed(bb, texts, pooling=pooling, prompt=part_prompt(part.name, prompt),
                                              max_length=max_length, cache=cache, progress=step)
     return X
+
+
+def group_attributions(group: BackboneGroup, clf, text: str) -> list[tuple[str, Attribution]]:
+    """Exact token attributions of a fused model, one ``Attribution`` per backbone.
+
+    Each part's ``values`` are its own tokens' contributions (its tokenizer, its prompt);
+    every part carries the model's one ``constant`` and ``logits``, and under mean pooling
+    the parts' summed values plus the constant equal the logits.
+    """
+    from .classifier import features_for
+    from .embed import token_states
+    from .explain import Attribution, linear_weights, token_contributions
+
+    s = clf.settings
+    V, b = linear_weights(clf)
+    logits = clf.decision_features(features_for(group, [text], s))[0].astype(np.float64)
+    out = []
+    for part, bb in zip(group.parts, group.backbones):
+        states = token_states(bb, text, prompt=part_prompt(part.name, s.prompt), max_length=s.max_length)
+        pooled = np.arange(len(states.tokens)) > 0  # the sink is never pooled
+        values = token_contributions(states.hidden, pooled, V[part.rows, :part.width])
+        out.append((part.name, Attribution(list(states.tokens), list(states.encoded.user_spans), values, b,
+                                           logits, exact=s.pooling == "mean")))
+    return out

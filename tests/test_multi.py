@@ -111,3 +111,17 @@ def test_packaged_llm_and_encoder_fuse_under_one_head():
     clf = train(X, ["pos"] * 4 + ["neg"] * 4, ["neg", "pos"], s)
     assert clf.spec.mode == "multi"
     assert list(clf.predict(group, ["An awful, dreadful mess.", "A wonderful, joyful film."])) == ["neg", "pos"]
+
+
+@pytest.mark.parametrize("mode", ["layer", "stc"])
+def test_group_attributions_are_exact_per_backbone(group, mode):
+    texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
+    s = Settings(backbone=group.name, prompt="review : {text}", mode=mode, penalty="l2")
+    clf = train(features_for(group, texts, s), labels, ["neg", "pos"], s)
+    parts = multi.group_attributions(group, clf, "good film i hate it")
+    assert [name for name, _ in parts] == ["tiny-a", "tiny-b"]
+    total = sum(a.values.sum(0) for _, a in parts) + parts[0][1].constant
+    assert_allclose(total, parts[0][1].logits, atol=1e-4)
+    assert_allclose(parts[0][1].logits, clf.decision_features(features_for(group, ["good film i hate it"], s))[0],
+                    atol=1e-5)
+    assert all(abs(a.values).sum() > 0 for _, a in parts)  # both backbones carry weight
