@@ -55,10 +55,6 @@ def model_backbone(clf):
     except TenshotError as err:
         show_error(err)
         st.stop()
-    if hasattr(bb, "parts"):
-        st.info("Token explanations need a single language model; this model combines several. "
-                "Its predictions and the Stability page still work.", icon=":material/info:")
-        st.stop()
     return bb
 
 

@@ -17,8 +17,9 @@ from core.classifier import features_for
 from core.curves import diagnose, profile_layers
 from core.embed import token_states
 from core.errors import TenshotError
-from core.explain import (SHAP_MAX_EVALS, class_phrases, coefficient_attributions, layer_weights,
+from core.explain import (Attribution, SHAP_MAX_EVALS, class_phrases, coefficient_attributions, layer_weights,
                           shap_attributions, view_agreement, word_attributions)
+from core.multi import group_attributions
 from core.report import (build_report, example_of, exactness_text, layer_weights_figure,
                          pick_examples, report_filename)
 from core.stability import load_stability, token_rank_stability
@@ -68,9 +69,19 @@ def pick_sentence(project, latest):
 def explain_text(bb, clf, model_id, text):
     """(token states, attribution) of a text, computed once per model and text this session."""
     def compute():
+        if hasattr(bb, "parts"):  # a fused model: every backbone's tokens, one exact sum
+            return None, merged_attribution(group_attributions(bb, clf, text))
         states = token_states(bb, text, prompt=clf.settings.prompt, max_length=clf.settings.max_length)
         return states, coefficient_attributions(bb, clf, text, states=states)
     return remember(("attr", model_id, text_hash(text)), compute)
+
+
+def merged_attribution(parts) -> Attribution:
+    """One attribution holding every backbone's tokens: a word's score sums all of them."""
+    first = parts[0][1]
+    return Attribution([t for _, a in parts for t in a.tokens], [sp for _, a in parts for sp in a.spans],
+                       np.concatenate([a.values for _, a in parts]), first.constant, first.logits,
+                       first.exact)
 
 
 def coefficient_view(ex, pooling: str) -> None:
@@ -141,6 +152,9 @@ def agreement_and_badge(latest, clf, text, k, states, attr, shap) -> None:
         except TenshotError as err:
             show_error(err)
             return
+        if states is None:
+            st.caption("The stability badge needs a model on a single backbone.")
+            return
         if stab is None:
             st.caption("Is this explanation stable? Run a bootstrap for this model to find out.")
             st.page_link("pages/stability.py", label="Go to Stability", icon=":material/balance:")
@@ -193,6 +207,9 @@ def sandbox(bb, clf, latest, text, ex) -> None:
 
 
 def global_view(project, bb, clf, latest) -> None:
+    if hasattr(bb, "parts"):
+        st.caption("The overall view and the report are available for models on a single backbone.")
+        return
     with st.expander("What the model learned overall", icon=":material/public:"):
         st.plotly_chart(layer_weights_figure(layer_weights(clf)), key="ex_layers")
         st.caption("How the model's weight is spread over the language model's layers: "
@@ -230,6 +247,8 @@ def global_view(project, bb, clf, latest) -> None:
 
 
 def report_section(project, bb, clf, latest, text) -> None:
+    if hasattr(bb, "parts"):
+        return
     st.subheader("Share with stakeholders", anchor=False)
     st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
                "example explanations and the stored stability run. It opens in any browser, "

@@ -256,3 +256,33 @@ def test_last_token_pooling_is_flagged_as_approximate(workspace, tiny_model_dir)
     first = least_confident(db, pid)
     classes, logits = reference_logits(db, pid, first.text, tiny_model_dir)
     assert_allclose(logit, logits[classes.index(first.label)], atol=1e-4)
+
+
+def test_a_fused_model_is_explained_exactly_over_both_backbones(fresh_workspace, tiny_model_dir,
+                                                                 whole_app_reruns, monkeypatch):
+    """A two-backbone model: word colours sum both backbones' tokens and still add up."""
+    from core import multi
+    from core.backbones import PackagedModel, load_backbone
+    from core.project import retrain
+
+    bb = load_backbone(tiny_model_dir)
+    for name in ("tiny-a", "tiny-b"):
+        monkeypatch.setitem(multi.REGISTRY, name, PackagedModel(
+            name, name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-"))
+    monkeypatch.setattr(multi, "load_backbone", lambda name, **kw: load_backbone(tiny_model_dir))
+    group = load_backbone("tiny-a+tiny-b")
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project("fused", CLASSES, settings={
+            "backbone": "tiny-a+tiny-b", "prompt": None, "mode": "layer"})
+        texts = ["good movie", "great film", "i love it", "bad movie", "awful film", "i hate it",
+                 "very good"]
+        ids = store.add_texts(project.id, texts).text_ids
+        for i, label in zip(ids, ["pos"] * 3 + ["neg"] * 3):
+            store.set_label(project.id, i, label)
+        retrain(store, project, group)
+    at = open_page("explain")
+    assert not at.exception
+    parts, name, logit = exactness(at)
+    assert abs(parts[:3].sum() - logit) < 1e-4 and "they add up exactly" in page_text(at)
+    assert "very good" in html_text(at)
+    assert "single backbone" in page_text(at)  # the overall view says what it cannot do yet
