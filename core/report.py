@@ -127,7 +127,7 @@ def heatmap_html(text: str, pieces: Sequence[Piece], *, scale: float | None = No
         tip = html.escape(f"{seg.text.strip()}: {seg.score:+.4f}")
         out.append(f'<span title="{tip}" style="background:{_rgba(colour, 0.06 + 0.84 * strength)};'
                    f'color:{ink};border-radius:0.3em;padding:0.1em 0.15em">{body}</span>')
-    return ('<div style="font-size:1.2rem;line-height:2.1;white-space:pre-wrap;'
+    return ('<div class="tenshot-heatmap" style="font-size:1.2rem;line-height:2.1;white-space:pre-wrap;'
             'overflow-wrap:anywhere;padding:0.6rem 0.9rem;border:1px solid rgba(49,51,63,0.15);'
             f'border-radius:0.6rem;background:#ffffff;color:#111827">{"".join(out)}</div>')
 

@@ -213,7 +213,8 @@ _LIVE = """() => {
   for (const el of document.querySelectorAll('img[onerror], img[src="x"], img[src*="pwned"], iframe[src^="javascript"], a[href^="javascript"], svg a, .katex'))
     bad.push(el.tagName + ': ' + el.outerHTML.slice(0, 80));
   // a live formatting element wraps just the word; a chart may show a word alone as SVG text
-  for (const el of document.querySelectorAll('body *:not(svg):not(svg *)'))
+  // (our own heatmap wraps every word, escaped, in a coloured span: those are not live markup)
+  for (const el of document.querySelectorAll('body *:not(svg):not(svg *):not(.tenshot-heatmap span)'))
     if (/^(pwned-[a-z]+)$/.test((el.textContent || '').trim())) bad.push('live ' + el.tagName + ': ' + el.outerHTML.slice(0, 80));
   if (document.body.innerText.includes('\\u{1F604}')) bad.push('emoji shortcode rendered');
   return bad;
