@@ -40,9 +40,21 @@ __all__ = ["Attribution", "Piece", "ShapResult", "Agreement", "Phrase", "LayerWe
            "shap_attributions", "rank_agreement", "view_agreement", "class_phrases",
            "layer_weights"]
 
-# Model calls per SHAP explanation and masked strings per call: see _choose_evals.
-SHAP_MAX_EVALS = 120
-SHAP_BATCH_SIZE = 512
+# SHAP budget (masked strings per explanation) and batch (masked strings per model call),
+# measured with `bench/explain.py --threads 1 --sweep 48,96,144` on SmolLM2-135M and 4
+# SST-2 sentences of 18-22 tokens, 2 CPU cores shared with other jobs (75-130 ms per
+# masked string). The full Owen tree took 348-444 strings (22-40 s). Spearman of the
+# word ranking against that full tree (median / min over sentences):
+#   48 strings: 0.80 / 0.34 (4-6 s)    96: 0.84-0.87 / 0.52-0.57 (8-12 s)
+#   144 strings, batch 16: 0.90 / 0.89 (11-18 s); batch 48: 0.90 / 0.75; batch 512: 0.89 / 0.61
+# Partition drains its priority queue one batch at a time, so small batches spend the
+# budget on the coalitions that move the logits most. With one torch thread a string
+# costs the same in batches of 16 or 128; with two oversubscribed threads batches of 16
+# cost ~1.4x more per string. A 3 s target would allow ~25-40 strings: too coarse to
+# rank single words, so the default buys fidelity and the page runs SHAP as a job.
+# Efficiency (values + base == logits) holds at any budget.
+SHAP_MAX_EVALS = 144
+SHAP_BATCH_SIZE = 16
 # bump when the SHAP computation changes, so stored results are not reused
 _SHAP_VERSION = 1
 # word pieces: runs of word characters (with inner apostrophes/hyphens), or of punctuation
@@ -239,7 +251,7 @@ def shap_attributions(backbone, clf, text: str, *, max_evals: int = SHAP_MAX_EVA
     if int(max_evals) < 3 or int(batch_size) < 1:
         raise InputError(f"max_evals must be at least 3 and batch_size at least 1; "
                          f"got {max_evals} and {batch_size}.")
-    key = f"{text_hash(text)}|evals{int(max_evals)}|v{_SHAP_VERSION}"
+    key = f"{text_hash(text)}|evals{int(max_evals)}|batch{int(batch_size)}|v{_SHAP_VERSION}"
     if store is not None:
         hit = store.get_explanation(model_id, "shap", key)
         if hit is not None:
@@ -413,6 +425,10 @@ def _contributions_many(backbone, clf, texts: list[str], batch_size: int, progre
     V, _ = linear_weights(clf)
     layers = np.flatnonzero(np.abs(V).sum((1, 2)) > 0)
     encoded = encode(backbone.tokenizer, texts, prompt=s.prompt, max_length=s.max_length)
+    if not len(layers):  # a head that selected nothing: every token contributes 0
+        yield from ((i, e.user_spans, np.zeros((len(e.input_ids), V.shape[2])))
+                    for i, e in enumerate(encoded))
+        return
     pad_id, done = backbone.tokenizer.pad_token_id or 0, 0
     for idx in _batches([len(e.input_ids) for e in encoded], batch_size):
         ids, mask = _pad([encoded[i] for i in idx], pad_id)
