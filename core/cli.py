@@ -148,11 +148,14 @@ def cmd_eval(args, store) -> int:
 
     report = evaluate(args.data, _backbone(settings.backbone), settings, shots=shots,
                       seeds=args.seeds, max_test=args.max_test, cache=store,
-                      baselines=args.baselines, progress=progress)
+                      baselines=args.baselines, zero_shot=args.zero_shot,
+                      zero_shot_prompt=args.zero_shot_prompt, progress=progress)
     Path(args.json).write_text(json.dumps(report, indent=1))
-    for k, m in report["mean"].items():
-        print(f"{report['dataset']}\t{k} shots\taccuracy {m['accuracy']:.3f} ± {m['accuracy_std']:.3f}"
-              f"\tmacro-F1 {m['macro_f1']:.3f}")
+    methods = [("tenshot", report["mean"])] + [(name, b["mean"]) for name, b in report.get("baselines", {}).items()]
+    for name, mean in methods:
+        for k, m in mean.items():
+            print(f"{report['dataset']}\t{name}\t{k} shots\taccuracy {m['accuracy']:.3f} ± {m['accuracy_std']:.3f}"
+                  f"\tmacro-F1 {m['macro_f1']:.3f} ± {m['macro_f1_std']:.3f}")
     return 0
 
 
@@ -191,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=3)
     e.add_argument("--max-test", type=int)
     e.add_argument("--baselines", action="store_true", help="also run TF-IDF + LR on the same draws")
+    e.add_argument("--zero-shot", action="store_true",
+                   help="also ask the backbone LLM directly (no training) on the same test rows")
+    e.add_argument("--zero-shot-prompt", help="zero-shot instruction holding {text} and {classes}")
     e.add_argument("--json", required=True)
     model_opts(e)
     return p

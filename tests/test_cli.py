@@ -89,3 +89,42 @@ def test_eval_writes_the_documented_json(tmp_path, model_dir):
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and r["train_seconds"] > 0
     assert set(report["mean"]) == {"2", "4"}
     assert report["n_test"] == 4
+
+
+def _eval_dir(tmp_path):
+    d = tmp_path / "set"
+    d.mkdir()
+    _write_csv(d / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    _write_csv(d / "test.csv", [("very good film", "pos"), ("good plot", "pos"), ("very bad film", "neg"),
+                                ("awful movie", "neg")])
+    return str(d)
+
+
+def test_eval_zero_shot_adds_a_baseline_on_the_same_draws(tmp_path, capsys):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    folder = tmp_path / "tied-model"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
+                     ).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    out = tmp_path / "r.json"
+    assert main(["--db", str(tmp_path / "w.db"), "eval", "--data", _eval_dir(tmp_path), "--shots", "2",
+                 "--seeds", "2", "--backbone", str(folder), "--prompt", "", "--mode", "layer", "--baselines",
+                 "--zero-shot", "--zero-shot-prompt", "review : {text} {classes} :", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["baselines"]) == {"tfidf_lr", "zero_shot", "zero_shot_calibrated"}
+    assert report["baselines"]["zero_shot"]["prompt"] == "review : {text} {classes} :"
+    assert len(report["baselines"]["zero_shot"]["runs"]) == 2
+    assert "zero_shot\t2 shots\taccuracy" in capsys.readouterr().out
+
+
+def test_eval_zero_shot_on_an_untied_backbone_is_a_plain_error(tmp_path, model_dir, capsys):
+    code = main(["--db", str(tmp_path / "w.db"), "eval", "--data", _eval_dir(tmp_path), "--shots", "2",
+                 "--backbone", model_dir, "--zero-shot", "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: The backbone" in err and "zero-shot" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
