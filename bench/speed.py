@@ -1,24 +1,27 @@
 """Throughput and latency of the embedding path and the retrain loop, as ratios in one run.
 
-    .venv/bin/python bench/speed.py [--backbone smollm2-135m] [--n 256] [--quick] [--out FILE.md]
+    .venv/bin/python bench/speed.py [--backbones installed|NAME,NAME] [--n 256] [--quick] [--out FILE.md]
 
-Measures, on sentences from ../shared/data/sst2/train.csv wrapped in a task prompt:
+For each backbone (default: every packaged one that is installed), on sentences from
+../shared/data/sst2/train.csv wrapped in a task prompt:
 1. embedding throughput of ``core.embed.embed`` (tokenise, length-sorted batches, all
    layers, pooling, copy to numpy) against the bare ``model(**batch)`` forward pass on
-   the same batches, and against a naive loop over unsorted batches;
+   the same batches, and against a naive loop over unsorted batches (interleaved repeats,
+   best of each, so ratios compare like with like on a shared CPU);
 2. retrain latency (head refit with C chosen by CV, features cached, spec reused) at
    25/50/100/200 labels, median and p95 over repeats;
 3. the submit-to-new-model round trip of ``core.project.retrain`` (store, cached
-   features, refit, save, predict 1000 unlabelled texts) at 200 labels;
-4. first model load: cold (GGUF conversion into an empty cache) against warm.
+   features, refit, save, predict 1000 unlabelled texts) at 200 labels (default backbone only);
+4. first model load: cold (assemble + sha256 + GGUF conversion into an empty cache) against
+   warm (cached), each in a fresh process.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,12 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.backbones import load_backbone  # noqa: E402
+from bench.common import DATA, machine  # noqa: E402
+from core.backbones import DEFAULT_BACKBONE, REGISTRY, load_backbone, resolve_packaged  # noqa: E402
 from core.classifier import Settings, train  # noqa: E402
 from core.embed import _batches, _pad, embed, encode, pool  # noqa: E402
+from core.errors import BackboneUnavailable  # noqa: E402
 from core.evaluate import load_split  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 PROMPT = "Review: {text}\nSentiment:"
 
 
@@ -114,68 +118,119 @@ def round_trip(bb, texts, labels, n_labels=200, n_unlabelled=1000, repeats=10) -
             "p95_ms": 1000 * float(np.percentile(ts, 95))}
 
 
-def load_times(backbone: str) -> dict:
+def load_times(backbone: str, *, cold: bool = True) -> dict:
+    """Seconds to load in a fresh process: cold into an empty cache, then warm from it.
+
+    Without ``cold`` only the warm load is timed, from the user's real cache."""
     code = ("import time,sys; sys.path.insert(0, %r); from core.backbones import load_backbone; "
             "t=time.perf_counter(); load_backbone(%r); print(time.perf_counter()-t)") % (str(ROOT), backbone)
+
+    def once(env):
+        return float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                    text=True, check=True).stdout.strip().splitlines()[-1])
+    if not cold:
+        once(os.environ)  # make sure the cache is there, then time a warm load
+        return {"warm_s": once(os.environ)}
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TENSHOT_CACHE": cache}
-        out = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                    text=True, check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
-    return {"cold_s": out[0], "warm_s": out[1]}
+        return {"cold_s": once(env), "warm_s": once(env)}
+
+
+def installed() -> list[str]:
+    """Registry names whose packages are installed."""
+    names = []
+    for name, entry in REGISTRY.items():
+        try:
+            resolve_packaged(entry)
+            names.append(name)
+        except BackboneUnavailable:
+            pass
+    return names
+
+
+def bench_backbone(name: str, texts, labels, args, cache) -> dict:
+    """All measurements for one backbone; each section is skipped when --quick makes it pointless."""
+    loads = load_times(name, cold=not args.no_cold)
+    bb = load_backbone(name)
+    n = 64 if args.quick else args.n
+    out = {"backbone": name, "info": {**bb.info, "device": bb.device, "layers": bb.n_layers - 1,
+                                      "hidden": bb.hidden_size}, "loads": loads}
+    out["throughput"] = embedding_throughput(bb, texts[:n], repeats=2 if args.quick else 3)
+    # labels are drawn from these texts, up to 100 per class; features come from the cache when seen
+    n_feat, sizes = (240, (25, 50, 100)) if args.quick else (400, (25, 50, 100, 200))
+    X = embed(bb, texts[:n_feat], prompt=PROMPT, cache=cache)
+    out["retrain"] = retrain_latency(X, labels[:n_feat], sorted(set(labels)), sizes=sizes,
+                                     repeats=10 if args.quick else 30)
+    if name == DEFAULT_BACKBONE and not args.quick:
+        out["round_trip"] = round_trip(bb, texts[:1200], labels[:1200], repeats=10)
+    del bb
+    return out
 
 
 def main() -> None:
+    from core.store import Store
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="smollm2-135m")
-    ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--quick", action="store_true", help="fewer texts and repeats (< 5 min)")
+    ap.add_argument("--backbones", default="installed", help="'installed' or comma-separated names")
+    ap.add_argument("--n", type=int, default=256, help="sentences for the throughput test")
+    ap.add_argument("--quick", action="store_true",
+                    help="default backbone only, 64 texts, labels up to 100, fewer repeats")
+    ap.add_argument("--no-cold", action="store_true",
+                    help="time only the warm load (cold: a GGUF conversion into an empty cache)")
     ap.add_argument("--out", help="append the markdown report here")
+    ap.add_argument("--json", help="write the measurements here")
+    ap.add_argument("--cache", default=str(ROOT / "bench" / "results" / "cache.db"))
     args = ap.parse_args()
-    n = 96 if args.quick else args.n
+    names = [DEFAULT_BACKBONE] if args.quick and args.backbones == "installed" else (
+        installed() if args.backbones == "installed" else args.backbones.split(","))
     texts, labels = load_split(DATA / "sst2", "train")
-    bb = load_backbone(args.backbone)
-    thr = embedding_throughput(bb, texts[:n], repeats=2 if args.quick else 3)
-    X = embed(bb, texts[:1200], prompt=PROMPT)
-    lat = retrain_latency(X, labels[:1200], sorted(set(labels)), repeats=10 if args.quick else 30)
-    rt = round_trip(bb, texts[:1200], labels[:1200], repeats=5 if args.quick else 10)
-    loads = load_times(args.backbone)
-    report = _markdown(args, bb, thr, lat, rt, loads)
+    where, results, started = machine(), [], time.time()
+    with Store.open(args.cache) as cache:
+        for name in names:
+            t = time.time()
+            results.append(bench_backbone(name, texts, labels, args, cache))
+            print(f"{name} done in {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    report = _markdown(args, where, results, time.time() - started)
     print(report)
     if args.out:
         with open(args.out, "a") as f:
             f.write(report + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": where, "date": str(datetime.date.today()),
+                                               "results": results}, indent=1))
 
 
-def _markdown(args, bb, thr, lat, rt, loads) -> str:
+def _markdown(args, where, results, wall) -> str:
     lines = [
-        f"### Speed: {bb.name} ({bb.info.get('dtype')}, {bb.info.get('attention')} attention, {bb.device})",
-        f"- date {datetime.date.today()}, machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "### Speed",
+        f"- date {datetime.date.today()}; machine: {where}; wall time {wall:.0f} s",
         f"- command: `.venv/bin/python bench/speed.py {' '.join(sys.argv[1:])}`",
+        "- embedding: SST-2 sentences in a review prompt, batch 32, best of interleaved repeats",
         "",
-        f"Embedding {thr['n']} SST-2 sentences (mean {thr['tokens_mean']:.1f} tokens with the prompt), batch 32:",
-        "",
-        "| path | sentences/s | ratio |",
-        "|---|---|---|",
-        f"| bare `model(**batch)` on the sorted batches | {thr['bare_per_s']:.1f} | 1.00 |",
-        f"| `core.embed.embed` (tokenise, sort, all layers, pool) | {thr['embed_per_s']:.1f} | {thr['embed_vs_bare']:.2f} × bare |",
-        f"| naive loop, unsorted batches | {thr['naive_per_s']:.1f} | sorted is {thr['sorted_vs_naive']:.2f} × faster |",
-        "",
-        "Retrain latency (features cached, spec reused, C chosen by repeated stratified CV):",
-        "",
-        "| labels | features | median ms | p95 ms |",
-        "|---|---|---|---|",
-        *[f"| {r['labels']} | {r['d']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} |" for r in lat],
-        "",
-        f"Submit → new model round trip (`core.project.retrain`: {rt['labels']} labels, "
-        f"{rt['unlabelled']} unlabelled predicted, mode auto): median {rt['median_ms']:.0f} ms, "
-        f"p95 {rt['p95_ms']:.0f} ms.",
-        "",
-        f"First load of {args.backbone}: cold (GGUF conversion) {loads['cold_s']:.1f} s, "
-        f"warm (cached) {loads['warm_s']:.1f} s.",
-        "",
+        "| backbone | layers × hidden | tokens/sentence | bare forward sent/s | `embed` sent/s | embed / bare "
+        "| naive sent/s | sorted / naive | cold load s | warm load s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    return "\n".join(lines)
+    for r in results:
+        t, i, ld = r["throughput"], r["info"], r["loads"]
+        lines.append(
+            f"| {r['backbone']} | {i['layers']} × {i['hidden']} | {t['tokens_mean']:.1f} | {t['bare_per_s']:.1f} "
+            f"| {t['embed_per_s']:.1f} | {t['embed_vs_bare']:.2f} | {t['naive_per_s']:.1f} "
+            f"| {t['sorted_vs_naive']:.2f} | {ld.get('cold_s', float('nan')):.1f} | {ld.get('warm_s', float('nan')):.1f} |")
+    lines += ["", "Retrain latency (mode layer, features cached, spec reused, C chosen by repeated stratified CV), "
+              "median / p95 ms:", "",
+              "| backbone | features | " + " | ".join(f"{r['labels']} labels" for r in results[0]["retrain"]) + " |",
+              "|---|---|" + "---|" * len(results[0]["retrain"])]
+    for r in results:
+        lines.append(f"| {r['backbone']} | {r['retrain'][0]['d']} | " + " | ".join(
+            f"{x['median_ms']:.0f} / {x['p95_ms']:.0f}" for x in r["retrain"]) + " |")
+    for r in results:
+        if "round_trip" in r:
+            rt = r["round_trip"]
+            lines += ["", f"Submit → new model round trip on {r['backbone']} (`core.project.retrain`: "
+                      f"{rt['labels']} labels, {rt['unlabelled']} unlabelled predicted, mode auto): "
+                      f"median {rt['median_ms']:.0f} ms, p95 {rt['p95_ms']:.0f} ms."]
+    return "\n".join(lines + [""])
 
 
 if __name__ == "__main__":
