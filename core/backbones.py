@@ -134,8 +134,9 @@ class Backbone:
     """A loaded model plus its tokenizer.
 
     ``fingerprint`` identifies the exact weights and loader, so cached features from
-    different weights never mix. ``hidden_states`` is the only method that runs the
-    network; everything else (batching, pooling, caching) lives in ``core.embed``.
+    different weights never mix. ``hidden_states`` and ``forward`` are the only methods
+    that run the network; everything else (batching, pooling, caching) lives in
+    ``core.embed`` and ``core.prefix``.
     """
 
     name: str
@@ -190,6 +191,25 @@ class Backbone:
         first = self.hidden_states(input_ids[:half], attention_mask[:half])
         second = self.hidden_states(input_ids[half:], attention_mask[half:])
         return tuple(torch.cat([a.to(b.device), b]) for a, b in zip(first, second))
+
+    def forward(self, **inputs):
+        """Run the network on prepared inputs (tensors are moved to the device), without
+        gradients; running out of memory raises BackboneError with a plain message."""
+        import torch
+
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        try:
+            with torch.inference_mode():
+                return self.model(**inputs)
+        except (RuntimeError, MemoryError) as err:
+            if not _is_out_of_memory(err):
+                raise
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            raise BackboneError(
+                f"The language model ran out of memory ({self.device}). Close other programs to "
+                "free memory, or choose a smaller backbone on the Model page, then try again. "
+                "Your sentences and labels are saved.") from None
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

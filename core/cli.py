@@ -74,9 +74,6 @@ def cmd_train(args, store) -> int:
     seen = list(dict.fromkeys(lab for lab in rows.labels or [] if lab))
     try:
         project = store.project(args.project)
-        for c in seen:
-            if c not in store.classes(project.id):
-                store.add_class(project.id, c)
     except UnknownProject:
         classes = args.classes.split(",") if args.classes else seen
         project = store.create_project(args.project, classes, settings=_settings(args).to_dict())
@@ -84,7 +81,9 @@ def cmd_train(args, store) -> int:
         from .classifier import Settings
 
         project = store.update_settings(project.id, _settings(args, Settings.from_dict(project.settings)).to_dict())
-    added = store.add_texts(project.id, rows.texts, source=Path(args.data).name, labels=rows.labels)
+    # new label names become classes together with the texts: a refused file adds neither
+    added = store.add_texts(project.id, rows.texts, source=Path(args.data).name, labels=rows.labels,
+                            new_classes=seen)
     _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
     outcome = retrain(store, project, _backbone(project.settings.get("backbone", "smollm2-135m")),
                       progress=_bar("embedding"))

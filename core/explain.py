@@ -11,28 +11,25 @@ Each token's term is its exact contribution; the prompt's tokens contribute too 
 are reported apart from the user's words. Under max or last pooling the same linear
 terms are only an approximation (``Attribution.exact`` is False).
 
-SHAP (Partition explainer, Text masker) masks the user's text only; the prompt is put
-around every masked string by the same embedding path as training. Both views are
+SHAP (core.explain_shap, re-exported here) masks the user's text only. Both views are
 mapped onto the same word pieces of the user's text so they can be compared.
 
-Shortcuts admitted: word pieces come from a regular expression, not a linguistic
-tokeniser; SHAP's masker collapses whitespace inside partly masked strings.
+Shortcut admitted: word pieces come from a regular expression, not a linguistic
+tokeniser.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .classifier import features_for
-from .embed import TokenStates, _batches, _pad, cache_key, encode, token_states
+from .embed import TokenStates, _batches, _pad, encode, token_states
 from .errors import InputError
-from .store_codec import text_hash
+from .explain_shap import SHAP_BATCH_SIZE, SHAP_MAX_EVALS, ShapResult, shap_attributions
 
 __all__ = ["Attribution", "Piece", "ShapResult", "Agreement", "Phrase", "LayerWeight",
            "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "linear_weights", "token_contributions",
@@ -40,23 +37,6 @@ __all__ = ["Attribution", "Piece", "ShapResult", "Agreement", "Phrase", "LayerWe
            "shap_attributions", "rank_agreement", "view_agreement", "class_phrases",
            "layer_weights"]
 
-# SHAP budget (masked strings per explanation) and batch (masked strings per model call),
-# measured with `bench/explain.py --threads 1 --sweep 48,96,144` on SmolLM2-135M and 4
-# SST-2 sentences of 18-22 tokens, 2 CPU cores shared with other jobs (75-130 ms per
-# masked string). The full Owen tree took 348-444 strings (22-40 s). Spearman of the
-# word ranking against that full tree (median / min over sentences):
-#   48 strings: 0.80 / 0.34 (4-6 s)    96: 0.84-0.87 / 0.52-0.57 (8-12 s)
-#   144 strings, batch 16: 0.90 / 0.89 (11-18 s); batch 48: 0.90 / 0.75; batch 512: 0.89 / 0.61
-# Partition drains its priority queue one batch at a time, so small batches spend the
-# budget on the coalitions that move the logits most. With one torch thread a string
-# costs the same in batches of 16 or 128; with two oversubscribed threads batches of 16
-# cost ~1.4x more per string. A 3 s target would allow ~25-40 strings: too coarse to
-# rank single words, so the default buys fidelity and the page runs SHAP as a job.
-# Efficiency (values + base == logits) holds at any budget.
-SHAP_MAX_EVALS = 144
-SHAP_BATCH_SIZE = 16
-# bump when the SHAP computation changes, so stored results are not reused
-_SHAP_VERSION = 1
 # word pieces: runs of word characters (with inner apostrophes/hyphens), or of punctuation
 _PIECE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]+")
 
@@ -205,124 +185,6 @@ def text_segments(text: str, pieces: Sequence[Piece]) -> list[Piece]:
     if pos < len(text):
         out.append(Piece(pos, len(text), text[pos:], 0.0))
     return out
-
-
-# --- SHAP ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ShapResult:
-    """Partition-SHAP values of one text for every class logit.
-
-    tokens: the Text masker's pieces of the user's text (a token with the spaces that
-        follow it); spans: their (start, end) in the user's text.
-    values: float64 (n_tokens, K); base_values: (K,) the logits with every token masked;
-    logits: (K,) of the full text. values.sum(0) + base_values == logits: Partition
-        SHAP is exactly efficient whatever the evaluation budget.
-    max_evals: the budget; n_evals: masked strings embedded (at most max_evals).
-    """
-
-    tokens: list[str]
-    spans: list[tuple[int, int]]
-    values: np.ndarray
-    base_values: np.ndarray
-    logits: np.ndarray
-    max_evals: int
-    n_evals: int
-    seconds: float
-    cached: bool = False
-
-
-def shap_attributions(backbone, clf, text: str, *, max_evals: int = SHAP_MAX_EVALS,
-                      batch_size: int = SHAP_BATCH_SIZE, store=None, model_id: int | None = None,
-                      cache=None, progress: Callable[[int, int], None] | None = None,
-                      random_state: int = 0) -> ShapResult:
-    """SHAP values of the classifier's logits (all classes) over the tokens of ``text``.
-
-    The Text masker masks the user's text only; every masked string is wrapped in the
-    prompt and embedded by ``features_for``, as in training. store/model_id: read the
-    result from, and keep it in, ``store.put_explanation(model_id, "shap", ...)``.
-    cache: a feature cache for the full text only (masked strings stay in memory).
-    progress(done, total) is called after each batch of masked strings.
-    """
-    if not text.strip():
-        raise InputError("There is no text to explain: type or pick a sentence first.")
-    if (store is None) != (model_id is None):
-        raise InputError("Pass both store and model_id to keep SHAP results, or neither.")
-    if int(max_evals) < 3 or int(batch_size) < 1:
-        raise InputError(f"max_evals must be at least 3 and batch_size at least 1; "
-                         f"got {max_evals} and {batch_size}.")
-    key = f"{text_hash(text)}|evals{int(max_evals)}|batch{int(batch_size)}|v{_SHAP_VERSION}"
-    if store is not None:
-        hit = store.get_explanation(model_id, "shap", key)
-        if hit is not None:
-            return _shap_from_state(*hit)
-    result = _run_shap(backbone, clf, text, int(max_evals), int(batch_size), cache, progress,
-                       random_state)
-    if store is not None:
-        store.put_explanation(model_id, "shap", key, *_shap_state(result))
-    return result
-
-
-def _run_shap(backbone, clf, text, max_evals, batch_size, cache, progress, random_state):
-    import shap
-
-    from .project import MemoryCache
-
-    start, s = time.perf_counter(), clf.settings
-    X = features_for(backbone, [text], s, cache=cache)
-    masked = MemoryCache(max_items=4 * max_evals)  # repeated masked strings cost nothing
-    masked.put_features(cache_key(backbone, s.max_length), s.prompt, s.pooling, {text_hash(text): X[0]})
-    # the masker collapses whitespace even in the unmasked text: map it back to the
-    # user's exact text so values + base == the logits the user sees
-    whole, n_evals = re.sub(r"\s+", " ", text).strip(), [0]
-
-    def f(strings) -> np.ndarray:
-        strings = [text if str(x) == whole else str(x) for x in strings]
-        out = clf.decision_features(features_for(backbone, strings, s, cache=masked))
-        n_evals[0] += len(strings)
-        if progress:
-            progress(min(n_evals[0], max_evals), max_evals)
-        return out
-
-    masker = shap.maskers.Text(backbone.tokenizer)
-    rng = np.random.get_state()  # Partition breaks priority ties with np.random
-    np.random.seed(random_state)
-    try:
-        exp = shap.Explainer(f, masker, algorithm="partition")([text], max_evals=max_evals,
-                                                              batch_size=batch_size, silent=True)
-    finally:
-        np.random.set_state(rng)
-    if progress:
-        progress(max_evals, max_evals)
-    tokens = [str(t) for t in exp.data[0]]
-    return ShapResult(tokens, _masker_spans(backbone.tokenizer, text, len(tokens)),
-                      np.asarray(exp.values[0], np.float64), np.asarray(exp.base_values[0], np.float64),
-                      clf.decision_features(X)[0].astype(np.float64), max_evals, n_evals[0],
-                      time.perf_counter() - start)
-
-
-def _masker_spans(tokenizer, text: str, n_tokens: int) -> list[tuple[int, int]]:
-    """(start, end) of each Text-masker piece: a token up to where the next one starts."""
-    offsets = [(0, 0) if o is None else tuple(o)
-               for o in tokenizer(text, return_offsets_mapping=True)["offset_mapping"]]
-    spans = [(a, max(b, nxt[0])) for (a, b), nxt in zip(offsets, offsets[1:])] + offsets[-1:]
-    if len(spans) != n_tokens:
-        raise InputError(f"SHAP returned {n_tokens} tokens but the tokenizer gives "
-                         f"{len(spans)}; this tokenizer is not supported for SHAP.")
-    return spans
-
-
-def _shap_state(r: ShapResult) -> tuple[dict, dict[str, np.ndarray]]:
-    params = {"tokens": r.tokens, "spans": [list(sp) for sp in r.spans], "max_evals": r.max_evals,
-              "n_evals": r.n_evals, "seconds": r.seconds}
-    return params, {"values": r.values, "base_values": r.base_values, "logits": r.logits}
-
-
-def _shap_from_state(params: dict, arrays: dict[str, np.ndarray]) -> ShapResult:
-    return ShapResult(list(params["tokens"]), [tuple(sp) for sp in params["spans"]],
-                      arrays["values"], arrays["base_values"], arrays["logits"],
-                      int(params["max_evals"]), int(params["n_evals"]), float(params["seconds"]),
-                      cached=True)
 
 
 # --- agreement ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ Example::
         store.set_label(project.id, ids[0], "positive")
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 from core import io as _io
 from core.errors import InputError, UnknownProject
@@ -128,15 +128,21 @@ class Store(ClassesMixin, ArtifactsMixin):
         *,
         source: str = "typed",
         labels: list[str | None] | None = None,
+        new_classes: Sequence[str] = (),
     ) -> AddResult:
         """Add texts, stripped and de-duplicated by hash; optionally label them (None: no label).
 
-        Labels are checked before anything is written. A text given twice keeps
+        new_classes: classes to create first (names the project already has are
+        skipped), in the same transaction, so a refused import creates none of them.
+        Labels are checked before any text is written. A text given twice keeps
         its last non-None label; a text the project already had is relabelled.
         Refused as a whole (InputError) when the project would hold more than
         ``core.io.LIMITS.project_texts`` texts.
         """
         self._project_name(project_id)
+        for name in dict.fromkeys(new_classes):
+            if name not in self.class_ids(project_id):
+                self.add_class(project_id, name)
         wanted = self._wanted_labels(project_id, texts, labels)
         unique: dict[str, tuple[str, str | None]] = {}
         empty = 0

@@ -20,11 +20,12 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def add(project, texts: list[str], *, labels=None, source: str, warnings=()) -> None:
-    """Store texts (and labels), start reading them in the background, then redraw."""
+def add(project, texts: list[str], *, labels=None, source: str, warnings=(), new_classes=()) -> None:
+    """Store texts (and labels, creating new_classes), start reading them in the
+    background, then redraw."""
     s = store()
     try:  # the store refuses the whole batch when the project would exceed LIMITS.project_texts
-        result = s.add_texts(project.id, texts, source=source, labels=labels)
+        result = s.add_texts(project.id, texts, source=source, labels=labels, new_classes=new_classes)
     except TenshotError as err:
         show_error(err)
         return
@@ -149,13 +150,11 @@ def upload(project) -> None:
         f" ({n_labelled:,} labelled)" if labels is not None else "")
     if st.button(button, type="primary", icon=":material/upload:", disabled=not rows.texts,
                  key="import_btn"):
-        if add_classes:
-            for name in unknown:
-                store().add_class(project.id, name)
-        elif labels is not None:
+        if labels is not None and not add_classes:
             labels = [lab if lab in classes else None for lab in labels]
         st.session_state["upload_generation"] = st.session_state.get("upload_generation", 0) + 1
-        add(project, rows.texts, labels=labels, source=file.name, warnings=rows.warnings)
+        add(project, rows.texts, labels=labels, source=file.name, warnings=rows.warnings,
+            new_classes=unknown if add_classes else ())
 
 
 def eta_text(seconds: float | None) -> str:

@@ -114,8 +114,9 @@ def shap_view(bb, clf, latest, text, k):
         slot.empty()
         bar = st.progress(0.0, text="Hiding words and re-reading the sentence...")
         try:
-            cache[key] = shap_attributions(bb, clf, text, store=s, model_id=latest.id, progress=lambda
-                                           d, t: bar.progress(d / t, text=f"SHAP: {d} of {t} versions read"))
+            cache[key] = shap_attributions(bb, clf, text, store=s, model_id=latest.id, cache=feature_cache(s),
+                                           progress=lambda d, t: bar.progress(
+                                               d / t, text=f"SHAP: {d} of {t} versions read"))
         except TenshotError as err:
             show_error(err)
         bar.empty()

@@ -110,6 +110,23 @@ def test_upload_csv_with_a_label_column(project):
     _finish_jobs(path, pid)
 
 
+
+def test_a_refused_upload_adds_no_new_classes(project, monkeypatch):
+    from core import io as core_io
+    from core.io import Limits
+
+    path, pid = project
+    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=2))
+    at = _data_page(pid)
+    csv = b"text,label\ngood movie,pos\nbad film,neg\nso so,meh\n"
+    at.file_uploader(key="upload_0").set_value(("big.csv", csv, "text/csv")).run()
+    at.checkbox(key="upload_add_classes").check().run()
+    at.button(key="import_btn").click().run()
+    assert not at.exception
+    assert "Nothing was added" in page_text(at)
+    assert sql(path, "SELECT name FROM classes ORDER BY position") == [("neg",), ("pos",)]
+    assert sql(path, "SELECT count(*) FROM texts") == [(0,)]
+
 def test_upload_jsonl_and_txt(project):
     path, pid = project
     at = _data_page(pid)

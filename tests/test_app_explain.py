@@ -132,12 +132,12 @@ def test_switching_the_class_explains_that_class(workspace, tiny_model_dir):
 
 
 def test_shap_is_computed_once_then_read_from_the_store(workspace, monkeypatch):
-    import core.explain
+    import core.explain_shap
 
     db, pid, _ = workspace
     calls = []
-    original = core.explain._run_shap
-    monkeypatch.setattr(core.explain, "_run_shap", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = core.explain_shap._run_shap
+    monkeypatch.setattr(core.explain_shap, "_run_shap", lambda *a, **k: calls.append(1) or original(*a, **k))
     at = open_page("explain")
     at.button(key="ex_shap").click().run()
     assert not at.exception

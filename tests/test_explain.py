@@ -50,6 +50,10 @@ class CountingBackbone:
         self.calls += 1
         return self.backbone.hidden_states(input_ids, attention_mask)
 
+    def forward(self, **inputs):
+        self.calls += 1
+        return self.backbone.forward(**inputs)
+
 
 @pytest.mark.parametrize("mode", ["layer", "fusion", "stc"])
 def test_token_attributions_plus_constant_equal_the_logit(tiny_backbone, classifiers, mode):

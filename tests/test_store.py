@@ -556,3 +556,19 @@ def test_explanations_round_trip_replace_and_cascade(path):
         store.put_explanation(model_id + 99, "shap", "h1", {}, {})
     store.delete_project(project.id)
     assert store.db.execute("SELECT COUNT(*) FROM explanations").fetchone()[0] == 0
+
+
+def test_new_classes_are_created_with_the_texts_or_not_at_all(store, monkeypatch):
+    from core import io as core_io
+    from core.io import Limits
+
+    p = store.create_project("p", ["neg", "pos"])
+    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=3))
+    with pytest.raises(InputError, match="Nothing was added"):
+        store.add_texts(p.id, ["a", "b", "c", "d"], labels=["meh", "pos", "wow", None],
+                        new_classes=["meh", "wow"])
+    assert store.classes(p.id) == ["neg", "pos"] and store.texts(p.id) == []
+    result = store.add_texts(p.id, ["a", "b", "c"], labels=["meh", "pos", "meh"],
+                             new_classes=["meh", "pos", "meh"])
+    assert result.added == 3 and store.classes(p.id) == ["neg", "pos", "meh"]
+    assert store.label_counts(p.id) == {"neg": 0, "pos": 1, "meh": 2}
