@@ -35,7 +35,7 @@ __all__ = ["Attribution", "Piece", "ShapResult", "Agreement", "Phrase", "LayerWe
            "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "linear_weights", "token_contributions",
            "coefficient_attributions", "word_scores", "word_attributions", "text_segments",
            "shap_attributions", "rank_agreement", "view_agreement", "class_phrases",
-           "layer_weights"]
+           "layer_weights", "layer_weights_by_backbone"]
 
 # word pieces: runs of word characters (with inner apostrophes/hyphens), or of punctuation
 _PIECE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]+")
@@ -260,11 +260,19 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
     if len(texts) > max_texts:
         pick = np.random.default_rng(random_state).choice(len(texts), max_texts, replace=False)
         texts = [texts[i] for i in sorted(pick)]
+    parts = _linear_parts(backbone, clf)
+    per_text: dict[int, np.ndarray] = {}  # piece totals; a fused model's backbones add up
+    for k, (bb, prompt, V) in enumerate(parts):
+        step = None if progress is None else (
+            lambda done, total, k=k: progress(k * total + done, len(parts) * total))
+        for i, spans, values in _contributions_many(bb, V, prompt, clf.settings.max_length, texts,
+                                                    batch_size, step):
+            _, totals = _piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
+            per_text[i] = per_text.get(i, 0) + totals
     seen: dict[str, list[tuple[np.ndarray, int]]] = defaultdict(list)
-    for i, spans, values in _contributions_many(backbone, clf, texts, batch_size, progress):
-        bounds, totals = _piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
-        for (a, b), row in zip(bounds, totals):
-            seen[texts[i][a:b].lower()].append((row, i))
+    for i, totals in sorted(per_text.items()):
+        for m, row in zip(_PIECE.finditer(texts[i]), totals):
+            seen[m.group().lower()].append((row, i))
     out = {}
     for k, name in enumerate(clf.classes):
         rows = []
@@ -277,16 +285,26 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
     return out
 
 
-def _contributions_many(backbone, clf, texts: list[str], batch_size: int, progress):
+def _linear_parts(backbone, clf) -> list[tuple]:
+    """(backbone, prompt, V) per backbone: V maps its hidden states to the logits."""
+    V, _ = linear_weights(clf)
+    if not hasattr(backbone, "parts"):
+        return [(backbone, clf.settings.prompt, V)]
+    from .multi import part_prompt
+
+    return [(bb, part_prompt(part.name, clf.settings.prompt), V[part.rows, :part.width])
+            for part, bb in zip(backbone.parts, backbone.backbones)]
+
+
+def _contributions_many(backbone, V, prompt, max_length: int, texts: list[str], batch_size: int,
+                        progress):
     """Yield (index, user spans, token contributions (n_tokens, K)) for each text.
 
     Runs the backbone on length-sorted padded batches and keeps only the layers the
     head reads, so memory stays at (batch, n_tokens, hidden) per such layer.
     """
-    s = clf.settings
-    V, _ = linear_weights(clf)
     layers = np.flatnonzero(np.abs(V).sum((1, 2)) > 0)
-    encoded = encode(backbone.tokenizer, texts, prompt=s.prompt, max_length=s.max_length)
+    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length)
     if not len(layers):  # a head that selected nothing: every token contributes 0
         yield from ((i, e.user_spans, np.zeros((len(e.input_ids), V.shape[2])))
                     for i, e in enumerate(encoded))
@@ -303,6 +321,16 @@ def _contributions_many(backbone, clf, texts: list[str], batch_size: int, progre
         done += len(idx)
         if progress:
             progress(done, len(texts))
+
+
+def layer_weights_by_backbone(clf) -> list[tuple[str | None, list[LayerWeight]]]:
+    """``layer_weights`` per backbone of a fused model, its layers numbered from 0 (the
+    shares still sum to 1 over all backbones); [(None, layer_weights(clf))] otherwise."""
+    rows = layer_weights(clf)
+    if clf.spec.mode != "multi":
+        return [(None, rows)]
+    return [(part.name, [r._replace(layer=r.layer - part.rows.start) for r in rows[part.rows]])
+            for part, _ in clf.spec.parts]
 
 
 def layer_weights(clf) -> list[LayerWeight]:

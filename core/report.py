@@ -201,15 +201,17 @@ def style_figure(fig, *, height: int | None = None):
     return fig
 
 
-def layer_weights_figure(weights: Sequence):
-    """Bars: each hidden-state layer's share of the head's |weight| (``LayerWeight`` rows)."""
+def layer_weights_figure(weights: Sequence, backbone: str | None = None):
+    """Bars: each hidden-state layer's share of the head's |weight| (``LayerWeight`` rows);
+    backbone: its name, for one backbone of a fused model."""
     import plotly.graph_objects as go
 
     fig = go.Figure(go.Bar(
         x=[w.layer for w in weights], y=[w.share for w in weights], marker_color=INDIGO,
         customdata=[w.n_features for w in weights],
         hovertemplate="layer %{x}: %{y:.0%} of the weight, %{customdata} features<extra></extra>"))
-    fig.update_layout(title="Where in the network the signal lives",
+    where = "the network" if backbone is None else backbone
+    fig.update_layout(title=f"Where in {where} the signal lives",
                       xaxis=dict(title="layer (0 = token embeddings)", dtick=max(1, len(weights) // 15)),
                       yaxis=dict(title="share of the model's weight", tickformat=".0%"))
     return style_figure(fig, height=300)
@@ -360,7 +362,7 @@ def build_report(project_name: str, model, examples: Sequence[Example], *, diagn
 
     model: the ``ModelVersion``; examples: from ``example_of``; diagnostics: a
     ``core.curves.Diagnostics`` (learning curve + confusion matrix); profile: the Model
-    page's {pooling: per-layer accuracy}; layer_shares: ``explain.layer_weights`` rows;
+    page's {pooling: per-layer accuracy}; layer_shares: ``explain.layer_weights_by_backbone``;
     stability: a ``core.stability.Stability`` of this model. Each optional part that is
     None is left out (with a line saying how to get it).
     """
@@ -404,8 +406,8 @@ def build_report(project_name: str, model, examples: Sequence[Example], *, diagn
     if profile:
         spec = FeatureSpec.from_json(model.params["spec"])
         parts.append(fig(style_figure(layer_figure(profile, spec.layers))))
-    if layer_shares:
-        parts.append(fig(layer_weights_figure(layer_shares)))
+    for backbone, shares in layer_shares or ():
+        parts.append(fig(layer_weights_figure(shares, backbone)))
     parts.append('</div><h2>Example explanations</h2><p class="lead">Each word is coloured by how '
                  'much it pushed the model towards (indigo) or away from (red) a class.</p>')
     parts += [_example_html(ex) for ex in examples] or ['<p class="note">No example.</p>']

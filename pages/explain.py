@@ -17,8 +17,8 @@ from core.classifier import features_for
 from core.curves import diagnose, profile_layers
 from core.embed import token_states
 from core.errors import TenshotError
-from core.explain import (Attribution, SHAP_MAX_EVALS, class_phrases, coefficient_attributions, layer_weights,
-                          shap_attributions, view_agreement, word_attributions)
+from core.explain import (Attribution, SHAP_MAX_EVALS, class_phrases, coefficient_attributions,
+                          layer_weights_by_backbone, shap_attributions, view_agreement, word_attributions)
 from core.multi import group_attributions
 from core.report import (build_report, example_of, exactness_text, layer_weights_figure,
                          pick_examples, report_filename)
@@ -208,11 +208,9 @@ def sandbox(bb, clf, latest, text, ex) -> None:
 
 
 def global_view(project, bb, clf, latest) -> None:
-    if hasattr(bb, "parts"):
-        st.caption("The overall view and the report are available for models on a single backbone.")
-        return
     with st.expander("What the model learned overall", icon=":material/public:"):
-        st.plotly_chart(layer_weights_figure(layer_weights(clf)), key="ex_layers")
+        for i, (name, weights) in enumerate(layer_weights_by_backbone(clf)):  # fused: per backbone
+            st.plotly_chart(layer_weights_figure(weights, name), key=f"ex_layers_{i}")
         st.caption("How the model's weight is spread over the language model's layers: "
                    "shallow layers see words, deeper ones meaning.")
         key = ("ex_phrases", latest.id)
@@ -248,8 +246,6 @@ def global_view(project, bb, clf, latest) -> None:
 
 
 def report_section(project, bb, clf, latest, text) -> None:
-    if hasattr(bb, "parts"):
-        return
     st.subheader("Share with stakeholders", anchor=False)
     st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
                "example explanations and the stored stability run. It opens in any browser, "
@@ -287,7 +283,7 @@ def make_report(project, bb, clf, latest, text, with_profile: bool, bar) -> byte
     examples = [example_of(explain_text(bb, clf, latest.id, t)[1], clf.classes, t, label=lab)
                 for t, lab in pick_examples(s.predictions(latest.id), rows, clf.classes, first=text)]
     html_text = build_report(project.name, latest, examples, diagnostics=diag, profile=profile,
-                             layer_shares=layer_weights(clf), stability=load_stability(s, latest.id))
+                             layer_shares=layer_weights_by_backbone(clf), stability=load_stability(s, latest.id))
     return html_text.encode("utf-8")
 
 

@@ -286,3 +286,49 @@ def test_a_fused_model_is_explained_exactly_over_both_backbones(fresh_workspace,
     assert abs(parts[:3].sum() - logit) < 1e-4 and "they add up exactly" in page_text(at)
     assert "very good" in html_text(at)
     assert "single backbone" in page_text(at)  # the overall view says what it cannot do yet
+
+
+def test_fused_model_gets_the_global_view_and_the_report(fresh_workspace, whole_app_reruns,
+                                                         monkeypatch, downloads):
+    """A model over two backbones: one layer chart per backbone, words for each class
+    from both, and the stakeholder report."""
+    import streamlit as st
+
+    from app_fixtures import NEG, POS
+    from core import multi
+    from core.backbones import Backbone, PackagedModel
+    from core.project import retrain
+    from tests.conftest import make_tiny_model, make_tokenizer
+
+    tok = make_tokenizer()
+    a = Backbone("tiny-a", make_tiny_model(len(tok), seed=1, layers=2, hidden=32), tok, "fp-a")
+    b = Backbone("tiny-b", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-b")
+    for bb in (a, b):
+        monkeypatch.setitem(multi.REGISTRY, bb.name, PackagedModel(
+            bb.name, bb.name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-"))
+    group = multi.BackboneGroup("tiny-a+tiny-b", (a, b), tuple(multi.group_parts("tiny-a+tiny-b")))
+    monkeypatch.setattr("pages._shared.load_backbone", lambda name: group)
+    st.cache_resource.clear()
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project("Fused", ["neg", "pos"], settings={
+            "backbone": group.name, "prompt": "review : {text}", "mode": "layer", "penalty": "l2"})
+        ids = store.add_texts(project.id, POS + NEG).text_ids
+        for text_id, label in zip(ids, ["pos"] * len(POS) + ["neg"] * len(NEG)):
+            store.set_label(project.id, text_id, label)
+        retrain(store, project, group)
+
+    at = open_page("explain")
+    assert not at.exception
+    titles = [str(s["layout"]["title"]["text"]) for s in plotly_specs(at)]
+    assert "Where in tiny-a the signal lives" in titles and "Where in tiny-b the signal lives" in titles
+    shares = sum(plotly_array(chart(at, f"Where in {n}")["data"][0]["y"]).sum() for n in ("tiny-a", "tiny-b"))
+    assert shares == pytest.approx(1.0)
+    at.button(key="ex_phrases").click().run()
+    assert not at.exception
+    assert (at.dataframe[0].value["Uses"] >= 2).all()
+    at.button(key="ex_report_build").click().run()
+    assert not at.exception
+    (report,) = [v.decode() for n, v in downloads.items() if n.endswith(".html")]
+    assert "Where in tiny-a the signal lives" in report and "Where in tiny-b the signal lives" in report
+    assert "Example explanations" in report
+    st.cache_resource.clear()  # the fake group must not serve later tests

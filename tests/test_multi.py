@@ -125,3 +125,29 @@ def test_group_attributions_are_exact_per_backbone(group, mode):
     assert_allclose(parts[0][1].logits, clf.decision_features(features_for(group, ["good film i hate it"], s))[0],
                     atol=1e-5)
     assert all(abs(a.values).sum() > 0 for _, a in parts)  # both backbones carry weight
+
+
+def test_global_view_of_a_fused_model_adds_up_its_backbones(group):
+    from core.explain import class_phrases, layer_weights_by_backbone, word_attributions
+
+    texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
+    s = Settings(backbone=group.name, prompt="review : {text}", mode="layer", penalty="l2")
+    clf = train(features_for(group, texts, s), labels, ["neg", "pos"], s)
+    text = "good film i hate it"
+    seen = []
+    phrases = class_phrases(group, clf, [text], min_count=1, progress=lambda d, t: seen.append((d, t)))
+    words = {}
+    for _, a in multi.group_attributions(group, clf, text):
+        for k in (0, 1):
+            for p in word_attributions(a, text, k):
+                words[(p.text, k)] = words.get((p.text, k), 0.0) + p.score
+    for p in phrases["pos"]:  # centred over the two classes
+        assert p.score == pytest.approx((words[(p.text, 1)] - words[(p.text, 0)]) / 2, abs=1e-6)
+    assert {p.text for p in phrases["pos"]} == set(text.split())
+    assert seen[-1] == (2, 2)  # one text, read once by each backbone
+
+    by_backbone = layer_weights_by_backbone(clf)
+    assert [name for name, _ in by_backbone] == ["tiny-a", "tiny-b"]
+    assert [len(rows) for _, rows in by_backbone] == [3, 4]  # embeddings + 2 and + 3 layers
+    assert [r.layer for r in by_backbone[1][1]] == [0, 1, 2, 3]
+    assert sum(r.share for _, rows in by_backbone for r in rows) == pytest.approx(1.0)

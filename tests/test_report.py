@@ -14,7 +14,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from core.curves import diagnose
-from core.explain import Piece, coefficient_attributions, layer_weights
+from core.explain import Piece, coefficient_attributions, layer_weights_by_backbone
 from core.project import load_classifier, retrain
 from core.report import (build_report, example_of, exactness_text, heatmap_html, legend_html,
                          pick_examples, report_filename)
@@ -81,7 +81,7 @@ def full_report(tiny_backbone, hostile_model) -> str:
     diag = diagnose(clf, inputs["X"], [r.label for r in rows if r.label in clf.classes])
     return build_report(project.name, model, _examples(tiny_backbone, store, project, model, clf),
                         diagnostics=diag, profile={"mean": np.linspace(0.3, 0.8, 3)},
-                        layer_shares=layer_weights(clf), stability=bootstrap(clf, **inputs, B=8),
+                        layer_shares=layer_weights_by_backbone(clf), stability=bootstrap(clf, **inputs, B=8),
                         generated=WHEN)
 
 
