@@ -13,16 +13,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .backbones import DEFAULT_BACKBONE
-from .embed import DEFAULT_MAX_LENGTH, POOLINGS, FeatureCache, embed
+from .embed import DEFAULT_MAX_LENGTH, POOLINGS, FeatureCache, embed, encode
 from .errors import InputError
 from .features import FeatureSpec, select_features, select_group_features
 from .multi import ENCODERS, embed_group, group_parts, is_group
 from .head import Head, check_labels
 
-__all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "Settings", "Classifier", "default_prompt", "train",
-           "features_for", "with_settings"]
+__all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "MIN_TOKENS", "MAX_TOKENS", "Settings", "Classifier", "default_prompt", "train",
+           "features_for", "n_truncated", "with_settings"]
 
 MODES = ("auto", "layer", "fusion", "stc")
+MIN_TOKENS, MAX_TOKENS = 8, 4096  # the range of Settings.max_length
 PENALTIES = ("l1", "elasticnet", "l2")
 # A neutral task frame: a suffix that asks for a label makes the last tokens summarise
 # the text, which measured better than the bare sentence (DESIGN.md's probe).
@@ -56,8 +57,9 @@ class Settings:
             raise InputError(f"Unknown penalty '{self.penalty}'; choose one of {', '.join(PENALTIES)}.")
         if self.prompt and self.prompt.count("{text}") != 1:
             raise InputError(f"The prompt template must contain {{text}} exactly once; got {self.prompt!r}.")
-        if not 8 <= int(self.max_length) <= 4096:
-            raise InputError(f"max_length must be between 8 and 4096 tokens; got {self.max_length}.")
+        if not MIN_TOKENS <= int(self.max_length) <= MAX_TOKENS:
+            raise InputError(f"The longest sentence must be set between {MIN_TOKENS} and {MAX_TOKENS} "
+                             f"tokens; got {self.max_length}.")
         return self
 
     def to_dict(self) -> dict:
@@ -125,6 +127,23 @@ def features_for(backbone, texts: Sequence[str], settings: Settings, *,
                            max_length=settings.max_length, cache=cache, progress=progress)
     return embed(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
                  max_length=settings.max_length, cache=cache, progress=progress)
+
+
+def n_truncated(backbone, texts: Sequence[str], settings: Settings) -> int:
+    """How many texts are longer than ``settings.max_length`` tokens with the prompt (for
+    any backbone of a group): they lose their end when embedded."""
+    if hasattr(backbone, "parts"):
+        from .multi import part_prompt
+
+        pairs = [(bb, part_prompt(part.name, settings.prompt))
+                 for part, bb in zip(backbone.parts, backbone.backbones)]
+    else:
+        pairs = [(backbone, settings.prompt)]
+    cut = set()
+    for bb, prompt in pairs:
+        encoded = encode(bb.tokenizer, texts, prompt=prompt, max_length=settings.max_length)
+        cut.update(i for i, e in enumerate(encoded) if e.truncated)
+    return len(cut)
 
 
 def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings: Settings, *,

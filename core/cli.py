@@ -47,7 +47,8 @@ def _settings(args, base=None):
     prompt = args.prompt if args.prompt is not None else (
         base.prompt if args.backbone is None else default_prompt(backbone))
     return Settings(backbone=backbone, prompt=prompt or None, pooling=args.pooling or base.pooling,
-                    mode=args.mode or base.mode, penalty=args.penalty or base.penalty).check()
+                    mode=args.mode or base.mode, penalty=args.penalty or base.penalty,
+                    max_length=args.max_length or base.max_length).check()
 
 
 def _backbone(name: str):
@@ -77,7 +78,7 @@ def cmd_train(args, store) -> int:
     except UnknownProject:
         classes = args.classes.split(",") if args.classes else seen
         project = store.create_project(args.project, classes, settings=_settings(args).to_dict())
-    if any(getattr(args, k) for k in ("backbone", "prompt", "mode", "penalty", "pooling")):
+    if any(getattr(args, k) for k in ("backbone", "prompt", "mode", "penalty", "pooling", "max_length")):
         from .classifier import Settings
 
         project = store.update_settings(project.id, _settings(args, Settings.from_dict(project.settings)).to_dict())
@@ -170,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--mode", choices=["auto", "layer", "fusion", "stc"])
         sp.add_argument("--penalty", choices=["l1", "elasticnet", "l2"])
         sp.add_argument("--pooling", choices=["mean", "last", "max"])
+        sp.add_argument("--max-length", type=int, metavar="TOKENS",
+                        help="longest text in tokens, prompt included (default 256); longer ones lose their end")
 
     sub.add_parser("projects", help="list projects")
     t = sub.add_parser("train", help="add a CSV of text,label rows and train")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
-from .classifier import Settings, features_for
+from .classifier import Settings, features_for, n_truncated
 from .errors import StoreError, TenshotError
 from .project import MemoryCache
 from .store import Store
@@ -95,10 +95,19 @@ def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Set
 
                 store.update_job(job_id, done=0, message=f"Reading {total} sentences...")
                 features_for(model, list(texts), settings, cache=cache, progress=progress)
+                cut = n_truncated(model, list(texts), settings)
             store.update_job(job_id, done=total, status="done",
-                             message=f"All {total} sentences are ready for the model.")
+                             message=f"All {total} sentences are ready for the model."
+                             + _truncation_note(cut, settings.max_length))
         except Exception as err:  # the thread must record every failure, whatever its type
             _record_failure(store, job_id, err)
+
+
+def _truncation_note(n: int, max_length: int) -> str:
+    if not n:
+        return ""
+    return (f" {n} of them {'was' if n == 1 else 'were'} longer than {max_length} tokens and lost "
+            "their end; raise “Longest sentence” on the Model page to keep them whole.")
 
 
 def _record_failure(store: Store, job_id: int, err: Exception) -> None:

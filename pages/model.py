@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.backbones import REGISTRY, resolve_packaged
 from core.multi import group_parts, is_group
-from core.classifier import MODES, PENALTIES, features_for, with_settings
+from core.classifier import MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, features_for, with_settings
 from core.charts import (confusion_figure, curve_figure, describe_estimate, history_figure,
                          layer_figure, noise_note)
 from core.curves import accuracy_noise, compare_prompts, diagnose, labels_needed, profile_layers
@@ -100,11 +100,16 @@ def settings_form(project, settings) -> None:
                f"{PENALTY_HELP[penalty]}."
                + ("" if pooling == "mean" else " Token explanations are exact only for mean "
                   "pooling; with last-token or max pooling they are approximate."))
+    max_length = st.number_input(
+        "Longest sentence (tokens, prompt included)", min_value=MIN_TOKENS, max_value=MAX_TOKENS,
+        value=int(settings.max_length), step=64, key="m_max_length",
+        help="Longer sentences lose their end. A token is about three quarters of a word; "
+             "raising this makes reading long sentences slower.")
     if st.button("Save and retrain", type="primary", icon=":material/save:", key="m_save",
                  disabled=bad_prompt or not path.strip()):
         save_settings(project, settings, backbone=choice if choice != OTHER else path.strip(),
                       prompt=prompt if prompt.strip() else None, mode=mode, penalty=penalty,
-                      pooling=pooling)
+                      pooling=pooling, max_length=int(max_length))
 
 
 def save_settings(project, settings, **changes) -> None:

@@ -69,6 +69,18 @@ def test_saving_settings_updates_the_project_and_retrains(workspace):
     assert any("Model v3 trained" in s.value for s in at.success)
 
 
+
+def test_the_longest_sentence_is_a_setting(workspace):
+    db, pid, _ = workspace
+    at = open_page("model")
+    assert at.number_input(key="m_max_length").value == 256
+    at.number_input(key="m_max_length").set_value(64)
+    at.button(key="m_save").click().run()
+    assert not at.exception
+    with Store.open(db) as store:
+        assert store.project(pid).settings["max_length"] == 64
+        assert store.latest_model(pid).params["settings"]["max_length"] == 64
+
 def test_a_prompt_without_text_placeholder_cannot_be_saved(workspace):
     db, pid, _ = workspace
     at = open_page("model")

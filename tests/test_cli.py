@@ -128,3 +128,19 @@ def test_eval_zero_shot_on_an_untied_backbone_is_a_plain_error(tmp_path, model_d
     err = capsys.readouterr().err
     assert code == 2 and "error: The backbone" in err and "zero-shot" in err and "Traceback" not in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_max_length_is_saved_and_an_out_of_range_one_is_refused(tmp_path, model_dir, capsys):
+    db = str(tmp_path / "w.db")
+    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
+                 "--prompt", "", "--mode", "layer", "--max-length", "32"]) == 0
+    with Store.open(db) as store:
+        p = store.project("p")
+        assert p.settings["max_length"] == 32
+        assert store.latest_model(p.id).params["settings"]["max_length"] == 32
+    code = main(["--db", db, "train", "--project", "p", "--data", data, "--max-length", "5"])
+    assert code != 0
+    assert "between 8 and 4096 tokens; got 5" in capsys.readouterr().err
+    with Store.open(db) as store:  # the refused run changed nothing
+        assert store.project("p").settings["max_length"] == 32

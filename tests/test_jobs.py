@@ -42,6 +42,20 @@ def test_embedding_job_completes_and_fills_the_cache(db, tiny_backbone):
     assert (progress.state, progress.fraction, progress.active) == ("done", 1.0, False)
 
 
+
+def test_a_job_says_how_many_sentences_lost_their_end(db, tiny_backbone):
+    path, pid = db
+    short = Settings(backbone="tiny", prompt=None, max_length=8)
+    texts = ["good movie", "the film was good and the plot was very fine",  # 10 words + sink
+             "a wonderful plot", "it was a very very dull and sad and ugly film"]
+    job_id = jobs.start_embedding(path, pid, texts, short, tiny_backbone)
+    assert jobs.wait(job_id, timeout=60)
+    with Store.open(path) as store:
+        message = store.job(job_id).message
+    assert message == ("All 4 sentences are ready for the model. 2 of them were longer than 8 "
+                       "tokens and lost their end; raise “Longest sentence” on the Model page to "
+                       "keep them whole.")
+
 def test_a_second_job_on_cached_texts_reaches_its_total(db, tiny_backbone):
     path, pid = db
     jobs.run_embedding(path, _job(path, pid, 3), TEXTS[:3], SETTINGS, tiny_backbone)
