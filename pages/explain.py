@@ -109,8 +109,9 @@ def shap_view(bb, clf, latest, text, k):
                  for k_ in s.explanation_keys(latest.id, "shap"))
     cache = st.session_state.setdefault("_ex_shap", {})
     slot = st.empty()
-    if key not in cache and (stored or slot.button("Compute SHAP", key="ex_shap",
-                                                   icon=":material/calculate:")):
+    auto = st.session_state.get("_ex_shap_auto", False)  # kept while visiting other pages
+    if key not in cache and (stored or auto or slot.button("Compute SHAP", key="ex_shap",
+                                                           icon=":material/calculate:")):
         slot.empty()
         bar = st.progress(0.0, text="Hiding words and re-reading the sentence...")
         try:
@@ -121,6 +122,9 @@ def shap_view(bb, clf, latest, text, k):
             show_error(err)
         bar.empty()
     result = cache.get(key)
+    st.toggle("Compute SHAP for every sentence I open", value=auto, key="ex_shap_auto",
+              on_change=lambda: st.session_state.update(_ex_shap_auto=st.session_state["ex_shap_auto"]),
+              help="Each new sentence then takes a few seconds longer to open.")
     if result is None:
         st.caption(f"Re-reads the sentence about {SHAP_MAX_EVALS} times with words hidden: a few "
                    "seconds. The result is kept with this model version.")

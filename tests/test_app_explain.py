@@ -154,6 +154,23 @@ def test_shap_is_computed_once_then_read_from_the_store(workspace, monkeypatch):
     assert not [b for b in again.button if b.key == "ex_shap"]
 
 
+
+def test_shap_can_run_for_every_sentence_opened(workspace):
+    db, pid, _ = workspace
+    at = open_page("explain")
+    assert [b for b in at.button if b.key == "ex_shap"]  # off by default: a button
+    at.toggle(key="ex_shap_auto").set_value(True).run()
+    assert not at.exception
+    assert not [b for b in at.button if b.key == "ex_shap"]
+    assert sql(db, "SELECT count(*) FROM explanations WHERE kind = 'shap'") == [(1,)]
+    at.switch_page("pages/label.py").run()
+    at.switch_page("pages/explain.py").run()
+    assert at.toggle(key="ex_shap_auto").value  # still on after visiting another page
+    at.button_group(key="ex_source").set_value("Type your own").run()
+    at.text_area(key="ex_typed").input("the plot was dull").run()
+    assert not at.exception
+    assert sql(db, "SELECT count(*) FROM explanations WHERE kind = 'shap'") == [(2,)]
+
 def test_editing_the_sentence_updates_the_probabilities(workspace, tiny_model_dir):
     db, pid, _ = workspace
     at = open_page("explain")
