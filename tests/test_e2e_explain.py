@@ -66,7 +66,7 @@ def test_explain_and_stability_pages_look_right(server, page, tiny_model_dir, tm
     _open(page, url)
     _go(page, "Explain", "Explain")
     _see(page, "they add up exactly")
-    page.get_by_role("button", name="Compute SHAP").click()
+    page.get_by_role("button", name="Compute SHAP", exact=True).click()
     _see(page, "versions read")
     _see(page, "Agreement of the two views")
     page.get_by_text("What the model learned overall").click()
