@@ -22,7 +22,7 @@ from .classifier import features_for
 from .errors import InputError
 from .store_codec import text_hash
 
-__all__ = ["ShapResult", "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "shap_attributions"]
+__all__ = ["ShapResult", "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "shap_attributions", "warm_up"]
 
 # SHAP budget (masked strings per explanation) and batch (masked strings per model call),
 # measured with `bench/explain.py --sweep 96,144 --sweep-batches 16,32,48 --sweep-n 10`
@@ -146,6 +146,19 @@ def _masked_embedder(backbone, clf, text: str) -> Callable[[list[str]], np.ndarr
 
     masked = MemoryCache(max_items=4 * SHAP_MAX_EVALS)  # repeated masked strings cost nothing
     return lambda strings: features_for(backbone, strings, s, cache=masked)
+
+
+def warm_up() -> None:
+    """Import shap and compile its Partition explainer (numba) on a throwaway text.
+
+    The first explanation in a process took 10.6 s instead of 3.2 s on the default
+    backbone; after this warm-up (7 s, no language model involved) it took 2.9 s. The
+    Explain page runs it in the background when it opens.
+    """
+    import shap
+
+    shap.Explainer(lambda x: np.zeros((len(x), 2)), shap.maskers.Text(), algorithm="partition")(
+        ["a short text to warm the explainer up"], max_evals=20, silent=True)
 
 
 def _masker_spans(tokenizer, text: str, n_tokens: int) -> list[tuple[int, int]]:

@@ -7,6 +7,7 @@ stakeholder report.
 """
 
 import re
+import threading
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from core.embed import token_states
 from core.errors import TenshotError
 from core.explain import (Attribution, SHAP_MAX_EVALS, class_phrases, coefficient_attributions,
                           layer_weights_by_backbone, shap_attributions, view_agreement, word_attributions)
+from core.explain_shap import warm_up
 from core.multi import group_attributions
 from core.report import (build_report, example_of, exactness_text, layer_weights_figure,
                          pick_examples, report_filename)
@@ -97,6 +99,21 @@ def coefficient_view(ex, pooling: str) -> None:
                    "over words: these colours are an approximation. Compute SHAP for a "
                    "faithful view.", icon=":material/warning:")
         st.caption(escape_markdown(exactness_text(ex)))
+
+
+@st.cache_resource(show_spinner=False)
+def shap_warm_up() -> threading.Thread:
+    """Once per process: shap's import and compilation in the background, so the first
+    SHAP the user asks for does not wait for them."""
+    def run() -> None:
+        try:
+            warm_up()
+        except Exception:  # only a warm-up: the real call reports any problem itself
+            pass
+
+    thread = threading.Thread(target=run, name="tenshot-shap-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def shap_view(bb, clf, latest, text, k):
@@ -293,6 +310,7 @@ def make_report(project, bb, clf, latest, text, with_profile: bool, bar) -> byte
 
 project = page_header("Explain")
 latest, clf = require_model(project)
+shap_warm_up()
 bb = model_backbone(clf)
 st.caption(escape_markdown(f"Model v{latest.version}: which words push a prediction towards "
                            "or away from a class, and how much to trust that."))

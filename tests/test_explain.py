@@ -269,3 +269,12 @@ def test_packaged_smollm2_attributions_are_exact_and_shap_runs():
     r = shap_attributions(bb, clf, text, max_evals=40)
     assert_allclose(r.values.sum(0) + r.base_values, r.logits, atol=1e-3)
     assert "".join(r.tokens) == text and isinstance(word_attributions(r, text, 1)[0], Piece)
+
+
+def test_shap_warm_up_runs_without_a_model():
+    from core.explain_shap import warm_up
+
+    warm_up()  # raises if shap's Partition explainer or Text masker API changed
+    import sys
+
+    assert "shap" in sys.modules
