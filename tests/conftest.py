@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.browser import browser, page, server  # noqa: F401 (fixtures for the browser tests)
+
 WORDS = (
     "good great love wonderful delight excellent fine happy best superb "
     "bad awful hate terrible boring worst poor sad dull ugly "

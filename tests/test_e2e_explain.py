@@ -10,16 +10,10 @@ from __future__ import annotations
 import pytest
 
 from core.store import Store
-from test_e2e import (  # noqa: F401 (fixtures)
-    ROOT, _go, _open, _see, _shot, browser, page, server,
-)
+from tests.browser import NEGATIVE, POSITIVE, ROOT, _go, _open, _see, _shot
 
 pytestmark = pytest.mark.e2e
 
-POSITIVE = ["good movie", "great film", "i love it", "wonderful plot", "excellent review",
-            "a happy film", "the best movie", "superb plot", "a delight", "very good film"]
-NEGATIVE = ["bad movie", "awful film", "i hate it", "terrible plot", "boring review",
-            "a sad film", "the worst movie", "poor plot", "dull and ugly", "very bad film"]
 UNLABELLED = ["the film was very good , not bad !", "it was a dull plot", "i love this movie !",
               "a boring and sad review", "the plot is fine"]
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",

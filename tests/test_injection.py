@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from core.export import FORMULA_PREFIXES, export_rows, to_csv
 from core.store import Store
 from core.store_rows import Label, Prediction
-from tests.test_e2e import IDLE, TIMEOUT_MS, browser, page, server  # noqa: F401 (fixtures)
+from tests.browser import IDLE, TIMEOUT_MS
 from tests.test_reliability import record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
