@@ -27,21 +27,28 @@ GREY = "#9CA3AF"
 BADGE = {STABLE: ("green", ":material/verified:"), MODERATE: ("orange", ":material/warning:")}
 
 
+def no_model_yet(project, shows: str) -> None:
+    """The empty state of a page that needs a model: the next step, then stop.
+
+    shows: what the page will show once there is a model ("its predictions ...").
+    """
+    if not store().texts(project.id):
+        st.info("Add some sentences first: type, paste or upload them on the Data page.",
+                icon=":material/upload:")
+        st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
+    else:
+        st.info(f"No model yet. Label at least 2 sentences per class to train a first model; "
+                f"then {shows} appear here.", icon=":material/school:")
+        st.page_link("pages/label.py", label="Go to Label", icon=":material/label:")
+    st.stop()
+
+
 def require_model(project):
     """(latest ModelVersion, Classifier); otherwise the empty state with the next step, and stop."""
     s = store()
     latest = s.latest_model(project.id)
     if latest is None:
-        if not s.texts(project.id):
-            st.info("Add some sentences first: type, paste or upload them on the Data page.",
-                    icon=":material/upload:")
-            st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
-        else:
-            st.info("No model yet. Label at least 2 sentences per class to train a first "
-                    "model; then its explanations and stability appear here.",
-                    icon=":material/school:")
-            st.page_link("pages/label.py", label="Go to Label", icon=":material/label:")
-        st.stop()
+        no_model_yet(project, "its explanations and stability")
     key = ("_classifier", db_path(), latest.id)
     if key not in st.session_state:
         st.session_state[key] = load_classifier(latest)

@@ -13,24 +13,12 @@ import streamlit as st
 from core.export import SORTS, filter_predictions, labels_from_edits, prediction_changes
 from core.errors import TenshotError
 from pages._shared import page_header, percent, show_error, store, train
+from pages._views import no_model_yet
 
 
 YOUR_LABEL, ACCEPT = "Your label", "Accept"
 MAX_ROWS = 1000  # a longer table is slow to draw and to scan; the filters narrow it
 EDITOR_KEY_STATE = "predictions_editor_key"
-
-
-def empty_state(project, s) -> None:
-    """Say what to do when there is no model or nothing to predict, and stop."""
-    if not s.texts(project.id):
-        st.info("Add some sentences first: type, paste or upload them on the Data page.",
-                icon=":material/upload:")
-        st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
-    else:
-        st.info("No model yet. Label 2 sentences per class to get a first model; its "
-                "predictions for the other sentences appear here.", icon=":material/school:")
-        st.page_link("pages/label.py", label="Go to Label", icon=":material/label:")
-    st.stop()
 
 
 def editor_key(model_id: int, shown) -> str:
@@ -118,7 +106,7 @@ project = page_header("Predictions")
 s = store()
 models = s.models(project.id)
 if not models:
-    empty_state(project, s)
+    no_model_yet(project, "its predictions for the other sentences")
 latest = models[-1]
 unlabelled = {r.id for r in s.unlabelled(project.id)}
 preds = [p for p in s.predictions(latest.id) if p.text_id in unlabelled]

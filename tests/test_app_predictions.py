@@ -80,4 +80,5 @@ def test_no_model_explains_the_next_step(fresh_workspace, tiny_model_dir, whole_
         assert "Add some sentences" in at.info[0].value
         store.add_texts(p.id, ["good movie"])
         at.run()
-        assert "Label 2 sentences per class" in at.info[0].value
+        assert ("Label at least 2 sentences per class to train a first model; then its "
+                "predictions for the other sentences appear here.") in at.info[0].value
