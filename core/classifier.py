@@ -19,8 +19,8 @@ from .features import FeatureSpec, select_features, select_group_features
 from .multi import ENCODERS, embed_group, group_parts, is_group
 from .head import Head, check_labels
 
-__all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "MIN_TOKENS", "MAX_TOKENS", "Settings", "Classifier", "default_prompt", "train",
-           "features_for", "n_truncated", "with_settings"]
+__all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "MIN_TOKENS", "MAX_TOKENS", "Settings", "Classifier",
+           "default_prompt", "train", "features_for", "n_truncated", "with_settings"]
 
 MODES = ("auto", "layer", "fusion", "stc")
 MIN_TOKENS, MAX_TOKENS = 8, 4096  # the range of Settings.max_length

@@ -73,8 +73,10 @@ def cmd_train(args, store) -> int:
     for line, why in rows.skipped:
         _say(f"skipped line {line}: {why}")
     seen = list(dict.fromkeys(lab for lab in rows.labels or [] if lab))
+    new_classes = []  # an existing project gains the file's new label names as classes
     try:
         project = store.project(args.project)
+        new_classes = seen
     except UnknownProject:
         classes = args.classes.split(",") if args.classes else seen
         project = store.create_project(args.project, classes, settings=_settings(args).to_dict())
@@ -82,9 +84,9 @@ def cmd_train(args, store) -> int:
         from .classifier import Settings
 
         project = store.update_settings(project.id, _settings(args, Settings.from_dict(project.settings)).to_dict())
-    # new label names become classes together with the texts: a refused file adds neither
+    # together with the texts, so a refused file adds neither
     added = store.add_texts(project.id, rows.texts, source=Path(args.data).name, labels=rows.labels,
-                            new_classes=seen)
+                            new_classes=new_classes)
     _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
     outcome = retrain(store, project, _backbone(project.settings.get("backbone", "smollm2-135m")),
                       progress=_bar("embedding"))
