@@ -11,6 +11,7 @@ inside partly masked strings.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -100,6 +101,7 @@ def _run_shap(backbone, clf, text, max_evals, batch_size, cache, progress, rando
     import shap
 
     start = time.perf_counter()
+    warm_up()
     embed_masked = _masked_embedder(backbone, clf, text)
     # the logits to explain: the user's predictions' features when cached, else the
     # text's features from the path that embeds the masked strings
@@ -149,16 +151,27 @@ def _masked_embedder(backbone, clf, text: str) -> Callable[[list[str]], np.ndarr
 
 
 def warm_up() -> None:
-    """Import shap and compile its Partition explainer (numba) on a throwaway text.
+    """Import shap and compile its Partition explainer (numba) once per process, on a
+    throwaway text. Thread-safe: later calls return at once, concurrent ones wait.
 
     The first explanation in a process took 10.6 s instead of 3.2 s on the default
     backbone; after this warm-up (7 s, no language model involved) it took 2.9 s. The
-    Explain page runs it in the background when it opens.
+    Explain page starts it in the background when it opens, and ``shap_attributions``
+    calls it first, so shap is never imported and compiled by two threads at once (an
+    Explain page test hung when that happened).
     """
-    import shap
+    global _warmed
+    with _warm_lock:
+        if _warmed:
+            return
+        import shap
 
-    shap.Explainer(lambda x: np.zeros((len(x), 2)), shap.maskers.Text(), algorithm="partition")(
-        ["a short text to warm the explainer up"], max_evals=20, silent=True)
+        shap.Explainer(lambda x: np.zeros((len(x), 2)), shap.maskers.Text(), algorithm="partition")(
+            ["a short text to warm the explainer up"], max_evals=20, silent=True)
+        _warmed = True
+
+
+_warm_lock, _warmed = threading.Lock(), False
 
 
 def _masker_spans(tokenizer, text: str, n_tokens: int) -> list[tuple[int, int]]:
