@@ -3,9 +3,9 @@
 The Text masker masks the user's text only; the prompt is put around every masked
 string by the same tokenisation as training, and the masked strings' features come
 from ``core.prefix.PrefixEmbedder`` (causal decoders: equal to ``features_for``'s to
-float32 rounding, about twice as fast) or ``features_for``. Results are kept in the
-store per model version and text. Shortcut admitted: the masker collapses whitespace
-inside partly masked strings.
+float32 rounding, 2.5x faster in bench/BENCHMARKS.md) or ``features_for``. Results are
+kept in the store per model version and text. Shortcut admitted: the masker collapses
+whitespace inside partly masked strings.
 """
 
 from __future__ import annotations
