@@ -6,7 +6,7 @@
 
 For every set, ``core.evaluate.prepare`` fixes the (shots, seed) draws and the test
 sample once; each method in ``METHODS`` then runs on exactly those rows:
-- head: the product (``core.classifier`` defaults) on the backbone, with a per-set task prompt;
+- head: the product (``core.learn.classifier`` defaults) on the backbone, with a per-set task prompt;
 - minilm: all-MiniLM-L6-v2 features through the same head;
 - tfidf: TF-IDF + LR;
 - zero_shot: the backbone LLM asked directly with an instruction listing the class names;
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import DATA, machine  # noqa: E402
-from core.backbones import load_backbone  # noqa: E402
-from core.classifier import Settings  # noqa: E402
+from core.model.loading import load_backbone  # noqa: E402
+from core.learn.classifier import Settings  # noqa: E402
 from core.evaluate import (  # noqa: E402
     Method, head_method, prepare, run_method, summarise, tfidf_method, zero_shot_method, zero_shot_scorer,
 )

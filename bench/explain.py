@@ -32,14 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import DATA, machine  # noqa: E402
-from core.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
-import core.prefix  # noqa: E402
-from core.classifier import Settings, features_for, train  # noqa: E402
-from core.features import FeatureSpec  # noqa: E402
-from core.embed import token_states  # noqa: E402
+from core.model.registry import DEFAULT_BACKBONE
+from core.model.loading import load_backbone  # noqa: E402
+import core.model.prefix  # noqa: E402
+from core.learn.classifier import Settings, features_for, train  # noqa: E402
+from core.learn.features import FeatureSpec  # noqa: E402
+from core.model.embed import token_states  # noqa: E402
 from core.evaluate import draw_shots, load_split  # noqa: E402
-from core.explain import (SHAP_BATCH_SIZE, SHAP_MAX_EVALS, coefficient_attributions,  # noqa: E402
-                          shap_attributions, view_agreement, word_attributions, rank_agreement)
+from core.explain.attributions import coefficient_attributions  # noqa: E402
+from core.explain.shapley import SHAP_BATCH_SIZE, SHAP_MAX_EVALS, shap_attributions  # noqa: E402
+from core.explain.words import view_agreement, word_attributions, rank_agreement
 
 
 def _stats(xs) -> dict:
@@ -65,13 +67,13 @@ def _classifier(bb, shots: int, rng, deepest: bool = False):
 
 
 def _plain_shap(bb, clf, text, max_evals, batch_size):
-    """SHAP through features_for, as before core.prefix (same values to float rounding)."""
-    supports = core.prefix.supports
-    core.prefix.supports = lambda *a, **k: False
+    """SHAP through features_for, as before core.model.prefix (same values to float rounding)."""
+    supports = core.model.prefix.supports
+    core.model.prefix.supports = lambda *a, **k: False
     try:
         return shap_attributions(bb, clf, text, max_evals=max_evals, batch_size=batch_size)
     finally:
-        core.prefix.supports = supports
+        core.model.prefix.supports = supports
 
 
 def measure(bb, clf, sentences, max_evals: int, batch_size: int, plain: bool = False) -> dict:

@@ -4,7 +4,7 @@
 
 Same draws and 150-row test samples as bench/accuracy.py; features come from its cache
 (bench/results/cache.db), so a rerun costs only head fits. SmolLM2 gets the set's task
-prompt (bench/accuracy.PROMPTS), MiniLM the bare sentence, as core.multi does.
+prompt (bench/accuracy.PROMPTS), MiniLM the bare sentence, as core.model.group does.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import DATA, PROMPTS  # noqa: E402
-from core.backbones import load_backbone  # noqa: E402
-from core.classifier import Settings, features_for, train  # noqa: E402
+from core.model.loading import load_backbone  # noqa: E402
+from core.learn.classifier import Settings, features_for, train  # noqa: E402
 from core.evaluate import draw_shots, load_split, stratified_sample  # noqa: E402
 from core.store import Store  # noqa: E402
 

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.features import FeatureSpec, select_features  # noqa: E402
-from core.head import Head  # noqa: E402
+from core.learn.features import FeatureSpec, select_features  # noqa: E402
+from core.learn.head import Head  # noqa: E402
 
 
 def synthetic(n_per_class, n_classes, shape=(31, 576), seed=0):

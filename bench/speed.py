@@ -4,7 +4,7 @@
 
 For each backbone (default: every packaged one that is installed), on sentences from
 ../shared/data/sst2/train.csv wrapped in a task prompt:
-1. embedding throughput of ``core.embed.embed`` (tokenise, length-sorted batches, all
+1. embedding throughput of ``core.model.embed.embed`` (tokenise, length-sorted batches, all
    layers, pooling, copy to numpy) against the bare ``model(**batch)`` forward pass on
    the same batches, and against a naive loop over unsorted batches (interleaved repeats,
    best of each, so ratios compare like with like on a shared CPU);
@@ -34,9 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import DATA, machine  # noqa: E402
-from core.backbones import DEFAULT_BACKBONE, REGISTRY, load_backbone, resolve_packaged  # noqa: E402
-from core.classifier import Settings, train  # noqa: E402
-from core.embed import _batches, _pad, embed, encode, pool  # noqa: E402
+from core.model.registry import DEFAULT_BACKBONE, REGISTRY, resolve_packaged  # noqa: E402
+from core.model.loading import load_backbone  # noqa: E402
+from core.learn.classifier import Settings, train  # noqa: E402
+from core.model import forward  # noqa: E402
+from core.model.embed import embed, pool  # noqa: E402
+from core.model.tokens import encode  # noqa: E402
 from core.errors import BackboneUnavailable  # noqa: E402
 from core.evaluate import load_split  # noqa: E402
 
@@ -55,15 +58,15 @@ def _embed_naive(bb, texts, batch_size):
     """Unsorted batches in input order, same pooling work as embed()."""
     encoded = encode(bb.tokenizer, texts, prompt=PROMPT)
     for i in range(0, len(encoded), batch_size):
-        ids, mask = _pad(encoded[i:i + batch_size], bb.tokenizer.pad_token_id or 0)
+        ids, mask = forward.pad([e.input_ids for e in encoded[i:i + batch_size]], bb.tokenizer.pad_token_id or 0)
         pool(bb.hidden_states(ids, mask), mask, ("mean",))
 
 
 def embedding_throughput(bb, texts, batch_size=32, repeats=3) -> dict:
     encoded = encode(bb.tokenizer, texts, prompt=PROMPT)
     pad_id = bb.tokenizer.pad_token_id or 0
-    sorted_batches = [_pad([encoded[i] for i in idx], pad_id)
-                      for idx in _batches([len(e.input_ids) for e in encoded], batch_size)]
+    sorted_batches = [forward.pad([encoded[i].input_ids for i in idx], pad_id)
+                      for idx in forward.batches([len(e.input_ids) for e in encoded], batch_size)]
     embed(bb, texts[:16], prompt=PROMPT)  # warm-up
     times = {"bare": [], "embed": [], "naive": []}
     for _ in range(repeats):  # interleaved so drift in machine load hits all three alike
@@ -96,7 +99,8 @@ def retrain_latency(X, labels, classes, sizes=(25, 50, 100, 200), repeats=30) ->
 
 
 def round_trip(bb, texts, labels, n_labels=200, n_unlabelled=1000, repeats=10) -> dict:
-    from core.project import MemoryCache, retrain
+    from core.model.cache import MemoryCache
+    from core.project import retrain
     from core.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "b.db") as store:
@@ -122,7 +126,7 @@ def load_times(backbone: str, *, cold: bool = True) -> dict:
     """Seconds to load in a fresh process: cold into an empty cache, then warm from it.
 
     Without ``cold`` only the warm load is timed, from the user's real cache."""
-    code = ("import time,sys; sys.path.insert(0, %r); from core.backbones import load_backbone; "
+    code = ("import time,sys; sys.path.insert(0, %r); from core.model.loading import load_backbone; "
             "t=time.perf_counter(); load_backbone(%r); print(time.perf_counter()-t)") % (str(ROOT), backbone)
 
     def once(env):

@@ -1,4 +1,4 @@
-"""Wall time of 100 bootstrap refits (``core.stability.bootstrap``) at 100 labels on CPU.
+"""Wall time of 100 bootstrap refits (``core.explain.stability.bootstrap``) at 100 labels on CPU.
 
     .venv/bin/python bench/stability.py [--n-per-class 50] [--other 100] [--B 100] [--repeats 3]
 
@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.backbones import load_backbone  # noqa: E402
-from core.classifier import Settings, features_for, train  # noqa: E402
-from core.embed import token_states  # noqa: E402
+from core.model.loading import load_backbone  # noqa: E402
+from core.learn.classifier import Settings, features_for, train  # noqa: E402
+from core.model.embed import token_states  # noqa: E402
 from core.evaluate import draw_shots, load_split  # noqa: E402
-from core.stability import bootstrap, token_rank_stability  # noqa: E402
+from core.explain.stability import bootstrap, token_rank_stability  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sst2"
 PROMPT = "Review: {text}\nSentiment:"

@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import TenshotError
+from core.errors import TenshotError
 
 __all__ = ["main"]
 
@@ -40,7 +40,7 @@ def _say(msg: str) -> None:
 
 
 def _settings(args, base=None):
-    from .classifier import Settings, default_prompt
+    from core.learn.classifier import Settings, default_prompt
 
     base = base or Settings()
     backbone = args.backbone or base.backbone
@@ -52,7 +52,7 @@ def _settings(args, base=None):
 
 
 def _backbone(name: str):
-    from .backbones import load_backbone
+    from core.model.loading import load_backbone
 
     return load_backbone(name, progress=_say)
 
@@ -65,9 +65,9 @@ def cmd_projects(args, store) -> int:
 
 
 def cmd_train(args, store) -> int:
-    from .errors import UnknownProject
-    from .io import read_path
-    from .project import retrain
+    from core.errors import UnknownProject
+    from core.io import read_path
+    from core.project import retrain
 
     rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column)
     for line, why in rows.skipped:
@@ -81,7 +81,7 @@ def cmd_train(args, store) -> int:
         classes = args.classes.split(",") if args.classes else seen
         project = store.create_project(args.project, classes, settings=_settings(args).to_dict())
     if any(getattr(args, k) for k in ("backbone", "prompt", "mode", "penalty", "pooling", "max_length")):
-        from .classifier import Settings
+        from core.learn.classifier import Settings
 
         project = store.update_settings(project.id, _settings(args, Settings.from_dict(project.settings)).to_dict())
     # together with the texts, so a refused file adds neither
@@ -98,8 +98,8 @@ def cmd_train(args, store) -> int:
 
 
 def _classifier(args, store):
-    from .bundle import load_bundle
-    from .project import load_classifier
+    from core.learn.bundle import load_bundle
+    from core.project import load_classifier
 
     if args.bundle:
         return load_bundle(args.bundle)
@@ -113,9 +113,9 @@ def _classifier(args, store):
 
 
 def cmd_predict(args, store) -> int:
-    from .export import neutralise
-    from .io import read_path
-    from .project import predict_texts
+    from core.export import neutralise
+    from core.io import read_path
+    from core.project import predict_texts
 
     clf = _classifier(args, store)
     rows = read_path(args.data, text_column=args.text_column)
@@ -131,7 +131,7 @@ def cmd_predict(args, store) -> int:
 
 
 def cmd_export(args, store) -> int:
-    from .bundle import save_bundle
+    from core.learn.bundle import save_bundle
 
     save_bundle(_classifier(args, store), args.out)
     _say(f"wrote model bundle {args.out}")
@@ -139,7 +139,7 @@ def cmd_export(args, store) -> int:
 
 
 def cmd_eval(args, store) -> int:
-    from .evaluate import evaluate
+    from core.evaluate import evaluate
 
     settings = _settings(args)
     shots = [int(s) for s in args.shots.split(",")]
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         args.bundle = None
-    from .store import Store
+    from core.store import Store
 
     try:
         with warnings.catch_warnings():

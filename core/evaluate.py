@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from .classifier import Settings, features_for, train
-from .errors import InputError
-from .io import read_path
+from core.learn.classifier import Settings, features_for, train
+from core.errors import InputError
+from core.io import read_path
 
 __all__ = [
     "EvalData",
@@ -204,13 +204,13 @@ def tfidf_method() -> Method:
 def zero_shot_method(backbone, *, prompt: str | None = None, reduce: str = "sum",
                      calibrate: bool = False, scores: Callable[[EvalData], np.ndarray] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> Method:
-    """The backbone LLM asked directly (``core.zeroshot``); it uses no labels, so every
+    """The backbone LLM asked directly (``core.learn.zeroshot``); it uses no labels, so every
     draw gets the same predictions and the per-draw train_seconds is ~0.
 
     scores: optional ``data -> (n_test, n_classes)`` class scores already computed (so
     that a benchmark can share one pass between variants); otherwise they are computed.
     """
-    from .zeroshot import DEFAULT_ZERO_SHOT_PROMPT, class_log_probs
+    from core.learn.zeroshot import DEFAULT_ZERO_SHOT_PROMPT, class_log_probs
 
     def setup(data: EvalData) -> FitPredict:
         t0 = time.perf_counter()
@@ -228,7 +228,7 @@ def zero_shot_scorer(backbone, *, prompt: str | None = None, reduce: str = "sum"
                      ) -> Callable[[EvalData, bool], np.ndarray]:
     """``scores(data, calibrated)``: zero-shot class scores of data's test rows, raw or
     calibrated, from ONE pass per data (the content-free text rides along with the rows)."""
-    from .zeroshot import CONTENT_FREE, DEFAULT_ZERO_SHOT_PROMPT, class_log_probs
+    from core.learn.zeroshot import CONTENT_FREE, DEFAULT_ZERO_SHOT_PROMPT, class_log_probs
 
     memo: dict[int, np.ndarray] = {}
 
@@ -263,7 +263,7 @@ def evaluate(data_dir: str | Path, backbone, settings: Settings, *, shots: Seque
 
     extra = {}
     if zero_shot:  # first, so that a backbone that cannot do it fails before the long part
-        from .zeroshot import DEFAULT_ZERO_SHOT_PROMPT
+        from core.learn.zeroshot import DEFAULT_ZERO_SHOT_PROMPT
 
         scorer = zero_shot_scorer(backbone, prompt=zero_shot_prompt, progress=stage("zero-shot"))
         for key, calibrated in (("zero_shot", False), ("zero_shot_calibrated", True)):

@@ -19,22 +19,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from core.errors import InputError
+from core.limits import LIMITS, Limits
 
 __all__ = ["LIMITS", "Limits", "ImportResult", "read_records", "read_path", "decode_bytes",
            "columns_of"]
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Maximums shown in the UI and enforced on import."""
-
-    upload_bytes: int = 25 * 1024 * 1024
-    text_chars: int = 5_000
-    project_texts: int = 100_000
-
-
-LIMITS = Limits()
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
             ".json": "jsonl"}
 _SEPARATORS = (",", "\t", ";", "|")

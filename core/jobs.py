@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
-from .classifier import Settings, features_for, n_truncated
-from .errors import StoreError, TenshotError
-from .project import MemoryCache
-from .store import Store
+from core.learn.classifier import Settings, features_for, n_truncated
+from core.errors import StoreError, TenshotError
+from core.model.cache import MemoryCache
+from core.store import Store
 
 __all__ = ["EMBED", "JobProgress", "start_embedding", "run_embedding", "progress_of", "wait",
            "is_alive"]

@@ -8,66 +8,21 @@ version in the store -> predictions for every unlabelled text.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .classifier import Classifier, Settings, features_for, train
-from .errors import InputError, NotEnoughLabels
-from .features import FeatureSpec
+from core.learn.classifier import Classifier, Settings, features_for, train
+from core.errors import InputError, NotEnoughLabels
+from core.learn.features import FeatureSpec
 
-__all__ = ["MemoryCache", "TrainOutcome", "load_classifier", "predict_texts", "retrain",
+__all__ = ["TrainOutcome", "load_classifier", "predict_texts", "retrain",
            "settings_of"]
 
 # Re-select layers/mode by CV when the label count has grown by this factor since the
 # last selection; in between, a submit only refits the head (fast).
 _RESELECT_GROWTH = 1.25
-
-
-class MemoryCache:
-    """An in-memory LRU in front of a persistent feature cache (the Store).
-
-    SQLite connections are bound to a thread, so the app builds a MemoryCache per
-    rerun around the rerun's Store and a process-wide ``items`` dict it keeps alive;
-    a retrain then reads features from RAM. ``max_items`` bounds memory (one SmolLM2
-    text is ~71 kB per pooling).
-    """
-
-    def __init__(self, backing=None, *, items: OrderedDict | None = None, max_items: int = 20_000):
-        self.backing = backing
-        self.max_items = max_items
-        self._items: OrderedDict = items if items is not None else OrderedDict()
-
-    def get_features(self, fingerprint, prompt, pooling, text_hashes):
-        hits, missing = {}, []
-        for h in text_hashes:
-            key = (fingerprint, prompt, pooling, h)
-            try:  # several app sessions share the items; tolerate a concurrent eviction
-                hits[h] = self._items[key]
-                self._items.move_to_end(key)
-            except KeyError:
-                missing.append(h)
-        if missing and self.backing is not None:
-            found = self.backing.get_features(fingerprint, prompt, pooling, missing)
-            self._remember(fingerprint, prompt, pooling, found)
-            hits.update(found)
-        return hits
-
-    def put_features(self, fingerprint, prompt, pooling, items):
-        if self.backing is not None:
-            self.backing.put_features(fingerprint, prompt, pooling, items)
-        self._remember(fingerprint, prompt, pooling, items)
-
-    def _remember(self, fingerprint, prompt, pooling, items):
-        for h, v in items.items():
-            self._items[(fingerprint, prompt, pooling, h)] = v
-        while len(self._items) > self.max_items:
-            try:
-                self._items.popitem(last=False)
-            except KeyError:
-                break
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 from scipy.special import softmax
 
-from .charts import confusion_figure, curve_figure, layer_figure
-from .curves import labels_needed
-from .explain import Piece, text_segments, word_attributions
-from .features import FeatureSpec
+from core.figures import confusion_figure, curve_figure, layer_figure
+from core.learn.curves import labels_needed
+from core.explain.words import Piece, text_segments, word_attributions
+from core.learn.features import FeatureSpec
 
 __all__ = ["TOWARDS", "AGAINST", "DIVERGING", "EXACT_TOLERANCE", "Example", "example_of",
            "exactness_text", "heatmap_html", "legend_html", "pick_examples", "model_card",
@@ -78,7 +78,7 @@ class Example:
 
 def example_of(attribution, classes: Sequence[str], text: str, *, class_index: int | None = None,
                label: str | None = None) -> Example:
-    """An Example from a ``core.explain.Attribution`` of ``text``; class: the predicted one
+    """An Example from a ``core.explain.attributions.Attribution`` of ``text``; class: the predicted one
     unless ``class_index`` is given."""
     probs = softmax(np.asarray(attribution.logits, dtype=np.float64))
     k = int(np.argmax(probs)) if class_index is None else int(class_index)
@@ -361,9 +361,9 @@ def build_report(project_name: str, model, examples: Sequence[Example], *, diagn
     """The whole report as one HTML document (str).
 
     model: the ``ModelVersion``; examples: from ``example_of``; diagnostics: a
-    ``core.curves.Diagnostics`` (learning curve + confusion matrix); profile: the Model
+    ``core.learn.curves.Diagnostics`` (learning curve + confusion matrix); profile: the Model
     page's {pooling: per-layer accuracy}; layer_shares: ``explain.layer_weights_by_backbone``;
-    stability: a ``core.stability.Stability`` of this model. Each optional part that is
+    stability: a ``core.explain.stability.Stability`` of this model. Each optional part that is
     None is left out (with a line saying how to get it).
     """
     from plotly.offline import get_plotlyjs

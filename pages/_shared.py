@@ -14,11 +14,13 @@ from typing import Sequence
 
 import streamlit as st
 
-from core import jobs
-from core.backbones import DEFAULT_BACKBONE, load_backbone
-from core.classifier import Settings, default_prompt
+import core.jobs as jobs
+from core.model.registry import DEFAULT_BACKBONE
+from core.model.loading import load_backbone
+from core.learn.classifier import Settings, default_prompt
 from core.errors import NotEnoughLabels, TenshotError
-from core.project import MemoryCache, TrainOutcome, retrain, settings_of
+from core.model.cache import MemoryCache
+from core.project import TrainOutcome, retrain, settings_of
 from core.store import Store
 
 __all__ = ["db_path", "store", "backbone", "feature_cache", "current_project", "require_project",

@@ -12,11 +12,11 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
-from core.charts import plot_text
+from core.figures import plot_text
 from core.errors import TenshotError
 from core.project import load_classifier
 from core.report import AGAINST, INDIGO, TOWARDS, heatmap_html, legend_html, style_figure
-from core.stability import MODERATE, STABLE
+from core.explain.stability import MODERATE, STABLE
 from pages._shared import backbone, db_path, escape_markdown, show_error, store
 
 __all__ = ["require_model", "model_backbone", "heatmap", "legend", "class_picker",

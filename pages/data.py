@@ -5,10 +5,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import jobs
+import core.jobs as jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
-from core.io import LIMITS, columns_of, read_records
+from core.limits import LIMITS
+from core.io import columns_of, read_records
 from pages._shared import escape_markdown, flash, page_header, show_error, start_embedding, store
 
 

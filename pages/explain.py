@@ -14,18 +14,18 @@ import pandas as pd
 import streamlit as st
 from scipy.special import softmax
 
-from core.classifier import features_for
-from core.curves import diagnose, profile_layers
-from core.embed import token_states
+from core.learn.classifier import features_for
+from core.learn.curves import diagnose, profile_layers
+from core.model.embed import token_states
 from core.errors import TenshotError
-from core.explain import (Attribution, SHAP_MAX_EVALS, class_phrases, coefficient_attributions,
-                          layer_weights_by_backbone, shap_attributions, view_agreement, word_attributions)
-from core.explain_shap import warm_up
-from core.multi import group_attributions
-from core.report import (build_report, example_of, exactness_text, layer_weights_figure,
-                         pick_examples, report_filename)
-from core.stability import load_stability, token_rank_stability
-from core.store_codec import text_hash
+from core.explain.attributions import (Attribution, class_phrases, coefficient_attributions, layer_weights_by_backbone)
+from core.explain.shapley import SHAP_MAX_EVALS, shap_attributions
+from core.explain.words import view_agreement, word_attributions
+from core.explain.shapley import warm_up
+from core.explain.attributions import group_attributions
+from core.report import (build_report, example_of, exactness_text, layer_weights_figure, pick_examples, report_filename)
+from core.explain.stability import load_stability, token_rank_stability
+from core.hashing import text_hash
 from pages._shared import escape_markdown, feature_cache, page_header, percent, show_error, store
 from pages._views import (class_picker, heatmap, legend, model_backbone, phrases_figure,
                           probability_figure, remember, require_model, short, stability_badge,

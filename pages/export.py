@@ -1,10 +1,10 @@
 """Export: labels and predictions as CSV or JSONL, and the trained model as a bundle
-that `tenshot predict --bundle FILE` and `core.bundle.load_bundle` read."""
+that `tenshot predict --bundle FILE` and `core.learn.bundle.load_bundle` read."""
 
 import pandas as pd
 import streamlit as st
 
-from core.bundle import bundle_bytes
+from core.learn.bundle import bundle_bytes
 from core.export import export_rows, file_stem, to_csv, to_jsonl
 from core.project import load_classifier
 from pages._shared import escape_markdown, page_header, store

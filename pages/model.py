@@ -8,15 +8,14 @@ are kept in session_state per model version.
 
 import streamlit as st
 
-from core.backbones import REGISTRY, resolve_packaged
-from core.multi import group_parts, is_group
-from core.classifier import MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, features_for, with_settings
-from core.charts import (confusion_figure, curve_figure, describe_estimate, history_figure,
-                         layer_figure, noise_note)
-from core.curves import accuracy_noise, compare_prompts, diagnose, labels_needed, profile_layers
-from core.embed import POOLINGS
+from core.model.registry import REGISTRY, resolve_packaged
+from core.model.group import group_parts, is_fused
+from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, features_for, with_settings)
+from core.figures import (confusion_figure, curve_figure, describe_estimate, history_figure, layer_figure, noise_note)
+from core.learn.curves import (accuracy_noise, compare_prompts, diagnose, labels_needed, profile_layers)
+from core.model.embed import POOLINGS
 from core.errors import TenshotError
-from core.features import FeatureSpec
+from core.learn.features import FeatureSpec
 from core.project import load_classifier, settings_of
 from pages._shared import (
     backbone, escape_markdown, feature_cache, page_header, percent, show_error, store, train,
@@ -43,7 +42,7 @@ FUSED = "smollm2-135m+minilm-l6"
 
 def installed(name: str) -> bool:
     try:
-        for part in group_parts(name) if is_group(name) else [name]:
+        for part in group_parts(name) if is_fused(name) else [name]:
             resolve_packaged(REGISTRY[getattr(part, "name", part)])
         return True
     except TenshotError:
@@ -53,7 +52,7 @@ def installed(name: str) -> bool:
 def backbone_label(name: str) -> str:
     if name == OTHER:
         return OTHER
-    if is_group(name):
+    if is_fused(name):
         titles = " + ".join(REGISTRY[p.name].title.split(" (")[0] for p in group_parts(name))
         return f"{titles} · fused: both models' features under one head" + (
             "" if installed(name) else " · not installed")
@@ -63,7 +62,7 @@ def backbone_label(name: str) -> str:
 
 
 def settings_form(project, settings) -> None:
-    names = list(REGISTRY) + [FUSED] + ([settings.backbone] if is_group(settings.backbone)
+    names = list(REGISTRY) + [FUSED] + ([settings.backbone] if is_fused(settings.backbone)
                                         and settings.backbone != FUSED else []) + [OTHER]
     packaged = settings.backbone in names
     choice = st.selectbox("Language model (backbone)", names, format_func=backbone_label,
@@ -72,7 +71,7 @@ def settings_form(project, settings) -> None:
     if choice == OTHER:
         path = st.text_input("Model folder or .gguf file", "" if packaged else settings.backbone,
                              placeholder="/path/to/model-folder or /path/to/model.gguf", key="m_path")
-    elif is_group(choice):
+    elif is_fused(choice):
         st.caption(escape_markdown(
             " + ".join(f"{p.name} ({p.n_states - 1} layers × {p.width})" for p in group_parts(choice))
             + " · each model's features are chosen on their own, then one head reads them all; "

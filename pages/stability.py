@@ -1,5 +1,5 @@
 """Stability: how much the model, its predictions and its explanations move when the
-labelled sentences are resampled (bootstrap refits of the head, core.stability).
+labelled sentences are resampled (bootstrap refits of the head, core.explain.stability).
 
 A run is stored with its model version, so every page (and the report) can use it.
 Unstable sentences link to the Label page: an unlabelled one becomes the sentence on
@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.embed import token_states
+from core.model.embed import token_states
 from core.errors import TenshotError
 from core.report import agreement_figure, oob_figure, sign_figure
-from core.stability import bootstrap, load_stability, project_inputs, save_stability, token_rank_stability
+from core.explain.stability import (bootstrap, load_stability, project_inputs, save_stability, token_rank_stability)
 from pages._shared import (backbone, escape_markdown, feature_cache, page_header, percent,
                            show_error, store)
 from pages._views import (class_picker, remember, require_model, short, spearman_figure,

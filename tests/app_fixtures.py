@@ -27,7 +27,7 @@ def workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
 
     Returns (db path, project id, {text: text id}).
     """
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
     from core.project import retrain
     from core.store import Store
 

@@ -64,7 +64,7 @@ class DictCache:
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
-    from core.backbones import Backbone
+    from core.model.backbone import Backbone
 
     tok = make_tokenizer()
     model = make_tiny_model(len(tok))

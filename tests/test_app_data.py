@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
+import core.jobs as jobs
 from core.store import Store
 from tests.app_fixtures import page_text, sql
 
@@ -112,8 +112,8 @@ def test_upload_csv_with_a_label_column(project):
 
 
 def test_a_refused_upload_adds_no_new_classes(project, monkeypatch):
-    from core import io as core_io
-    from core.io import Limits
+    import core.io as core_io
+    from core.limits import Limits
 
     path, pid = project
     monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=2))

@@ -29,7 +29,7 @@ WORDS = ["good movie", "bad film", "very dull plot", "the best review"]
 @pytest.fixture
 def hostile_workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
     """A trained project whose name, classes and sentences are injection strings."""
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
     from core.project import retrain
 
     with Store.open(fresh_workspace) as store:
@@ -53,8 +53,8 @@ def exactness(at) -> tuple[np.ndarray, str, float]:
 
 def reference_logits(db: str, pid: int, text: str, tiny_model_dir: str) -> tuple[list, np.ndarray]:
     """(classes, logits) of the latest model for a text, computed without the app."""
-    from core.backbones import load_backbone
-    from core.explain import coefficient_attributions
+    from core.model.loading import load_backbone
+    from core.explain.attributions import coefficient_attributions
     from core.project import load_classifier
 
     with Store.open(db) as store:
@@ -132,12 +132,12 @@ def test_switching_the_class_explains_that_class(workspace, tiny_model_dir):
 
 
 def test_shap_is_computed_once_then_read_from_the_store(workspace, monkeypatch):
-    import core.explain_shap
+    import core.explain.shapley
 
     db, pid, _ = workspace
     calls = []
-    original = core.explain_shap._run_shap
-    monkeypatch.setattr(core.explain_shap, "_run_shap", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = core.explain.shapley._run_shap
+    monkeypatch.setattr(core.explain.shapley, "_run_shap", lambda *a, **k: calls.append(1) or original(*a, **k))
     at = open_page("explain")
     at.button(key="ex_shap").click().run()
     assert not at.exception
@@ -259,7 +259,7 @@ def check_inert(at) -> None:
 
 
 def test_last_token_pooling_is_flagged_as_approximate(workspace, tiny_model_dir):
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
     from core.project import retrain
 
     db, pid, _ = workspace
@@ -278,15 +278,16 @@ def test_last_token_pooling_is_flagged_as_approximate(workspace, tiny_model_dir)
 def test_a_fused_model_is_explained_exactly_over_both_backbones(fresh_workspace, tiny_model_dir,
                                                                  whole_app_reruns, monkeypatch):
     """A two-backbone model: word colours sum both backbones' tokens and still add up."""
-    from core import multi
-    from core.backbones import PackagedModel, load_backbone
+    import core.model.loading as loading
+    from core.model.loading import load_backbone
+    from core.model.registry import REGISTRY, PackagedModel
     from core.project import retrain
 
     bb = load_backbone(tiny_model_dir)
     for name in ("tiny-a", "tiny-b"):
-        monkeypatch.setitem(multi.REGISTRY, name, PackagedModel(
+        monkeypatch.setitem(REGISTRY, name, PackagedModel(
             name, name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-"))
-    monkeypatch.setattr(multi, "load_backbone", lambda name, **kw: load_backbone(tiny_model_dir))
+    monkeypatch.setattr(loading, "load_backbone", lambda name, **kw: load_backbone(tiny_model_dir))
     group = load_backbone("tiny-a+tiny-b")
     with Store.open(fresh_workspace) as store:
         project = store.create_project("fused", CLASSES, settings={
@@ -312,8 +313,9 @@ def test_fused_model_gets_the_global_view_and_the_report(fresh_workspace, whole_
     import streamlit as st
 
     from app_fixtures import NEG, POS
-    from core import multi
-    from core.backbones import Backbone, PackagedModel
+    import core.model.group as multi
+    from core.model.backbone import Backbone
+    from core.model.registry import PackagedModel
     from core.project import retrain
     from tests.conftest import make_tiny_model, make_tokenizer
 

@@ -13,8 +13,8 @@ from app_fixtures import (  # noqa: F401 (fixtures)
     CLASSES, N_LABELLED, UNLABELLED, downloads, open_page, workspace,
 )
 
-from core.backbones import load_backbone
-from core.bundle import load_bundle
+from core.model.loading import load_backbone
+from core.learn.bundle import load_bundle
 from core.project import load_classifier
 from core.store import Store
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
+import core.jobs as jobs
 from core.store import Store
 from tests.app_fixtures import page_text, sql
 

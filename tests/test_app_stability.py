@@ -9,7 +9,7 @@ import numpy as np
 from app_fixtures import (  # noqa: F401 (fixtures)
     CLASSES, open_page, page_text, plotly_array, plotly_specs, sql, workspace,
 )
-from core.stability import load_stability
+from core.explain.stability import load_stability
 from core.store import Store
 from test_app_explain import check_inert, hostile_workspace  # noqa: F401 (fixture)
 

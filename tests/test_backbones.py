@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.backbones import (
-    DEFAULT_BACKBONE, REGISTRY, PackagedModel, _verified_digest, load_backbone, resolve_packaged,
-)
-from core.embed import embed
+from core.model.registry import DEFAULT_BACKBONE, REGISTRY, PackagedModel, resolve_packaged
+from core.model.loading import _verified_digest, load_backbone
+from core.model.embed import embed
 from core.errors import BackboneError, BackboneUnavailable
 
 

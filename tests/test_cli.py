@@ -148,8 +148,8 @@ def test_max_length_is_saved_and_an_out_of_range_one_is_refused(tmp_path, model_
 
 def test_a_new_label_name_becomes_a_class_unless_the_file_is_refused(tmp_path, model_dir, capsys,
                                                                        monkeypatch):
-    from core import io as core_io
-    from core.io import Limits
+    import core.io as core_io
+    from core.limits import Limits
 
     db = str(tmp_path / "w.db")
     data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])

@@ -8,10 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from core.curves import (
-    LearningCurve, cv_confusion, encode_labels, fixed_head, labels_needed, layer_profile,
-    learning_curve, saturating,
-)
+from core.learn.curves import (LearningCurve, cv_confusion, encode_labels, fixed_head, labels_needed, layer_profile, learning_curve, saturating)
 from core.errors import NotEnoughLabels
 from tests.conftest import DictCache
 
@@ -123,8 +120,8 @@ NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "the worst film"
 
 
 def test_compare_prompts_embeds_with_each_prompt_and_scores_both(tiny_backbone):
-    from core.classifier import Settings
-    from core.curves import compare_prompts
+    from core.learn.classifier import Settings
+    from core.learn.curves import compare_prompts
 
     cache = DictCache()
     settings = Settings(backbone="tiny", prompt=None, mode="layer")
@@ -136,8 +133,8 @@ def test_compare_prompts_embeds_with_each_prompt_and_scores_both(tiny_backbone):
 
 
 def test_compare_prompts_refuses_a_template_without_text(tiny_backbone):
-    from core.classifier import Settings
-    from core.curves import compare_prompts
+    from core.learn.classifier import Settings
+    from core.learn.curves import compare_prompts
     from core.errors import InputError
 
     with pytest.raises(InputError, match="exactly once"):
@@ -146,8 +143,8 @@ def test_compare_prompts_refuses_a_template_without_text(tiny_backbone):
 
 
 def test_diagnose_uses_every_label_of_the_model_classes(tiny_backbone):
-    from core.classifier import Settings, features_for, train
-    from core.curves import diagnose
+    from core.learn.classifier import Settings, features_for, train
+    from core.learn.curves import diagnose
 
     settings = Settings(backbone="tiny", prompt=None, mode="layer")
     texts, labels = POS + NEG, ["pos"] * 6 + ["neg"] * 6
@@ -161,21 +158,21 @@ def test_diagnose_uses_every_label_of_the_model_classes(tiny_backbone):
 
 
 def test_accuracy_noise_shrinks_with_more_labels():
-    from core.curves import accuracy_noise
+    from core.learn.curves import accuracy_noise
 
     assert accuracy_noise(0.8, 100) == pytest.approx(0.08)
     assert accuracy_noise(0.8, 400) < accuracy_noise(0.8, 100)
 
 
 def test_plot_text_escapes_plotly_markup():
-    from core.charts import plot_text
+    from core.figures import plot_text
 
     assert plot_text("<a href='x'>b</a> & c") == "&lt;a href='x'&gt;b&lt;/a&gt; &amp; c"
 
 
 def test_confusion_figure_shows_class_names_as_text():
-    from core.charts import confusion_figure
-    from core.curves import Diagnostics
+    from core.figures import confusion_figure
+    from core.learn.curves import Diagnostics
 
     fig = confusion_figure(Diagnostics(["<b>yes</b>", "no"], np.array([[3, 1], [0, 4]]), None, 0))
     assert list(fig.data[0].x) == ["&lt;b&gt;yes&lt;/b&gt;", "no"]
@@ -183,7 +180,7 @@ def test_confusion_figure_shows_class_names_as_text():
 
 
 def test_curve_figure_marks_where_the_fit_reaches_the_target():
-    from core.charts import curve_figure
+    from core.figures import curve_figure
 
     curve = _known_curve()
     est = labels_needed(curve, 0.85)
@@ -194,7 +191,7 @@ def test_curve_figure_marks_where_the_fit_reaches_the_target():
 
 
 def test_describe_estimate_says_how_and_how_sure():
-    from core.charts import describe_estimate
+    from core.figures import describe_estimate
 
     curve = _known_curve()
     text = describe_estimate(labels_needed(curve, 0.85, n_boot=20))

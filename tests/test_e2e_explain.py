@@ -21,7 +21,7 @@ HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
 
 
 def _trained(db: str, tiny_model_dir: str, name: str, classes, labelled: dict, unlabelled) -> None:
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
     from core.project import retrain
 
     with Store.open(db) as store:

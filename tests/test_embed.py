@@ -9,10 +9,10 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from core.backbones import Backbone
-from core.embed import (
-    TruncationWarning, _batches, content_mask, embed, embed_many, encode, token_states, wrap,
-)
+from core.model.backbone import Backbone
+from core.model.embed import TruncationWarning, embed, embed_many, token_states
+from core.model import forward
+from core.model.tokens import content_mask, encode, wrap
 from core.errors import InputError
 from tests.conftest import DictCache
 
@@ -71,7 +71,7 @@ def test_content_mask_drops_position_zero():
 
 def test_batches_are_sorted_by_length_and_results_do_not_depend_on_batching(tiny_backbone):
     lengths = [3, 9, 1, 7, 7, 2]
-    batches = _batches(lengths, batch_size=2)
+    batches = forward.batches(lengths, batch_size=2)
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(lengths, reverse=True)
     together = embed(tiny_backbone, TEXTS, batch_size=4)

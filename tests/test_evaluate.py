@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbones import Backbone
-from core.classifier import Settings
+from core.model.backbone import Backbone
+from core.learn.classifier import Settings
 from core.errors import InputError
 from core.evaluate import evaluate, prepare, run_method, summarise, tfidf_method, zero_shot_method
-from core.zeroshot import ZeroShotUnsupported, zero_shot_predict
+from core.learn.zeroshot import ZeroShotUnsupported, zero_shot_predict
 from tests.conftest import make_tokenizer
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy", "superb movie",

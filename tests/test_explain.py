@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.classifier import Settings, features_for, train
+from core.learn.classifier import Settings, features_for, train
 from core.errors import InputError
-from core.explain import (Piece, class_phrases, coefficient_attributions, layer_weights,
-                          rank_agreement, shap_attributions, text_segments, view_agreement,
-                          word_attributions, word_scores)
+from core.explain.words import (Piece, rank_agreement, text_segments, view_agreement, word_attributions, word_scores)
+from core.explain.attributions import class_phrases, coefficient_attributions, layer_weights
+from core.explain.shapley import shap_attributions
 from core.store import Store
-from core.store_codec import text_hash
+from core.hashing import text_hash
 from tests.conftest import make_tiny_model
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy",
@@ -127,7 +127,7 @@ def bpe_backbone():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from core.backbones import Backbone
+    from core.model.backbone import Backbone
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -251,7 +251,7 @@ def test_class_phrases_average_the_exact_word_contributions(tiny_backbone, class
 
 @pytest.mark.slow
 def test_packaged_smollm2_attributions_are_exact_and_shap_runs():
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
 
     bb = load_backbone("smollm2-135m")
     pos = ["I loved this film, it was wonderful.", "What a great, joyful experience!",
@@ -272,7 +272,7 @@ def test_packaged_smollm2_attributions_are_exact_and_shap_runs():
 
 
 def test_shap_warm_up_runs_without_a_model():
-    from core.explain_shap import warm_up
+    from core.explain.shapley import warm_up
 
     warm_up()  # raises if shap's Partition explainer or Text masker API changed
     import sys

@@ -8,11 +8,8 @@ import json
 
 import pytest
 
-from core.export import (
-    export_rows, file_stem, filter_predictions, labels_from_edits, neutralise, prediction_changes, to_csv,
-    to_jsonl,
-)
-from core.store_rows import Label, Prediction
+from core.export import (export_rows, file_stem, filter_predictions, labels_from_edits, neutralise, prediction_changes, to_csv, to_jsonl)
+from core.store.rows import Label, Prediction
 
 CLASSES = ["neg", "pos"]
 NASTY = ["=cmd|' /C calc'!A0", 'a "quoted", comma, text', "two\nlines\r\nthree", "@SUM(A1)",

@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from core.errors import InputError, NotEnoughLabels
-from core.features import FeatureSpec, select_features
+from core.learn.features import FeatureSpec, select_features
 
 SHAPE = (9, 16)  # 8 layers + the embedding layer, hidden size 16
 

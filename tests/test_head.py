@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.linear_model import LogisticRegression
 
 from core.errors import InputError, NotEnoughLabels
-from core.head import Head, check_labels, min_c
+from core.learn.head import Head, check_labels, min_c
 
 
 def _data(n=60, d=12, K=2, signal=(0,), strength=1.5, seed=0):

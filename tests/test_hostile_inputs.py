@@ -27,9 +27,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import io as core_io
+import core.io as core_io
 from core.errors import BundleError, InputError
-from core.io import LIMITS, Limits, columns_of, read_records
+from core.limits import LIMITS, Limits
+from core.io import columns_of, read_records
 from tests.test_reliability import record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,7 +369,7 @@ def test_bad_uploads_on_the_data_page_lose_nothing(name, data, expected, fresh_w
                                                    tiny_model_dir, whole_app_reruns, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core import jobs
+    import core.jobs as jobs
     from core.store import Store
     from tests.app_fixtures import sql
 
@@ -421,8 +422,8 @@ class _Boom:
 @pytest.fixture(scope="module")
 def bundle():
     """A real bundle of a small trained classifier, and features to predict on."""
-    from core.bundle import bundle_bytes
-    from core.classifier import Settings, train
+    from core.learn.bundle import bundle_bytes
+    from core.learn.classifier import Settings, train
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(16, 3, 8)).astype(np.float32)
@@ -455,7 +456,7 @@ def _resealed(members: dict[str, bytes]) -> bytes:
 
 
 def _refused(source, match: str | None = None) -> str:
-    from core.bundle import load_bundle
+    from core.learn.bundle import load_bundle
 
     _BUNDLE_TALLY["tried"] += 1
     with pytest.raises(BundleError, match=match) as err:
@@ -504,7 +505,7 @@ def test_the_cli_refuses_a_pickle_bundle_with_a_plain_message(bundle, tmp_path, 
 
 
 def test_tampered_foreign_and_oversized_bundles_are_refused(bundle, monkeypatch):
-    from core import bundle as core_bundle
+    import core.learn.bundle as core_bundle
 
     raw, _ = bundle
     members = _members(raw)
@@ -535,7 +536,7 @@ def test_tampered_foreign_and_oversized_bundles_are_refused(bundle, monkeypatch)
 
 
 def test_every_single_byte_change_is_refused_or_harmless(bundle):
-    from core.bundle import load_bundle
+    from core.learn.bundle import load_bundle
 
     raw, X = bundle
     expected = load_bundle(raw).predict_proba_features(X)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from core.export import FORMULA_PREFIXES, export_rows, to_csv
 from core.store import Store
-from core.store_rows import Label, Prediction
+from core.store.rows import Label, Prediction
 from tests.browser import IDLE, TIMEOUT_MS
 from tests.test_reliability import record_figures
 
@@ -60,7 +60,7 @@ def page_files() -> list[str]:
 
 def populate(db: str, model_dir: str, *, versions: int = 2) -> int:
     """A project made of tricks, with labels and trained model versions."""
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
     from core.project import retrain
 
     with Store.open(db) as store:

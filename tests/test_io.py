@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from core.io import LIMITS, read_records
+from core.limits import LIMITS
+from core.io import read_records
 
 
 def test_csv_with_text_and_label_columns():

@@ -5,11 +5,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from core import jobs
-from core.classifier import Settings
-from core.embed import cache_key
+import core.jobs as jobs
+from core.learn.classifier import Settings
+from core.model.cache import cache_key
 from core.errors import BackboneError
-from core.store import Job, Store, text_hash
+from core.store import Job, Store
+from core.hashing import text_hash
 
 TEXTS = ["good movie", "bad film", "a wonderful plot", "the worst review", "it was fine"]
 SETTINGS = Settings(backbone="tiny", prompt=None)

@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core import multi
-from core.backbones import Backbone, PackagedModel
-from core.bundle import bundle_bytes, load_bundle
-from core.classifier import Settings, features_for, train
+import core.model.group as multi
+from core.explain.attributions import group_attributions
+from core.model import registry
+from core.model.backbone import Backbone
+from core.model.registry import PackagedModel
+from core.learn.bundle import bundle_bytes, load_bundle
+from core.learn.classifier import Settings, features_for, train
 from core.errors import InputError
-from core.features import FeatureSpec
+from core.learn.features import FeatureSpec
 from core.project import load_classifier, retrain
 from core.store import Store
 from tests.conftest import DictCache, make_tokenizer, make_tiny_model
@@ -26,14 +29,14 @@ def group(monkeypatch):
     b = Backbone("tiny-b", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-b")
     for bb in (a, b):
         entry = PackagedModel(bb.name, bb.name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-")
-        monkeypatch.setitem(multi.REGISTRY, bb.name, entry)
+        monkeypatch.setitem(registry.REGISTRY, bb.name, entry)
     parts = tuple(multi.group_parts("tiny-a+tiny-b"))
     return multi.BackboneGroup("tiny-a+tiny-b", (a, b), parts)
 
 
 def test_group_features_stack_each_part_with_its_own_prompt(group):
     texts = ["good movie", "awful film"]
-    multi.ENCODERS  # tiny-b is not an encoder: both parts see the prompt
+    registry.ENCODERS  # tiny-b is not an encoder: both parts see the prompt
     X = features_for(group, texts, Settings(backbone=group.name, prompt="review : {text}"))
     a, b = group.backbones
     pa, pb = group.parts
@@ -44,7 +47,7 @@ def test_group_features_stack_each_part_with_its_own_prompt(group):
 
 
 def test_encoder_parts_get_the_bare_text(group, monkeypatch):
-    monkeypatch.setattr(multi, "ENCODERS", frozenset({"tiny-b"}))
+    monkeypatch.setattr(registry, "ENCODERS", frozenset({"tiny-b"}))
     texts = ["good movie"]
     X = features_for(group, texts, Settings(backbone=group.name, prompt="review : {text}"))
     b = group.backbones[1]
@@ -92,12 +95,12 @@ def test_bad_group_specs_are_refused_plainly():
         multi.group_parts("smollm2-135m+nope")
     with pytest.raises(InputError, match="repeated"):
         multi.group_parts("minilm-l6+minilm-l6")
-    assert multi.is_group("smollm2-135m+minilm-l6") and not multi.is_group("smollm2-135m")
+    assert multi.is_fused("smollm2-135m+minilm-l6") and not multi.is_fused("smollm2-135m")
 
 
 @pytest.mark.slow
 def test_packaged_llm_and_encoder_fuse_under_one_head():
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
 
     group = load_backbone("smollm2-135m+minilm-l6")
     assert [p.name for p in group.parts] == ["smollm2-135m", "minilm-l6"]
@@ -118,7 +121,7 @@ def test_group_attributions_are_exact_per_backbone(group, mode):
     texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
     s = Settings(backbone=group.name, prompt="review : {text}", mode=mode, penalty="l2")
     clf = train(features_for(group, texts, s), labels, ["neg", "pos"], s)
-    parts = multi.group_attributions(group, clf, "good film i hate it")
+    parts = group_attributions(group, clf, "good film i hate it")
     assert [name for name, _ in parts] == ["tiny-a", "tiny-b"]
     total = sum(a.values.sum(0) for _, a in parts) + parts[0][1].constant
     assert_allclose(total, parts[0][1].logits, atol=1e-4)
@@ -128,7 +131,8 @@ def test_group_attributions_are_exact_per_backbone(group, mode):
 
 
 def test_global_view_of_a_fused_model_adds_up_its_backbones(group):
-    from core.explain import class_phrases, layer_weights_by_backbone, word_attributions
+    from core.explain.attributions import class_phrases, layer_weights_by_backbone
+    from core.explain.words import word_attributions
 
     texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
     s = Settings(backbone=group.name, prompt="review : {text}", mode="layer", penalty="l2")
@@ -137,7 +141,7 @@ def test_global_view_of_a_fused_model_adds_up_its_backbones(group):
     seen = []
     phrases = class_phrases(group, clf, [text], min_count=1, progress=lambda d, t: seen.append((d, t)))
     words = {}
-    for _, a in multi.group_attributions(group, clf, text):
+    for _, a in group_attributions(group, clf, text):
         for k in (0, 1):
             for p in word_attributions(a, text, k):
                 words[(p.text, k)] = words.get((p.text, k), 0.0) + p.score

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-import core.prefix
-from core.backbones import Backbone
-from core.classifier import Settings, features_for, train
-from core.embed import embed, encode
-from core.explain import shap_attributions
-from core.prefix import PrefixEmbedder, supports
+import core.model.prefix
+from core.model.backbone import Backbone
+from core.learn.classifier import Settings, features_for, train
+from core.model.embed import embed
+from core.model.tokens import encode
+from core.explain.shapley import shap_attributions
+from core.model.prefix import PrefixEmbedder, supports
 from tests.conftest import make_tokenizer
 
 PROMPT = "review : {text} sentiment :"
@@ -94,7 +95,7 @@ def test_layers_above_the_deepest_read_never_run(decoder):
 def test_repeats_and_packing_limits_do_not_change_the_features(decoder, monkeypatch):
     strings = _variants(TEXT, 30, seed=1)
     expected = embed(decoder, strings, prompt=PROMPT)
-    monkeypatch.setattr(core.prefix, "_PACKED_TOKENS", 7)  # many small packed passes
+    monkeypatch.setattr(core.model.prefix, "_PACKED_TOKENS", 7)  # many small packed passes
     pe = PrefixEmbedder(decoder, TEXT, prompt=PROMPT, pooling="mean", layers=[3])
     got = pe(strings + strings[:5])
     before = pe.tokens_run
@@ -107,7 +108,7 @@ def test_repeats_and_packing_limits_do_not_change_the_features(decoder, monkeypa
 def test_a_memory_cap_keeps_only_the_whole_text_to_share_prefixes_with(decoder, monkeypatch):
     strings = _variants(TEXT, 20, seed=2)
     expected = embed(decoder, strings, prompt=PROMPT)
-    monkeypatch.setattr(core.prefix, "_KEEP_BYTES", 0)
+    monkeypatch.setattr(core.model.prefix, "_KEEP_BYTES", 0)
     pe = PrefixEmbedder(decoder, TEXT, prompt=PROMPT, pooling="mean", layers=[0, 2])
     got = np.concatenate([pe(strings[i:i + 5]) for i in range(0, len(strings), 5)])
     assert list(pe.runs) == [tuple(encode(decoder.tokenizer, [TEXT], prompt=PROMPT)[0].input_ids)]
@@ -142,7 +143,7 @@ def test_shap_values_do_not_change_with_the_shared_prefix_path(decoder, monkeypa
     clf = train(features_for(decoder, pos + neg, settings), ["pos"] * 4 + ["neg"] * 4,
                 ["neg", "pos"], settings)
     fast = shap_attributions(decoder, clf, TEXT, max_evals=80)
-    monkeypatch.setattr(core.prefix, "supports", lambda *a, **k: False)
+    monkeypatch.setattr(core.model.prefix, "supports", lambda *a, **k: False)
     slow = shap_attributions(decoder, clf, TEXT, max_evals=80)
     assert_allclose(fast.values, slow.values, atol=1e-5)
     assert_allclose(fast.base_values, slow.base_values, atol=1e-5)
@@ -166,7 +167,7 @@ def test_only_single_causal_decoders_within_their_window_are_supported(tiny_back
 
 @pytest.mark.slow
 def test_packaged_smollm2_features_equal_the_plain_path():
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
 
     bb = load_backbone("smollm2-135m")
     text = "The acting was superb, but the plot dragged on far too long and bored me to tears."

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.bundle import bundle_bytes, load_bundle, save_bundle
-from core.classifier import Settings, features_for
+from core.learn.bundle import bundle_bytes, load_bundle, save_bundle
+from core.learn.classifier import Settings, features_for
 from core.errors import BundleError, NotEnoughLabels
-from core.project import MemoryCache, load_classifier, retrain
+from core.model.cache import MemoryCache
+from core.project import load_classifier, retrain
 from core.store import Store
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy",

@@ -346,9 +346,9 @@ def labelled_project(fresh_workspace, tiny_model_dir):
 
 def test_limits_are_shown_on_the_data_page_and_enforced(labelled_project, monkeypatch,
                                                        whole_app_reruns):
-    from core import io as core_io
+    import core.io as core_io
     from core.errors import InputError
-    from core.io import LIMITS, Limits
+    from core.limits import LIMITS, Limits
     from tests.app_fixtures import open_page, page_text
 
     db, pid = labelled_project
@@ -390,9 +390,9 @@ class _Hidden:
 
 def test_a_missing_optional_backbone_names_the_pip_command(labelled_project, monkeypatch,
                                                           whole_app_reruns):
-    from core import jobs
-    from core.backbones import load_backbone
-    from core.classifier import Settings
+    import core.jobs as jobs
+    from core.model.loading import load_backbone
+    from core.learn.classifier import Settings
     from core.errors import BackboneUnavailable
     from tests.app_fixtures import open_page, page_text
 
@@ -428,7 +428,7 @@ def test_out_of_memory_splits_the_batch_then_says_what_to_do(tiny_backbone, monk
     import torch
     from numpy.testing import assert_allclose
 
-    from core.embed import embed
+    from core.model.embed import embed
     from core.errors import BackboneError
 
     texts = ["good movie", "bad film", "i love it", "awful plot", "the best", "very sad"]
@@ -458,8 +458,8 @@ def test_out_of_memory_fails_the_job_and_the_training_plainly(labelled_project, 
                                                              monkeypatch, whole_app_reruns):
     from transformers import LlamaModel
 
-    from core import jobs
-    from core.classifier import Settings
+    import core.jobs as jobs
+    from core.learn.classifier import Settings
     from tests.app_fixtures import open_page, page_text
 
     db, pid = labelled_project
@@ -494,10 +494,10 @@ def _tiny_converter(tiny_model_dir):
 
 
 def test_a_damaged_model_cache_is_rebuilt_or_named(tmp_path, tiny_model_dir, monkeypatch):
-    from core import backbones
+    import core.model.loading as backbones
 
     monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path / "cache"))  # never a shared cache
-    from core.backbones import cache_dir, load_backbone, sha256_file
+    from core.model.loading import cache_dir, load_backbone, sha256_file
     from core.errors import BackboneError
 
     gguf = tmp_path / "weights" / "tiny.gguf"
@@ -530,7 +530,7 @@ def test_a_damaged_model_cache_is_rebuilt_or_named(tmp_path, tiny_model_dir, mon
 def _fake_parts(tmp_path, monkeypatch, payloads: list[bytes]):
     import hashlib
 
-    from core.backbones import PackagedModel
+    from core.model.registry import PackagedModel
 
     site = tmp_path / "site"
     parts = []
@@ -547,8 +547,9 @@ def _fake_parts(tmp_path, monkeypatch, payloads: list[bytes]):
 
 
 def test_damaged_weights_are_reassembled_and_bad_packages_refused(tmp_path, monkeypatch):
-    from core import backbones
-    from core.backbones import REGISTRY, _packaged_weights, cache_dir, load_backbone, resolve_packaged
+    import core.model.loading as backbones
+    from core.model.registry import REGISTRY, resolve_packaged
+    from core.model.loading import _packaged_weights, cache_dir, load_backbone
     from core.errors import BackboneError
 
     monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path / "cache"))  # never a shared cache

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.curves import diagnose
-from core.explain import Piece, coefficient_attributions, layer_weights_by_backbone
+from core.learn.curves import diagnose
+from core.explain.words import Piece
+from core.explain.attributions import coefficient_attributions, layer_weights_by_backbone
 from core.project import load_classifier, retrain
-from core.report import (build_report, example_of, exactness_text, heatmap_html, legend_html,
-                         pick_examples, report_filename)
-from core.stability import bootstrap, project_inputs
+from core.report import (build_report, example_of, exactness_text, heatmap_html, legend_html, pick_examples, report_filename)
+from core.explain.stability import bootstrap, project_inputs
 from core.store import Store
 
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",

@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from core.classifier import Classifier, Settings, features_for, train
-from core.embed import token_states
+from core.learn.classifier import Classifier, Settings, features_for, train
+from core.model.embed import token_states
 from core.errors import InputError, NotEnoughLabels
-from core.explain import token_contributions
-from core.features import FeatureSpec
-from core.head import Head
-from core.stability import (MODERATE, STABLE, UNSTABLE, Stability, bootstrap, load_stability,
-                            project_inputs, save_stability, token_rank_stability)
+from core.explain.attributions import token_contributions
+from core.learn.features import FeatureSpec
+from core.learn.head import Head
+from core.explain.stability import (MODERATE, STABLE, UNSTABLE, Stability, bootstrap, load_stability, project_inputs, save_stability, token_rank_stability)
 from core.store import Store
 
 

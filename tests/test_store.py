@@ -16,9 +16,11 @@ import pytest
 from sqlite_utils import Database
 
 from core.errors import InputError, StoreError, UnknownProject
-from core.store import SCHEMA_VERSION, Store, pack_arrays, text_hash, unpack_arrays
-from core.store_base import transactional
-from core.store_schema import MIGRATIONS, migrate, schema_version
+from core.store import SCHEMA_VERSION, Store
+from core.store.codec import pack_arrays, unpack_arrays
+from core.hashing import text_hash
+from core.store.connection import transactional
+from core.store.schema import MIGRATIONS, migrate, schema_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -559,8 +561,8 @@ def test_explanations_round_trip_replace_and_cascade(path):
 
 
 def test_new_classes_are_created_with_the_texts_or_not_at_all(store, monkeypatch):
-    from core import io as core_io
-    from core.io import Limits
+    import core.io as core_io
+    from core.limits import Limits
 
     p = store.create_project("p", ["neg", "pos"])
     monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=3))

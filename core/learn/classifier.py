@@ -12,12 +12,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .backbones import DEFAULT_BACKBONE
-from .embed import DEFAULT_MAX_LENGTH, POOLINGS, FeatureCache, embed, encode
-from .errors import InputError
-from .features import FeatureSpec, select_features, select_group_features
-from .multi import ENCODERS, embed_group, group_parts, is_group
-from .head import Head, check_labels
+from core.errors import InputError
+from core.learn.features import FeatureSpec, select_features, select_group_features
+from core.learn.head import Head, check_labels
+from core.model.cache import FeatureCache
+from core.model.embed import POOLINGS, features, truncated_count
+from core.model.group import group_parts, is_fused
+from core.model.registry import DEFAULT_BACKBONE, is_encoder
+from core.model.tokens import DEFAULT_MAX_LENGTH
 
 __all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "MIN_TOKENS", "MAX_TOKENS", "Settings", "Classifier",
            "default_prompt", "train", "features_for", "n_truncated", "with_settings"]
@@ -32,7 +34,7 @@ DEFAULT_PROMPT = "Text: {text}\nCategory:"
 
 def default_prompt(backbone: str) -> str | None:
     """The prompt a backbone gets unless the user sets one: none for sentence encoders."""
-    return None if backbone in ENCODERS else DEFAULT_PROMPT
+    return None if is_encoder(backbone) else DEFAULT_PROMPT
 
 
 @dataclass(frozen=True)
@@ -120,30 +122,16 @@ def features_for(backbone, texts: Sequence[str], settings: Settings, *,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Pooled features (n, n_layers, hidden) of texts under the settings' prompt and pooling.
 
-    For a backbone group (core.multi) the parts' features are stacked and padded.
+    For a backbone group (core.model.group) the parts' features are stacked and padded.
     """
-    if hasattr(backbone, "parts"):
-        return embed_group(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
-                           max_length=settings.max_length, cache=cache, progress=progress)
-    return embed(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
-                 max_length=settings.max_length, cache=cache, progress=progress)
+    return features(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
+                    max_length=settings.max_length, cache=cache, progress=progress)
 
 
 def n_truncated(backbone, texts: Sequence[str], settings: Settings) -> int:
     """How many texts are longer than ``settings.max_length`` tokens with the prompt (for
     any backbone of a group): they lose their end when embedded."""
-    if hasattr(backbone, "parts"):
-        from .multi import part_prompt
-
-        pairs = [(bb, part_prompt(part.name, settings.prompt))
-                 for part, bb in zip(backbone.parts, backbone.backbones)]
-    else:
-        pairs = [(backbone, settings.prompt)]
-    cut = set()
-    for bb, prompt in pairs:
-        encoded = encode(bb.tokenizer, texts, prompt=prompt, max_length=settings.max_length)
-        cut.update(i for i, e in enumerate(encoded) if e.truncated)
-    return len(cut)
+    return truncated_count(backbone, texts, prompt=settings.prompt, max_length=settings.max_length)
 
 
 def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings: Settings, *,
@@ -164,7 +152,7 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings
     y = np.array([index[lab] for lab in labels], dtype=int)
     check_labels(y, classes)
     report: dict = {}
-    if spec is None and is_group(settings.backbone):
+    if spec is None and is_fused(settings.backbone):
         spec, report = select_group_features(X, y, group_parts(settings.backbone), mode=settings.mode,
                                              penalty=settings.penalty, random_state=random_state)
     elif spec is None:

@@ -15,7 +15,7 @@ cannot change the features (the last hidden state is post-norm, so reading it ne
 every layer).
 
 Both shortcuts change which numbers are multiplied, not the function: the features
-equal ``core.embed.embed``'s to float32 rounding (tests/test_prefix.py checks it on
+equal ``core.model.embed.embed``'s to float32 rounding (tests/test_prefix.py checks it on
 tiny Llama, Qwen2 and Gemma 3 models and on the packaged SmolLM2; bench/explain.py
 compares the SHAP values of both paths). Encoders (bidirectional
 attention) and backbone groups fall back to the plain path: ``supports(backbone)``.
@@ -30,7 +30,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .embed import DEFAULT_MAX_LENGTH, encode, pool
+from core.model.embed import pool
+from core.model.group import is_fused
+from core.model.tokens import DEFAULT_MAX_LENGTH, encode
 
 __all__ = ["PrefixEmbedder", "supports"]
 
@@ -54,7 +56,7 @@ def supports(backbone, max_length: int = DEFAULT_MAX_LENGTH) -> bool:
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
     model = getattr(backbone, "model", None)
-    if hasattr(backbone, "parts") or model is None:
+    if is_fused(backbone) or model is None:
         return False
     kind = getattr(model.config, "model_type", None)
     layers = getattr(model, "layers", None)
@@ -232,26 +234,28 @@ class PrefixEmbedder:
         from transformers import DynamicCache
 
         model, last = self.backbone.model, self.backbone.n_layers - 1
-        _install_hooks(model)
+        hooks = _capture_hooks(model)
         cache = cache if cache is not None else DynamicCache()
         job = _Job({r for r in self.layers if r < last},
                    self.depth if self.depth < len(model.layers) else None, {})
         _local.job = job
         try:
             out = self.backbone.forward(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                        past_key_values=cache, use_cache=True)
+                                        cache=cache, use_cache=True)
             if last in self.layers:  # post-norm, so not a layer's output
                 job.captured[last] = out.last_hidden_state
         except _Stop:
             pass
         finally:
             _local.job = None
+            for hook in hooks:
+                hook.remove()
         return {r: t.detach().cpu() for r, t in job.captured.items()}, cache
 
 
 # --- capture hooks ----------------------------------------------------------------------
-# Installed once per model and idle unless this thread has a job, so other threads
-# running the same model (a retrain while SHAP runs) are not affected.
+# Registered for each packed pass and idle unless this thread has a job, so other
+# threads running the same model (a retrain while SHAP runs) are not affected.
 
 _local = threading.local()
 
@@ -263,13 +267,17 @@ class _Job:
     captured: dict
 
 
-def _install_hooks(model) -> None:
-    if getattr(model, "_tenshot_capture_hooks", False):
-        return
-    model.layers[0].register_forward_pre_hook(_before_first_layer, with_kwargs=True)
-    for i, layer in enumerate(model.layers):
-        layer.register_forward_hook(functools.partial(_after_layer, i + 1))
-    model._tenshot_capture_hooks = True
+def _capture_hooks(model) -> list:
+    """Register the capture hooks for one forward pass; the caller removes them.
+
+    Nothing is left on the model between passes. While registered they act only for
+    the thread whose ``_local.job`` is set, so a retrain running the same model in
+    another thread meanwhile is neither captured nor stopped.
+    """
+    hooks = [model.layers[0].register_forward_pre_hook(_before_first_layer, with_kwargs=True)]
+    hooks += [layer.register_forward_hook(functools.partial(_after_layer, i + 1))
+              for i, layer in enumerate(model.layers)]
+    return hooks
 
 
 def _before_first_layer(module, args, kwargs):

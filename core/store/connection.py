@@ -1,4 +1,4 @@
-"""The connection half of ``Store``: opening, transactions, lock retries and shared lookups.
+"""The base of ``Store``: opening, transactions, lock retries and lookups every table group uses.
 
 A ``Store`` wraps one ``sqlite3`` connection, which is bound to the thread that
 opened it: open one per Streamlit rerun or per worker thread, never share one.
@@ -19,8 +19,7 @@ from typing import Any, Self, TypeVar
 from sqlite_utils import Database
 
 from core.errors import InputError, StoreError, UnknownProject
-from core.store_codec import utc_now
-from core.store_schema import configure, is_locked, migrate
+from core.store.schema import configure, is_locked, migrate
 
 __all__ = ["StoreBase", "transactional"]
 
@@ -168,36 +167,3 @@ class StoreBase:
             f"Text {text_id} is not in project {self._project_name(project_id)!r}; "
             "it may have been added to another project."
         )
-
-    def _current_class(self, text_id: int) -> int | None:
-        row = self._one("SELECT class_id FROM labels WHERE text_id = ?", [text_id])
-        return None if row is None else row[0]
-
-    def _write_label(self, project_id: int, text_id: int, class_id: int | None) -> None:
-        """Make ``class_id`` the text's only label (``None``: unlabelled), recording no event."""
-        self.db.execute("DELETE FROM labels WHERE text_id = ?", [text_id])
-        if class_id is not None:
-            self.db.execute(
-                "INSERT INTO labels (project_id, text_id, class_id, updated_at) "
-                "VALUES (?, ?, ?, ?)",
-                [project_id, text_id, class_id, utc_now()],
-            )
-
-    def _change_label(
-        self,
-        project_id: int,
-        text_id: int,
-        class_id: int | None,
-        schema_event_id: int | None = None,
-    ) -> bool:
-        """Relabel a text and append the change to ``label_events``; False if nothing changed."""
-        previous = self._current_class(text_id)
-        if previous == class_id:
-            return False
-        self._write_label(project_id, text_id, class_id)
-        self.db.execute(
-            "INSERT INTO label_events (project_id, text_id, class_id, previous_class_id, "
-            "schema_event_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [project_id, text_id, class_id, previous, schema_event_id, utc_now()],
-        )
-        return True

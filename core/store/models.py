@@ -1,76 +1,21 @@
-"""Derived data: the feature cache, trained model versions, predictions and job progress.
-
-Features are cached per (backbone fingerprint, prompt hash, pooling, text hash),
-so they are shared by every project that holds the same text. Each entry is the
-per-layer pooled hidden state, stored as little-endian float32 bytes of shape
-``(n_layers, hidden_size)``.
-"""
+"""Model versions, their predictions, and explanations kept per model version."""
 
 from typing import Any
 
 import numpy as np
 
 from core.errors import InputError, StoreError
-from core.store_base import StoreBase, transactional
-from core.store_codec import dump_json, load_json, pack_arrays, prompt_hash, unpack_arrays, utc_now
-from core.store_rows import JOB_STATUSES, Job, ModelVersion, Prediction
+from core.store.codec import dump_json, load_json, pack_arrays, unpack_arrays, utc_now
+from core.store.connection import StoreBase, transactional
+from core.store.rows import ModelVersion, Prediction
 
-__all__ = ["ArtifactsMixin"]
+__all__ = ["ModelsMixin"]
 
-_FEATURE_DTYPE = "<f4"
-# stays under SQLite's oldest default limit of 999 bound variables per statement
-_CHUNK = 900
 _MODEL_COLUMNS = "id, version, created_at, params, metrics, n_labels"
-_JOB_COLUMNS = "id, project_id, kind, status, done, total, message, created_at, updated_at"
 
 
-class ArtifactsMixin(StoreBase):
-    """Feature cache, model versions, predictions and jobs."""
-
-    def get_features(
-        self, fingerprint: str, prompt: str | None, pooling: str, text_hashes: list[str]
-    ) -> dict[str, np.ndarray]:
-        """Return the cached features among ``text_hashes``: ``{text hash: array}``, hits only.
-
-        Each array is float32 of shape ``(n_layers, hidden_size)`` and writable.
-        """
-        key = [fingerprint, prompt_hash(prompt), pooling]
-        wanted = list(dict.fromkeys(text_hashes))
-        found: dict[str, np.ndarray] = {}
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            rows = self._all(
-                "SELECT text_hash, n_layers, hidden_size, dtype, data FROM features "
-                "WHERE fingerprint = ? AND prompt_hash = ? AND pooling = ? "
-                f"AND text_hash IN ({', '.join('?' * len(chunk))})",
-                key + chunk,
-            )
-            for text_hash, n_layers, hidden_size, dtype, data in rows:
-                array = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(n_layers, hidden_size)
-                found[text_hash] = array.astype(np.float32)
-        return found
-
-    @transactional
-    def put_features(
-        self, fingerprint: str, prompt: str | None, pooling: str, items: dict[str, np.ndarray]
-    ) -> None:
-        """Cache ``{text hash: array of shape (n_layers, hidden_size)}``, replacing old entries."""
-        key = [fingerprint, prompt_hash(prompt), pooling]
-        now = utc_now()
-        rows = []
-        for text_hash, value in items.items():
-            array = np.ascontiguousarray(value, dtype=_FEATURE_DTYPE)
-            if array.ndim != 2 or 0 in array.shape:
-                raise InputError(
-                    f"Features for text {text_hash[:12]} must have shape (n_layers, hidden_size), "
-                    f"but got shape {array.shape}."
-                )
-            rows.append([*key, text_hash, *array.shape, _FEATURE_DTYPE, array.tobytes(), now])
-        self.db.conn.executemany(
-            "INSERT OR REPLACE INTO features (fingerprint, prompt_hash, pooling, text_hash, "
-            "n_layers, hidden_size, dtype, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+class ModelsMixin(StoreBase):
+    """Trained model versions, predictions and stored explanations."""
 
     @transactional
     def save_model(
@@ -202,53 +147,6 @@ class ArtifactsMixin(StoreBase):
             [model_id, kind],
         )
         return [r[0] for r in rows]
-
-    @transactional
-    def start_job(self, project_id: int, kind: str, total: int) -> int:
-        """Record a running job of ``total`` steps and return its id."""
-        self._project_name(project_id)
-        now = utc_now()
-        cursor = self.db.execute(
-            "INSERT INTO jobs (project_id, kind, status, done, total, created_at, updated_at) "
-            "VALUES (?, ?, 'running', 0, ?, ?, ?)",
-            [project_id, kind, int(total), now, now],
-        )
-        return cursor.lastrowid
-
-    @transactional
-    def update_job(
-        self, job_id: int, *, done: int, message: str | None = None, status: str | None = None
-    ) -> None:
-        """Record progress; ``message`` and ``status`` keep their old values when None."""
-        if status is not None and status not in JOB_STATUSES:
-            raise InputError(f"Job status must be one of {JOB_STATUSES}, but got {status!r}.")
-        cursor = self.db.execute(
-            "UPDATE jobs SET done = ?, message = COALESCE(?, message), "
-            "status = COALESCE(?, status), updated_at = ? WHERE id = ?",
-            [int(done), message, status, utc_now(), job_id],
-        )
-        if cursor.rowcount == 0:
-            raise _no_job(job_id)
-
-    def job(self, job_id: int) -> Job:
-        """Return a job's current progress; StoreError if it does not exist."""
-        row = self._one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", [job_id])
-        if row is None:
-            raise _no_job(job_id)
-        return Job(*row)
-
-    def latest_job(self, project_id: int, kind: str) -> Job | None:
-        """Return the project's most recently started job of ``kind``, or None."""
-        row = self._one(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? AND kind = ? "
-            "ORDER BY id DESC LIMIT 1",
-            [project_id, kind],
-        )
-        return None if row is None else Job(*row)
-
-
-def _no_job(job_id: int) -> StoreError:
-    return StoreError(f"There is no job with id {job_id}; it may belong to a deleted project.")
 
 
 def _model_row(row: tuple) -> ModelVersion:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import Classifier
-from .errors import BundleError
+from core.learn.classifier import Classifier
+from core.errors import BundleError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "save_bundle", "load_bundle", "bundle_bytes"]
 

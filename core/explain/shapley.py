@@ -2,7 +2,7 @@
 
 The Text masker masks the user's text only; the prompt is put around every masked
 string by the same tokenisation as training, and the masked strings' features come
-from ``core.prefix.PrefixEmbedder`` (causal decoders: equal to ``features_for``'s to
+from ``core.model.prefix.PrefixEmbedder`` (causal decoders: equal to ``features_for``'s to
 float32 rounding, 2.5x faster in bench/BENCHMARKS.md) or ``features_for``. Results are
 kept in the store per model version and text. Shortcut admitted: the masker collapses
 whitespace inside partly masked strings.
@@ -18,10 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from . import prefix
-from .classifier import features_for
-from .errors import InputError
-from .store_codec import text_hash
+from core.errors import InputError
+from core.hashing import text_hash
+from core.learn.classifier import features_for
+from core.model import prefix
+from core.model.cache import MemoryCache
 
 __all__ = ["ShapResult", "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "shap_attributions", "warm_up"]
 
@@ -144,8 +145,6 @@ def _masked_embedder(backbone, clf, text: str) -> Callable[[list[str]], np.ndarr
     if clf.spec.mode != "multi" and prefix.supports(backbone, s.max_length):
         return prefix.PrefixEmbedder(backbone, text, prompt=s.prompt, pooling=s.pooling,
                                      layers=clf.spec.layers, max_length=s.max_length)
-    from .project import MemoryCache
-
     masked = MemoryCache(max_items=4 * SHAP_MAX_EVALS)  # repeated masked strings cost nothing
     return lambda strings: features_for(backbone, strings, s, cache=masked)
 

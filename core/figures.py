@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .curves import Diagnostics, LabelsNeeded, LearningCurve, accuracy_noise, saturating
+from core.learn.curves import Diagnostics, LabelsNeeded, LearningCurve, accuracy_noise, saturating
 
 __all__ = ["plot_text", "history_figure", "confusion_figure", "curve_figure", "layer_figure",
            "describe_estimate", "noise_note"]

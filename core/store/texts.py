@@ -1,124 +1,24 @@
-"""tenshot's persistence layer: one SQLite file per workspace, holding every SQL statement.
+"""The texts, labels and label_events tables: adding texts, labelling, and undo.
 
-``Store`` is assembled from three parts: :mod:`core.store_base` (connection,
-transactions, retries), :mod:`core.store_classes` (class changes and their undo)
-and :mod:`core.store_artifacts` (feature cache, models, predictions, jobs). This
-module adds projects, texts and labels. The layout and migrations are in
-:mod:`core.store_schema`.
-
-Every public method that writes runs in one transaction and returns after it is
-committed, so an acknowledged label survives a crash. Shortcuts: projects are
-single-label only for now (the schema allows multi-label), and undo of labels
-and undo of class changes are two separate stacks.
-
-Example::
-
-    with Store.open("work.db") as store:
-        project = store.create_project("reviews", ["negative", "positive"])
-        ids = store.add_texts(project.id, ["great phone", "awful battery"]).text_ids
-        store.set_label(project.id, ids[0], "positive")
+Every label change is appended to ``label_events`` with the class it replaced, so
+``undo_last_label`` can revert it; changes made by class edits carry their
+schema event and are reverted by ``undo_schema_change`` (core.store.classes).
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
-from core import io as _io
-from core.errors import InputError, UnknownProject
-from core.store_artifacts import ArtifactsMixin
-from core.store_base import transactional
-from core.store_classes import ClassesMixin, clean_class_names
-from core.store_codec import dump_json, load_json, pack_arrays, text_hash, unpack_arrays, utc_now
-from core.store_rows import AddResult, Job, Label, ModelVersion, Prediction, Project, TextRow
-from core.store_schema import SCHEMA_VERSION
+from core.errors import InputError
+from core.hashing import text_hash
+from core.limits import LIMITS
+from core.store.codec import utc_now
+from core.store.connection import StoreBase, transactional
+from core.store.rows import AddResult, Label, TextRow
 
-__all__ = [
-    "Store",
-    "Project",
-    "AddResult",
-    "TextRow",
-    "Label",
-    "ModelVersion",
-    "Prediction",
-    "Job",
-    "SCHEMA_VERSION",
-    "text_hash",
-    "pack_arrays",
-    "unpack_arrays",
-]
-
-_PROJECT_COLUMNS = "id, name, task_type, settings"
+__all__ = ["TextsMixin"]
 
 
-class Store(ClassesMixin, ArtifactsMixin):
-    """A tenshot workspace. Open with ``Store.open(path)``; use one per thread."""
-
-    @transactional
-    def create_project(
-        self, name: str, classes: list[str], *, settings: dict[str, Any] | None = None
-    ) -> Project:
-        """Create a single-label project with at least two distinct class names."""
-        name = _clean_project_name(name)
-        class_names = clean_class_names(classes)
-        settings = _checked_settings(settings or {})
-        self._refuse_taken(name)
-        now = utc_now()
-        project_id = self.db.execute(
-            "INSERT INTO projects (name, settings, created_at, updated_at) VALUES (?, ?, ?, ?)",
-            [name, dump_json(settings), now, now],
-        ).lastrowid
-        self.db.conn.executemany(
-            "INSERT INTO classes (project_id, name, position, created_at) VALUES (?, ?, ?, ?)",
-            [[project_id, c, i, now] for i, c in enumerate(class_names)],
-        )
-        return self.project(project_id)
-
-    def project(self, name_or_id: str | int) -> Project:
-        """Return a project by name or id; UnknownProject lists the names there are."""
-        column = "id" if isinstance(name_or_id, int) else "name"
-        key = name_or_id if column == "id" else str(name_or_id).strip()
-        row = self._one(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE {column} = ?", [key])
-        if row is not None:
-            return _project_row(row)
-        names = [p.name for p in self.projects()]
-        known = f"the projects are {', '.join(map(repr, names))}" if names else "there are none yet"
-        what = f"with id {key}" if column == "id" else f"called {key!r}"
-        raise UnknownProject(f"There is no project {what}; {known}. Create it first.")
-
-    def projects(self) -> list[Project]:
-        """Return every project, oldest first."""
-        rows = self._all(f"SELECT {_PROJECT_COLUMNS} FROM projects ORDER BY id")
-        return [_project_row(r) for r in rows]
-
-    @transactional
-    def rename_project(self, project_id: int, new_name: str) -> Project:
-        """Give a project a new, unused name."""
-        old = self._project_name(project_id)
-        new_name = _clean_project_name(new_name)
-        if new_name != old:
-            self._refuse_taken(new_name)
-            self.db.execute(
-                "UPDATE projects SET name = ?, updated_at = ? WHERE id = ?",
-                [new_name, utc_now(), project_id],
-            )
-        return self.project(project_id)
-
-    @transactional
-    def delete_project(self, project_id: int) -> None:
-        """Delete a project with its classes, texts, labels, models, predictions and jobs.
-
-        Cached features stay: they are keyed by text hash and shared by projects.
-        """
-        self._project_name(project_id)
-        self.db.execute("DELETE FROM projects WHERE id = ?", [project_id])
-
-    @transactional
-    def update_settings(self, project_id: int, settings: dict[str, Any]) -> Project:
-        """Merge ``settings`` into the project's settings (top-level keys replace old ones)."""
-        merged = {**self.project(project_id).settings, **_checked_settings(settings)}
-        self.db.execute(
-            "UPDATE projects SET settings = ?, updated_at = ? WHERE id = ?",
-            [dump_json(merged), utc_now(), project_id],
-        )
-        return self.project(project_id)
+class TextsMixin(StoreBase):
+    """Texts and their labels."""
 
     @transactional
     def add_texts(
@@ -252,7 +152,7 @@ class Store(ClassesMixin, ArtifactsMixin):
 
     def _refuse_over_limit(self, project_id: int, added: int) -> None:
         # runs after the inserts, inside the same transaction: raising rolls them back
-        limit = _io.LIMITS.project_texts
+        limit = LIMITS.project_texts
         (total,) = self._one("SELECT COUNT(*) FROM texts WHERE project_id = ?", [project_id])
         if total > limit:
             room = max(0, limit - (total - added))
@@ -260,13 +160,6 @@ class Store(ClassesMixin, ArtifactsMixin):
                 f"A project holds at most {limit:,} sentences; this one has room for {room:,} "
                 f"more, but got {added:,} new ones. Nothing was added: import fewer, or start "
                 "another project."
-            )
-
-    def _refuse_taken(self, name: str) -> None:
-        if self._one("SELECT 1 FROM projects WHERE name = ?", [name]):
-            raise InputError(
-                f"A project called {name!r} already exists. Pick another name, "
-                "or open the existing project."
             )
 
     def _wanted_labels(
@@ -312,24 +205,41 @@ class Store(ClassesMixin, ArtifactsMixin):
                 text_ids.append(row[0])
         return text_ids, added
 
+    def _current_class(self, text_id: int) -> int | None:
+        row = self._one("SELECT class_id FROM labels WHERE text_id = ?", [text_id])
+        return None if row is None else row[0]
 
-def _clean_project_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InputError(f"A project name must be non-empty text, but got {name!r}.")
-    return name.strip()
+    def _write_label(self, project_id: int, text_id: int, class_id: int | None) -> None:
+        """Make ``class_id`` the text's only label (``None``: unlabelled), recording no event."""
+        self.db.execute("DELETE FROM labels WHERE text_id = ?", [text_id])
+        if class_id is not None:
+            self.db.execute(
+                "INSERT INTO labels (project_id, text_id, class_id, updated_at) "
+                "VALUES (?, ?, ?, ?)",
+                [project_id, text_id, class_id, utc_now()],
+            )
+
+    def _change_label(
+        self,
+        project_id: int,
+        text_id: int,
+        class_id: int | None,
+        schema_event_id: int | None = None,
+    ) -> bool:
+        """Relabel a text and append the change to ``label_events``; False if nothing changed."""
+        previous = self._current_class(text_id)
+        if previous == class_id:
+            return False
+        self._write_label(project_id, text_id, class_id)
+        self.db.execute(
+            "INSERT INTO label_events (project_id, text_id, class_id, previous_class_id, "
+            "schema_event_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [project_id, text_id, class_id, previous, schema_event_id, utc_now()],
+        )
+        return True
 
 
 def _clean_text(text: object) -> str:
     if not isinstance(text, str):
         raise InputError(f"Texts must be strings, but got {type(text).__name__}: {text!r:.60}.")
     return text.strip()
-
-
-def _checked_settings(settings: object) -> dict[str, Any]:
-    if not isinstance(settings, dict):
-        raise InputError(f"Settings must be a dict, but got {type(settings).__name__}.")
-    return settings
-
-
-def _project_row(row: tuple) -> Project:
-    return Project(id=row[0], name=row[1], task_type=row[2], settings=load_json(row[3]))

@@ -13,7 +13,7 @@ Modes:
 - stc (Sparsify-then-Classify): an L1 probe on each of the best-scanned layers keeps
   the fewest neurons carrying a fraction `eta` of that layer's |weight| mass; the
   neurons of all probed layers are concatenated.
-- multi: several backbones (see core.multi); each part gets its own spec under the
+- multi: several backbones (see core.model.group); each part gets its own spec under the
   project's mode, and the parts' columns are concatenated.
 - auto: all three, compared by nested CV (the selection reruns inside each fold, at
   the C each mode chose on all data), so STC's and the scan's use of the labels does
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 from sklearn.model_selection import RepeatedStratifiedKFold
-from threadpoolctl import ThreadpoolController
 
 from core.errors import InputError
-from core.head import _BLAS, Head, check_labels, min_c
-from core.multi import Part
+from core.learn.head import Head, check_labels, min_c
+from core.learn.solver import BLAS, standardise
+from core.model.group import Part
 
 __all__ = ["FeatureSpec", "select_features", "select_group_features"]
 
@@ -193,7 +193,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
         raise InputError(f"Unknown feature mode {mode!r}; choose one of {_MODES + ('auto',)}.")
     X, y = _check_input(X, y)
     cands = _candidates(X, candidate_layers)
-    with _BLAS.limit(limits=1, user_api="blas"):
+    with BLAS.limit(limits=1, user_api="blas"):
         err, acc = _scan(X, y, cands)
         report = {"layer_scores": [None if np.isnan(a) else float(a) for a in acc]}
         options = dict(penalty=penalty, random_state=random_state, eta=eta, cands=cands,
@@ -214,7 +214,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
 
 
 def select_group_features(X, y, parts, *, mode="auto", **options):
-    """Feature selection for a backbone group (core.multi): each part on its own rows of X.
+    """Feature selection for a backbone group (core.model.group): each part on its own rows of X.
 
     parts: the group's ``Part``s. Returns (spec, report) with report["parts"] holding
     each part's own report.
@@ -267,7 +267,7 @@ def _scan(X, y, layers):
     prior = Y.mean(0)
     Y -= prior
     for layer in layers:
-        Z = _standardise(X[:, layer].astype(np.float64))
+        Z = standardise(X[:, layer].astype(np.float64))[0]
         lam = _SCAN_ALPHA * (Z ** 2).sum() / n
         if n <= Z.shape[1]:
             # dual: residual = lam * A @ Y and 1 - hat = lam * diag(A), A = (Z Z^T + lam I)^-1
@@ -297,11 +297,6 @@ def _quick_head(penalty, random_state):
     """The head as used inside selection: one CV repeat and a loose solver tolerance;
     only its predictions and chosen C are used, never its exact weights."""
     return Head(penalty, n_repeats=1, tol=1e-4, random_state=random_state)
-
-
-def _standardise(Z):
-    scale = Z.std(0)
-    return (Z - Z.mean(0)) / np.where(scale < 1e-12, 1.0, scale)
 
 
 def _ranked_layers(err):

@@ -10,7 +10,7 @@ probability.
 
 Why not scikit-learn's solvers: in 1.9 only 'saga' fits multinomial L1 / elastic-net,
 and it takes seconds per fit on few-shot LLM features (n << d, correlated columns);
-'liblinear' is binary-only. ``core.solver`` carries a small glmnet-style solver instead
+'liblinear' is binary-only. ``core.learn.solver`` carries a small glmnet-style solver instead
 (proximal Newton + coordinate descent, working sets, warm starts along the C path),
 compiled with numba (a dependency of shap). L2 is solved exactly in the span of the
 training rows, where the columns are orthogonal and coordinate descent is quick. The
@@ -29,10 +29,9 @@ import os
 
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold
-from threadpoolctl import ThreadpoolController
 
 from core.errors import InputError, NotEnoughLabels
-from core.solver import balanced_weights, c_min, fit_path, softmax
+from core.learn.solver import BLAS, c_min, fit_path, softmax, standardise
 
 __all__ = ["Head", "check_labels", "min_c"]
 
@@ -44,9 +43,6 @@ _CV_TOL = 1e-4  # solver tolerance inside CV, where only the predictions matter
 # from this many labels in the smallest class one CV repeat picks the same C as two
 # (42 of 48 benchmark draws) at the same test accuracy, in half the time
 _ONE_REPEAT_AT = 50
-# one controller for the process: threadpool_limits() rescans the loaded libraries on
-# every call (about 5 ms with torch and numba loaded, half of a bootstrap refit)
-_BLAS = ThreadpoolController()
 
 
 def check_labels(y, classes, *, min_per_class=2):
@@ -77,8 +73,7 @@ def check_labels(y, classes, *, min_per_class=2):
 def min_c(Z, y):
     """The smallest C at which `Head("l1")` on Z (n, d), y (n,) keeps any feature."""
     Z, y, K = _check_fit_input(Z, y, need_cv=False)
-    scale = Z.std(0)
-    return c_min((Z - Z.mean(0)) / np.where(scale < 1e-12, 1.0, scale), y, K)
+    return c_min(standardise(Z)[0], y, K)
 
 
 def _macro_f1(y, pred, K):
@@ -172,15 +167,13 @@ class Head:
         `cv_scores_` reports accuracy per C, `cv_accuracy_` the accuracy at C_.
         """
         # multi-threaded OpenBLAS on these small matrices is 10x slower on a busy machine
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with BLAS.limit(limits=1, user_api="blas"):
             return self._fit(Z, y, C)
 
     def _fit(self, Z, y, C):
         l1_ratio = self._l1_ratio()
         Z, y, K = _check_fit_input(Z, y, need_cv=C is None)
-        self.mean_, self.scale_ = Z.mean(0), Z.std(0)
-        self.scale_[self.scale_ < 1e-12] = 1.0
-        Zs = (Z - self.mean_) / self.scale_
+        Zs, self.mean_, self.scale_ = standardise(Z)
         Cs, best = ([float(C)], 0) if C is not None else (self._grid(Zs, y, K, l1_ratio), None)
         if best is None:
             acc, f1, loss = self._cv(Zs, y, K, Cs, l1_ratio)

@@ -27,8 +27,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .embed import DEFAULT_MAX_LENGTH, _batches, encode
-from .errors import BackboneError, InputError
+from core.errors import BackboneError, InputError
+from core.model.forward import run_batches
+from core.model.tokens import DEFAULT_MAX_LENGTH, encode
 
 __all__ = [
     "CONTENT_FREE",
@@ -85,9 +86,8 @@ def _is_causal(backbone) -> bool:
     import torch
 
     vocab = int(backbone.model.config.vocab_size)
-    ids = torch.tensor([[0, 1, 2], [0, 1, 3 % vocab]], device=backbone.device)
-    with torch.inference_mode():
-        h = backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    ids = torch.tensor([[0, 1, 2], [0, 1, 3 % vocab]])
+    h = backbone.last_hidden_state(ids, torch.ones_like(ids))
     return bool(torch.allclose(h[0, :2].float(), h[1, :2].float(), atol=1e-4, rtol=1e-3))
 
 
@@ -137,8 +137,7 @@ def class_log_probs(backbone, texts: Sequence[str], classes: Sequence[str], *,
     keys = list(seqs)
     total = np.zeros((len(texts), len(classes)))
     done = 0
-    for idx in _batches([len(k) for k in keys], batch_size):
-        ids, mask = _pad([keys[i] for i in idx], backbone.tokenizer.pad_token_id or 0)
+    for idx, _, (h,) in run_batches(backbone, keys, batch_size=batch_size, all_layers=False):
         rows, pos, targets, where = [], [], [], []
         for b, i in enumerate(idx):
             for text_i, class_j, start, cont in seqs[keys[i]]:
@@ -147,8 +146,6 @@ def class_log_probs(backbone, texts: Sequence[str], classes: Sequence[str], *,
                 targets += cont
                 where += [(text_i, class_j)] * len(cont)
         with torch.inference_mode():
-            h = backbone.model(input_ids=ids.to(backbone.device), attention_mask=mask.to(backbone.device),
-                               use_cache=False).last_hidden_state
             # only the scored positions meet the (vocab x hidden) matrix: Gemma's vocab is 262k
             logits = h[rows, pos].float() @ weight.float().T  # (n positions, vocab)
             if softcap:
@@ -162,18 +159,6 @@ def class_log_probs(backbone, texts: Sequence[str], classes: Sequence[str], *,
         lengths = [len(backbone.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in classes]
         total /= np.array(lengths, dtype=float)
     return total[:-1] - total[-1] if calibrate else total
-
-
-def _pad(seqs: list[tuple], pad_id: int):
-    """Right-padded (ids, mask) long tensors of shape (batch, longest)."""
-    import torch
-
-    ids = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.tensor(s)
-        mask[row, : len(s)] = 1
-    return ids, mask
 
 
 def zero_shot_predict(backbone, texts: Sequence[str], classes: Sequence[str], **kwargs) -> list[str]:

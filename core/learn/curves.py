@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from .errors import NotEnoughLabels
+from core.errors import NotEnoughLabels
 
 __all__ = ["LearningCurve", "LabelsNeeded", "PromptResult", "Diagnostics", "encode_labels",
            "fixed_head", "cv_confusion", "learning_curve", "labels_needed", "saturating",
@@ -43,7 +43,7 @@ class _FixedC:
     """The model's head refitted at a fixed C (no inner CV): fit(Z, y) and predict(Z)."""
 
     def __init__(self, penalty: str, C: float, random_state: int):
-        from .head import Head
+        from core.learn.head import Head
 
         self.head, self.C = Head(penalty, random_state=random_state), float(C)
 
@@ -252,7 +252,7 @@ def layer_profile(features: dict[str, np.ndarray], y: np.ndarray, *, penalty: st
     {pooling: (n_layers,)} accuracies, index 0 being the embedding layer. Each layer gets
     its own C by the head's repeated CV, so the numbers read like the model's own.
     """
-    from .head import Head
+    from core.learn.head import Head
 
     _splits(y, 2, 2, "layer profile")
     total = sum(X.shape[1] for X in features.values())
@@ -285,7 +285,7 @@ def compare_prompts(backbone, texts: Sequence[str], labels: Sequence[str], class
 
     Everything but the prompt stays as in ``settings``; each prompt is checked first.
     """
-    from .classifier import features_for, train
+    from core.learn.classifier import features_for, train
 
     candidates = [replace(settings, prompt=p or None).check() for p in prompts]
     out = []
@@ -345,13 +345,13 @@ def profile_layers(backbone, texts: Sequence[str], labels: Sequence[str], clf, *
 
     One forward pass yields every pooling; texts already cached for all of them cost none.
     """
-    from .embed import embed_many
+    from core.model.embed import embed_many
 
     s = clf.settings
     if hasattr(backbone, "parts"):  # a backbone group: rows are every part's layers, stacked
         from dataclasses import replace
 
-        from .classifier import features_for
+        from core.learn.classifier import features_for
 
         features = {p: features_for(backbone, texts, replace(s, pooling=p), cache=cache) for p in poolings}
     else:

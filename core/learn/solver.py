@@ -1,15 +1,21 @@
-"""The penalised multinomial logistic-regression solver behind ``core.head.Head``.
+"""The penalised multinomial logistic-regression solver behind ``core.learn.head.Head``.
 
 A small glmnet-style solver: proximal Newton steps with coordinate descent, working
 sets, and warm starts along the C path, compiled with numba. It minimises
-scikit-learn's objective (see ``core.head``); L2 is solved exactly in the span of the
+scikit-learn's objective (see ``core.learn.head``); L2 is solved exactly in the span of the
 training rows. Binary problems fit one weight row (row 0 stays zero).
 """
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["balanced_weights", "c_min", "fit_path", "softmax"]
+__all__ = ["BLAS", "balanced_weights", "c_min", "fit_path", "softmax", "standardise"]
+
+# one controller for the process: threadpool_limits() rescans the loaded libraries on
+# every call (about 5 ms with torch and numba loaded, half of a bootstrap refit);
+# callers limit BLAS to one thread around small fits with BLAS.limit(...)
+BLAS = ThreadpoolController()
 
 # The kernels are plain scalar loops: numba compiles those several times faster than
 # array expressions, and the compiled code is cached on disk (cache=True).
@@ -150,6 +156,14 @@ def softmax(logits):
     """Softmax over the last axis of logits (..., K)."""
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
+
+
+def standardise(Z):
+    """(Zs, mean, scale): Z (n, d) centred and scaled per column; a constant column
+    (std < 1e-12) gets scale 1, so it standardises to zeros instead of nan."""
+    mean, scale = Z.mean(0), Z.std(0)
+    scale = np.where(scale < 1e-12, 1.0, scale)
+    return (Z - mean) / scale, mean, scale
 
 
 def balanced_weights(y, K):

@@ -33,14 +33,14 @@ from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 from threadpoolctl import threadpool_limits
 
-from .classifier import features_for
-from .errors import InputError, StoreError
-from .explain import token_contributions
-from .features import FeatureSpec
-from .head import Head, check_labels
+from core.learn.classifier import features_for
+from core.errors import InputError, StoreError
+from core.explain.attributions import token_contributions
+from core.explain.words import spearman_rows
+from core.learn.features import FeatureSpec
+from core.learn.head import Head, check_labels
 
 __all__ = ["Stability", "bootstrap", "project_inputs", "token_rank_stability", "save_stability",
            "load_stability", "STABLE", "MODERATE", "UNSTABLE"]
@@ -316,7 +316,7 @@ def token_rank_stability(stability: Stability, hidden: np.ndarray, pooled_mask: 
                          class_index: int, *, user: np.ndarray | None = None, k: int = 5) -> dict:
     """How well each refit reproduces the full model's token attributions of one sentence.
 
-    hidden: float32 (n_layers + 1, n_tokens, hidden) from ``core.embed.token_states``;
+    hidden: float32 (n_layers + 1, n_tokens, hidden) from ``core.model.embed.token_states``;
     pooled_mask: bool (n_tokens,) the tokens mean pooling averages over (all but the sink);
     user: bool (n_tokens,) the tokens compared, normally the user's own (default: pooled).
     Attributions are the tokens' contributions to the logit of ``class_index``. Per refit:
@@ -343,7 +343,7 @@ def token_rank_stability(stability: Stability, hidden: np.ndarray, pooled_mask: 
     full = contributions(stability.full_weights()[0])
     refits = np.stack([contributions(stability.refit_weights(i)[0]) for i in range(stability.B)])
     k = int(min(max(1, k), len(positions)))
-    spearman = _spearman(full, refits)
+    spearman = spearman_rows(full, refits)
     top_full, top = _top_k(full[None], k)[0], _top_k(refits, k)
     overlap = np.array([len(np.intersect1d(top_full, t)) / k for t in top])
     in_topk = np.bincount(top.ravel(), minlength=len(positions)) / stability.B
@@ -352,17 +352,6 @@ def token_rank_stability(stability: Stability, hidden: np.ndarray, pooled_mask: 
             "mean_spearman": float(spearman.mean()), "mean_topk_overlap": mean_overlap, "k": k,
             "badge": _badge(median, mean_overlap), "positions": positions, "full": full,
             "refits": refits, "in_topk": in_topk}
-
-
-def _spearman(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Spearman correlation of a (u,) with each row of rows (B, u); average ranks for ties."""
-    ra = rankdata(a) - (len(a) + 1) / 2
-    rr = rankdata(rows, axis=1) - (len(a) + 1) / 2
-    norm = np.sqrt((ra ** 2).sum() * (rr ** 2).sum(1))
-    both_flat = (ra ** 2).sum() == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(norm > 0, rr @ ra / norm, 0.0)
-    return np.where(both_flat & ((rr ** 2).sum(1) == 0), 1.0, rho)
 
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:

@@ -10,8 +10,8 @@ change gave it, so a label the user set afterwards is kept.
 from typing import Any
 
 from core.errors import InputError, StoreError
-from core.store_base import StoreBase, transactional
-from core.store_codec import dump_json, load_json, utc_now
+from core.store.connection import StoreBase, transactional
+from core.store.codec import dump_json, load_json, utc_now
 
 __all__ = ["ClassesMixin", "clean_class_name", "clean_class_names"]
 

@@ -1,4 +1,4 @@
-"""Why the classifier decides what it does: token attributions, SHAP, and global views.
+"""Exact linear token attributions, and the global views built from them.
 
 Under mean pooling every class logit is linear in the per-token hidden states
 (DESIGN.md, "Exact token attributions"). With X[l] the mean of h[l, t] over the
@@ -11,34 +11,30 @@ Each token's term is its exact contribution; the prompt's tokens contribute too 
 are reported apart from the user's words. Under max or last pooling the same linear
 terms are only an approximation (``Attribution.exact`` is False).
 
-SHAP (core.explain_shap, re-exported here) masks the user's text only. Both views are
-mapped onto the same word pieces of the user's text so they can be compared.
-
-Shortcut admitted: word pieces come from a regular expression, not a linguistic
-tokeniser.
+A fused model (``core.model.group``) gets one attribution per backbone
+(``group_attributions``); their sums plus the one constant give the logit. SHAP is in
+``core.explain.shapley``; word pieces and the agreement of two views in
+``core.explain.words``.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .embed import TokenStates, _batches, _pad, encode, token_states
-from .errors import InputError
-from .explain_shap import SHAP_BATCH_SIZE, SHAP_MAX_EVALS, ShapResult, shap_attributions
+from core.explain.words import piece_totals, pieces_of
+from core.learn.classifier import features_for
+from core.model.embed import TokenStates, token_states
+from core.model.forward import run_batches
+from core.model.group import parts_of
+from core.model.tokens import encode, pooled_positions
 
-__all__ = ["Attribution", "Piece", "ShapResult", "Agreement", "Phrase", "LayerWeight",
-           "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "linear_weights", "token_contributions",
-           "coefficient_attributions", "word_scores", "word_attributions", "text_segments",
-           "shap_attributions", "rank_agreement", "view_agreement", "class_phrases",
-           "layer_weights", "layer_weights_by_backbone"]
-
-# word pieces: runs of word characters (with inner apostrophes/hyphens), or of punctuation
-_PIECE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]+")
+__all__ = ["Attribution", "LayerWeight", "Phrase", "class_phrases", "coefficient_attributions",
+           "group_attributions", "layer_weights", "layer_weights_by_backbone", "linear_weights",
+           "token_contributions"]
 
 
 @dataclass(frozen=True)
@@ -103,13 +99,33 @@ def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | 
     if states is None:
         states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length)
     V, b = linear_weights(clf)
-    pooled = np.ones(len(states.tokens), dtype=bool)
-    pooled[0] = False  # the attention sink is never pooled
+    pooled = pooled_positions(len(states.tokens))
     values = token_contributions(states.hidden, pooled, V)
     X = _pooled(states.hidden, pooled, s.pooling)
     logits = clf.decision_features(X[None])[0].astype(np.float64)
     return Attribution(list(states.tokens), list(states.encoded.user_spans), values, b, logits,
                        exact=s.pooling == "mean")
+
+
+def group_attributions(group, clf, text: str) -> list[tuple[str, Attribution]]:
+    """Exact token attributions of a fused model, one ``Attribution`` per backbone.
+
+    Each part's ``values`` are its own tokens' contributions (its tokenizer, its prompt);
+    every part carries the model's one ``constant`` and ``logits``, and under mean pooling
+    the parts' summed values plus the constant equal the logits.
+    """
+    s = clf.settings
+    V, b = linear_weights(clf)
+    logits = clf.decision_features(features_for(group, [text], s))[0].astype(np.float64)
+    out = []
+    for part, bb, prompt in parts_of(group, s.prompt):
+        states = token_states(bb, text, prompt=prompt, max_length=s.max_length)
+        values = token_contributions(states.hidden, pooled_positions(len(states.tokens)),
+                                     V[part.rows, :part.width])
+        out.append((part.name, Attribution(list(states.tokens), list(states.encoded.user_spans), values, b,
+                                           logits, exact=s.pooling == "mean")))
+    return out
+
 
 
 def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:
@@ -119,110 +135,6 @@ def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:
     if pooling == "max":
         return hidden[:, pooled].max(1)
     return hidden[:, pooled].mean(1)
-
-
-# --- word pieces --------------------------------------------------------------------
-
-class Piece(NamedTuple):
-    """A stretch text[start:end] of the user's text and its score."""
-
-    start: int
-    end: int
-    text: str
-    score: float
-
-
-def word_scores(text: str, spans: Sequence[tuple[int, int] | None], scores: Sequence[float]) -> list[Piece]:
-    """Sum token scores into the word pieces of ``text`` (words and punctuation runs).
-
-    spans: per token, its (start, end) in ``text`` or None (prompt/sink: ignored);
-    scores: (n_tokens,). A token covering several pieces splits its score by overlap;
-    a whitespace-only token goes to the next piece (the last one at the end), so the
-    total is kept.
-    Example: text "not good!", tokens "not", " good", "!" -> pieces not, good, !.
-    """
-    bounds, totals = _piece_totals(text, spans, np.asarray(scores, dtype=float))
-    return [Piece(a, b, text[a:b], float(v)) for (a, b), v in zip(bounds, totals)]
-
-
-def _piece_totals(text: str, spans, values: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """Piece bounds and the token values summed per piece: (n_tokens, ...) -> (n_pieces, ...)."""
-    bounds = [(m.start(), m.end()) for m in _PIECE.finditer(text)]
-    totals = np.zeros((len(bounds),) + values.shape[1:])
-    starts = np.array([a for a, _ in bounds])
-    for span, value in zip(spans, values):
-        if span is None or not bounds or span[1] <= span[0]:
-            continue
-        a, b = span
-        overlap = np.array([max(0, min(b, e) - max(a, s)) for s, e in bounds], dtype=float)
-        if overlap.sum() == 0:  # whitespace: it leads the next word, as in BPE's " word"
-            overlap[min(int(np.searchsorted(starts, b)), len(bounds) - 1)] = 1.0
-        totals += np.multiply.outer(overlap / overlap.sum(), value)
-    return bounds, totals
-
-
-def word_attributions(result, text: str, class_index: int) -> list[Piece]:
-    """Word pieces of ``text`` with their summed score for one class.
-
-    result: an ``Attribution`` or a ``ShapResult`` of this text (anything with
-    ``spans`` and ``values`` (n_tokens, K)).
-    """
-    return word_scores(text, result.spans, np.asarray(result.values)[:, class_index])
-
-
-def text_segments(text: str, pieces: Sequence[Piece]) -> list[Piece]:
-    """The whole text as consecutive segments: the pieces, and score-0 gaps between them.
-
-    "".join(p.text for p in text_segments(text, pieces)) == text, so a heatmap drawn
-    from the segments never drops a character.
-    """
-    out, pos = [], 0
-    for p in sorted(pieces, key=lambda p: p.start):
-        if p.start > pos:
-            out.append(Piece(pos, p.start, text[pos:p.start], 0.0))
-        out.append(p)
-        pos = max(pos, p.end)
-    if pos < len(text):
-        out.append(Piece(pos, len(text), text[pos:], 0.0))
-    return out
-
-
-# --- agreement ----------------------------------------------------------------------
-
-class Agreement(NamedTuple):
-    """Spearman rho between two views' word scores; nan with a reason when undefined."""
-
-    rho: float
-    n_pieces: int
-    reason: str | None
-
-
-def rank_agreement(a_scores: Sequence[float], b_scores: Sequence[float]) -> float:
-    """Spearman correlation of two score vectors of the same pieces; nan when undefined.
-
-    Undefined means fewer than 2 pieces or a constant vector (no ranking to compare).
-    Example: [1, 2, 3] vs [10, 20, 30] -> 1.0; vs [3, 2, 1] -> -1.0.
-    """
-    from scipy.stats import rankdata
-
-    a, b = np.asarray(a_scores, float), np.asarray(b_scores, float)
-    if a.shape != b.shape:
-        raise InputError(f"Both views must score the same pieces; got {a.shape} and {b.shape}.")
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
-
-
-def view_agreement(a, b, text: str, class_index: int) -> Agreement:
-    """Rank agreement of two explanations of ``text`` (Attribution/ShapResult) on its words."""
-    wa = [p.score for p in word_attributions(a, text, class_index)]
-    wb = [p.score for p in word_attributions(b, text, class_index)]
-    rho = rank_agreement(wa, wb)
-    if not np.isnan(rho):
-        return Agreement(rho, len(wa), None)
-    reason = ("the text has fewer than 2 words" if len(wa) < 2
-              else "one view gives every word the same score")
-    return Agreement(rho, len(wa), reason)
 
 
 # --- global views -------------------------------------------------------------------
@@ -267,12 +179,12 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
             lambda done, total, k=k: progress(k * total + done, len(parts) * total))
         for i, spans, values in _contributions_many(bb, V, prompt, clf.settings.max_length, texts,
                                                     batch_size, step):
-            _, totals = _piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
+            _, totals = piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
             per_text[i] = per_text.get(i, 0) + totals
     seen: dict[str, list[tuple[np.ndarray, int]]] = defaultdict(list)
     for i, totals in sorted(per_text.items()):
-        for m, row in zip(_PIECE.finditer(texts[i]), totals):
-            seen[m.group().lower()].append((row, i))
+        for (_, _, piece), row in zip(pieces_of(texts[i]), totals):
+            seen[piece.lower()].append((row, i))
     out = {}
     for k, name in enumerate(clf.classes):
         rows = []
@@ -288,12 +200,8 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
 def _linear_parts(backbone, clf) -> list[tuple]:
     """(backbone, prompt, V) per backbone: V maps its hidden states to the logits."""
     V, _ = linear_weights(clf)
-    if not hasattr(backbone, "parts"):
-        return [(backbone, clf.settings.prompt, V)]
-    from .multi import part_prompt
-
-    return [(bb, part_prompt(part.name, clf.settings.prompt), V[part.rows, :part.width])
-            for part, bb in zip(backbone.parts, backbone.backbones)]
+    return [(bb, prompt, V if part is None else V[part.rows, :part.width])
+            for part, bb, prompt in parts_of(backbone, clf.settings.prompt)]
 
 
 def _contributions_many(backbone, V, prompt, max_length: int, texts: list[str], batch_size: int,
@@ -309,15 +217,13 @@ def _contributions_many(backbone, V, prompt, max_length: int, texts: list[str], 
         yield from ((i, e.user_spans, np.zeros((len(e.input_ids), V.shape[2])))
                     for i, e in enumerate(encoded))
         return
-    pad_id, done = backbone.tokenizer.pad_token_id or 0, 0
-    for idx in _batches([len(e.input_ids) for e in encoded], batch_size):
-        ids, mask = _pad([encoded[i] for i in idx], pad_id)
-        states = backbone.hidden_states(ids, mask)
+    done = 0
+    for idx, _, states in run_batches(backbone, [e.input_ids for e in encoded], batch_size=batch_size):
         hidden = np.stack([states[l].float().cpu().numpy() for l in layers])  # (L, B, T, H)
         for row, i in enumerate(idx):
             n = len(encoded[i].input_ids)
-            pooled = np.arange(n) > 0  # the attention sink is never pooled
-            yield i, encoded[i].user_spans, token_contributions(hidden[:, row, :n], pooled, V[layers])
+            yield i, encoded[i].user_spans, token_contributions(hidden[:, row, :n], pooled_positions(n),
+                                                                V[layers])
         done += len(idx)
         if progress:
             progress(done, len(texts))
