@@ -69,7 +69,8 @@ def cmd_train(args, store) -> int:
     from core.io import read_path
     from core.project import retrain
 
-    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column)
+    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
+                     limits=store.limits)
     for line, why in rows.skipped:
         _say(f"skipped line {line}: {why}")
     seen = list(dict.fromkeys(lab for lab in rows.labels or [] if lab))
@@ -118,7 +119,7 @@ def cmd_predict(args, store) -> int:
     from core.project import predict_texts
 
     clf = _classifier(args, store)
-    rows = read_path(args.data, text_column=args.text_column)
+    rows = read_path(args.data, text_column=args.text_column, limits=store.limits)
     labels, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
                                   cache=store, progress=_bar("predicting"))
     with open(args.out, "w", newline="", encoding="utf-8") as f:
@@ -210,12 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         args.bundle = None
+    from core.limits import Limits
     from core.store import Store
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            with Store.open(args.db) as store:
+            with Store.open(args.db, limits=Limits.from_env()) as store:
                 return globals()[f"cmd_{args.command}"](args, store)
     except TenshotError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,18 +16,21 @@ import csv
 import io
 import json
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import InputError
-from core.limits import LIMITS, Limits
+from core.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["LIMITS", "Limits", "ImportResult", "read_records", "read_path", "decode_bytes",
+__all__ = ["ImportResult", "read_records", "read_path", "decode_bytes",
            "columns_of"]
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
             ".json": "jsonl"}
 _SEPARATORS = (",", "\t", ";", "|")
+_CSV_LIMIT_LOCK = threading.Lock()
 # a one-column file is read with a separator it does not contain: each line is one cell
 _NO_SEPARATOR = ("\x1f", "\x1e", "\x1d", "\x1c")
 _QUOTED = re.compile(r'"[^"]*"')
@@ -134,8 +137,7 @@ def _label_of(row: dict, column: str) -> tuple[str | None, bool]:
     return str(value).strip() or None, False
 
 
-def _cut_warning(lines: list[tuple[int, int]]) -> str:
-    limit = LIMITS.text_chars
+def _cut_warning(lines: list[tuple[int, int]], limit: int) -> str:
     if len(lines) == 1:
         line, n = lines[0]
         return f"Line {line}: the text had {n:,} characters and was cut to {limit:,}."
@@ -146,7 +148,7 @@ def _cut_warning(lines: list[tuple[int, int]]) -> str:
 
 
 def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, label_column,
-               result: ImportResult) -> ImportResult:
+               result: ImportResult, limits: Limits) -> ImportResult:
     result.columns = columns
     result.text_column = _pick(columns, text_column, ("text", "sentence", "content", "body"), "text")
     if result.text_column is None:
@@ -162,16 +164,16 @@ def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, la
         if text is None:
             result.skipped.append((line, why))
             continue
-        if len(text) > LIMITS.text_chars:
+        if len(text) > limits.text_chars:
             cut.append((line, len(text)))
-            text = text[: LIMITS.text_chars]
+            text = text[: limits.text_chars]
         result.texts.append(text)
         if labels is not None:
             label, unusable = _label_of(row, result.label_column)
             labels.append(label)
             bad_labels += unusable
     if cut:
-        result.warnings.append(_cut_warning(cut))
+        result.warnings.append(_cut_warning(cut, limits.text_chars))
     if bad_labels:
         result.warnings.append(f"{bad_labels:,} rows had a label that is not a single class name "
                                "(a list, an object or true/false); they were imported without a label.")
@@ -191,16 +193,31 @@ def _separator(text: str, name: str) -> str:
     return next((s for s in _NO_SEPARATOR if s not in text), ",")
 
 
+@contextmanager
+def _csv_cells_up_to(n_chars: int):
+    """Let the csv module read cells of up to n_chars while the block runs.
+
+    The csv module's field limit is process-wide; it is raised only for the parse and
+    put back after, under a lock so two uploads parsed at once cannot undo each other.
+    """
+    with _CSV_LIMIT_LOCK:
+        old = csv.field_size_limit(max(csv.field_size_limit(), n_chars))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(old)
+
+
 def _csv_records(text: str, name: str) -> list[tuple[int, list[str]]]:
     """(line where the record starts, cells) of every record; refuses an unclosed quote."""
-    # a single cell may be as long as the whole upload; the text is cut later, with a warning
-    csv.field_size_limit(max(csv.field_size_limit(), LIMITS.upload_bytes + 1))
     reader = csv.reader(io.StringIO(f"{text}\n{_END}", newline=""), delimiter=_separator(text, name))
     records, line = [], 1
     try:
-        for cells in reader:
-            records.append((line, cells))
-            line = reader.line_num + 1
+        # a single cell may be as long as the whole text; it is cut later, with a warning
+        with _csv_cells_up_to(len(text) + 1):
+            for cells in reader:
+                records.append((line, cells))
+                line = reader.line_num + 1
     except csv.Error as err:
         raise InputError(f"{name} is not a readable CSV file: line {line} could not be read ({err}).")
     last_line, last = records.pop()
@@ -211,7 +228,8 @@ def _csv_records(text: str, name: str) -> list[tuple[int, list[str]]]:
     return records
 
 
-def _read_csv(text: str, name: str, text_column, label_column, result: ImportResult) -> ImportResult:
+def _read_csv(text: str, name: str, text_column, label_column, result: ImportResult,
+              limits: Limits) -> ImportResult:
     records = _csv_records(text, name)
     if not records or not any(c.strip() for c in records[0][1]):
         raise InputError(f"{name} has an empty header row; the first row must name the columns.")
@@ -228,7 +246,7 @@ def _read_csv(text: str, name: str, text_column, label_column, result: ImportRes
     if body and not rows:
         raise InputError(f"No row of {name} matches its header ({len(header)} columns); "
                          "check the separator and the quotes.")
-    return _from_rows(rows, header, text_column, label_column, result)
+    return _from_rows(rows, header, text_column, label_column, result, limits)
 
 
 def _json_line(line: str) -> tuple[object, str]:
@@ -243,7 +261,8 @@ def _json_line(line: str) -> tuple[object, str]:
         return None, "is not usable JSON (a number in it is too long)"
 
 
-def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportResult) -> ImportResult:
+def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportResult,
+                limits: Limits) -> ImportResult:
     rows, columns = [], {}
     # JSON Lines are separated by \n only: a JSON string may hold U+2028 and other breaks
     for i, line in enumerate(text.split("\n"), start=1):
@@ -263,7 +282,7 @@ def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportR
     if not rows:
         raise InputError(f"No line of {name} is a JSON object like "
                          '{"text": "...", "label": "..."}. Write one object per line (JSON Lines).')
-    return _from_rows(rows, list(columns), text_column, label_column, result)
+    return _from_rows(rows, list(columns), text_column, label_column, result, limits)
 
 
 def _mb(n_bytes: int) -> str:
@@ -277,32 +296,33 @@ def _format(name: str) -> str:
     return fmt
 
 
-def _check_size(n_bytes: int, name: str) -> None:
-    if n_bytes > LIMITS.upload_bytes:
-        raise InputError(f"{name} is {n_bytes:,} bytes; the limit is {_mb(LIMITS.upload_bytes)} "
-                         f"({LIMITS.upload_bytes:,} bytes). Split it into smaller files.")
+def _check_size(n_bytes: int, name: str, limits: Limits) -> None:
+    if n_bytes > limits.upload_bytes:
+        raise InputError(f"{name} is {n_bytes:,} bytes; the limit is {_mb(limits.upload_bytes)} "
+                         f"({limits.upload_bytes:,} bytes). Split it into smaller files.")
 
 
 def read_records(data: bytes, name: str, *, text_column: str | None = None,
-                 label_column: str | None = None) -> ImportResult:
-    """Parse an uploaded file. ``name`` decides the format by its extension."""
-    _check_size(len(data), name)
+                 label_column: str | None = None, limits: Limits = DEFAULT_LIMITS) -> ImportResult:
+    """Parse an uploaded file. ``name`` decides the format by its extension; ``limits``
+    bounds the file's size and cuts over-long texts (with a warning)."""
+    _check_size(len(data), name, limits)
     fmt = _format(name)
     text, warnings = decode_bytes(data, name)
     result = ImportResult([], None, warnings=warnings)
     if fmt == "txt":
         rows = [(i, {"text": line}) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        return _from_rows(rows, ["text"], None, None, result)
+        return _from_rows(rows, ["text"], None, None, result, limits)
     reader = _read_csv if fmt == "csv" else _read_jsonl
-    return reader(text, name, text_column, label_column, result)
+    return reader(text, name, text_column, label_column, result, limits)
 
 
-def columns_of(data: bytes, name: str) -> list[str]:
+def columns_of(data: bytes, name: str, *, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """The column names of a CSV/TSV header or of the first JSONL object; [] for TXT.
 
     For letting a user pick the text column when ``read_records`` could not guess it.
     """
-    _check_size(len(data), name)
+    _check_size(len(data), name, limits)
     fmt = _format(name)
     text, _ = decode_bytes(data, name)
     if fmt == "csv":
@@ -321,5 +341,5 @@ def read_path(path: str | Path, **kwargs) -> ImportResult:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"No file at '{path}'.")
-    _check_size(path.stat().st_size, path.name)
+    _check_size(path.stat().st_size, path.name, kwargs.get("limits", DEFAULT_LIMITS))
     return read_records(path.read_bytes(), path.name, **kwargs)

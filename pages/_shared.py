@@ -21,6 +21,7 @@ from core.learn.classifier import Settings, default_prompt
 from core.errors import NotEnoughLabels, TenshotError
 from core.model.cache import MemoryCache
 from core.project import TrainOutcome, retrain, settings_of
+from core.limits import Limits
 from core.store import Store
 
 __all__ = ["db_path", "store", "backbone", "feature_cache", "current_project", "require_project",
@@ -39,7 +40,7 @@ def store() -> Store:
     key = ("_store", db_path(), threading.get_ident())
     cached = st.session_state.get("_store")
     if cached is None or cached[0] != key:
-        st.session_state["_store"] = (key, Store.open(db_path()))
+        st.session_state["_store"] = (key, Store.open(db_path(), limits=Limits.from_env()))
     return st.session_state["_store"][1]
 
 

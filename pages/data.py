@@ -8,7 +8,6 @@ import streamlit as st
 import core.jobs as jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
-from core.limits import LIMITS
 from core.io import columns_of, read_records
 from pages._shared import escape_markdown, flash, page_header, show_error, start_embedding, store
 
@@ -25,7 +24,7 @@ def add(project, texts: list[str], *, labels=None, source: str, warnings=(), new
     """Store texts (and labels, creating new_classes), start reading them in the
     background, then redraw."""
     s = store()
-    try:  # the store refuses the whole batch when the project would exceed LIMITS.project_texts
+    try:  # the store refuses the whole batch when the project would exceed its limits
         result = s.add_texts(project.id, texts, source=source, labels=labels, new_classes=new_classes)
     except TenshotError as err:
         show_error(err)
@@ -54,7 +53,7 @@ def type_one(project) -> None:
                 st.warning("Type a sentence first.")
             else:  # through the importer, so a typed text gets the same length limit
                 try:
-                    rows = read_records(text.encode("utf-8"), "typed.txt")
+                    rows = read_records(text.encode("utf-8"), "typed.txt", limits=store().limits)
                 except InputError as err:
                     show_error(err)
                     return
@@ -71,7 +70,7 @@ def paste_many(project) -> None:
                 st.warning("Paste one or more sentences first, one per line.")
                 return
             try:
-                rows = read_records(raw.encode("utf-8"), "pasted.txt")
+                rows = read_records(raw.encode("utf-8"), "pasted.txt", limits=store().limits)
             except InputError as err:
                 show_error(err)
                 return
@@ -95,10 +94,10 @@ def column_choice(columns: list[str], text_guess: str | None,
 def pick_columns(data: bytes, name: str) -> tuple[str | None, str | None]:
     """Let the user pick the text and label columns, starting from read_records' guesses."""
     try:
-        first = read_records(data, name)
+        first = read_records(data, name, limits=store().limits)
         columns, text_guess, label_guess = first.columns, first.text_column, first.label_column
     except InputError:
-        columns, text_guess, label_guess = columns_of(data, name), None, None
+        columns, text_guess, label_guess = columns_of(data, name, limits=store().limits), None, None
         if len(columns) < 2:
             raise
         st.info("Which column holds the sentences? None is called “text”.", icon=":material/help:")
@@ -112,7 +111,7 @@ def upload(project) -> None:
     # a new key after each import empties the uploader, so a file is not imported twice
     key = f"upload_{st.session_state.get('upload_generation', 0)}"
     file = st.file_uploader("File", type=UPLOAD_TYPES, key=key,
-                            max_upload_size=max(1, LIMITS.upload_bytes // (1024 * 1024)))
+                            max_upload_size=max(1, store().limits.upload_bytes // (1024 * 1024)))
     if file is None:
         return
     data = file.getvalue()
@@ -122,7 +121,8 @@ def upload(project) -> None:
             text_col, label_col = pick_columns(data, file.name)
             if text_col is None:
                 return
-        rows = read_records(data, file.name, text_column=text_col, label_column=label_col)
+        rows = read_records(data, file.name, text_column=text_col, label_column=label_col,
+                            limits=store().limits)
     except InputError as err:
         show_error(err)
         return
@@ -215,8 +215,8 @@ with pasted:
     paste_many(project)
 with uploaded:
     upload(project)
-st.caption(f"Limits: files up to {LIMITS.upload_bytes / 2**20:.0f} MB, sentences up to "
-           f"{LIMITS.text_chars:,} characters (longer ones are cut), "
-           f"{LIMITS.project_texts:,} sentences per project. Duplicates are skipped.")
+st.caption(f"Limits: files up to {store().limits.upload_bytes / 2**20:.0f} MB, sentences up to "
+           f"{store().limits.text_chars:,} characters (longer ones are cut), "
+           f"{store().limits.project_texts:,} sentences per project. Duplicates are skipped.")
 job_panel(project)
 sentence_table(project)

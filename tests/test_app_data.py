@@ -112,11 +112,8 @@ def test_upload_csv_with_a_label_column(project):
 
 
 def test_a_refused_upload_adds_no_new_classes(project, monkeypatch):
-    import core.io as core_io
-    from core.limits import Limits
-
     path, pid = project
-    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=2))
+    monkeypatch.setenv("TENSHOT_MAX_PROJECT_TEXTS", "2")
     at = _data_page(pid)
     csv = b"text,label\ngood movie,pos\nbad film,neg\nso so,meh\n"
     at.file_uploader(key="upload_0").set_value(("big.csv", csv, "text/csv")).run()

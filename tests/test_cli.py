@@ -148,20 +148,17 @@ def test_max_length_is_saved_and_an_out_of_range_one_is_refused(tmp_path, model_
 
 def test_a_new_label_name_becomes_a_class_unless_the_file_is_refused(tmp_path, model_dir, capsys,
                                                                        monkeypatch):
-    import core.io as core_io
-    from core.limits import Limits
-
     db = str(tmp_path / "w.db")
     data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "", "--mode", "layer"]) == 0
     more = _write_csv(tmp_path / "more.csv", [("so so", "meh"), ("fine i guess", "meh"), ("ok", "meh")])
-    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=13))
+    monkeypatch.setenv("TENSHOT_MAX_PROJECT_TEXTS", "13")
     assert main(["--db", db, "train", "--project", "p", "--data", more]) != 0
     assert "Nothing was added" in capsys.readouterr().err
     with Store.open(db) as store:
         assert store.classes(store.project("p").id) == ["pos", "neg"]
-    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=100))
+    monkeypatch.setenv("TENSHOT_MAX_PROJECT_TEXTS", "100")
     assert main(["--db", db, "train", "--project", "p", "--data", more]) == 0
     with Store.open(db) as store:
         p = store.project("p")

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import core.io as core_io
 from core.errors import BundleError, InputError
-from core.limits import LIMITS, Limits
+from core.limits import DEFAULT_LIMITS as LIMITS
 from core.io import columns_of, read_records
 from tests.test_reliability import record_figures
 
@@ -374,7 +374,7 @@ def test_bad_uploads_on_the_data_page_lose_nothing(name, data, expected, fresh_w
     from tests.app_fixtures import sql
 
     if name == "big.csv":  # the limit, made small so the test stays fast
-        monkeypatch.setattr(core_io, "LIMITS", Limits(upload_bytes=2000))
+        monkeypatch.setenv("TENSHOT_MAX_UPLOAD_BYTES", "2000")
     with Store.open(fresh_workspace) as store:
         pid = store.create_project("Reviews", ["neg", "pos"],
                                    settings={"backbone": tiny_model_dir, "prompt": None}).id

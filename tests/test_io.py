@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from core.limits import LIMITS
+from core.limits import DEFAULT_LIMITS as LIMITS
 from core.io import read_records
 
 
@@ -91,3 +91,32 @@ def test_random_bytes_never_raise_anything_but_input_error(data, ext):
         return
     assert all(isinstance(t, str) and t for t in r.texts)
     assert r.labels is None or len(r.labels) == len(r.texts)
+
+
+def test_limits_come_from_the_environment_and_bad_values_are_refused():
+    from core.limits import Limits
+
+    assert Limits.from_env({}) == LIMITS
+    assert Limits.from_env({"TENSHOT_MAX_PROJECT_TEXTS": "12"}) == Limits(project_texts=12)
+    with pytest.raises(InputError, match="TENSHOT_MAX_TEXT_CHARS must be a whole number above 0"):
+        Limits.from_env({"TENSHOT_MAX_TEXT_CHARS": "lots"})
+
+
+def test_a_giant_cell_is_read_and_the_csv_module_limit_is_put_back():
+    # regression: reading a CSV raised csv.field_size_limit for the whole process, for good
+    import csv
+
+    before = csv.field_size_limit()
+    r = read_records(b"text\n" + b"a" * (before + 10) + b"\n", "big-cell.csv")
+    assert r.texts == ["a" * LIMITS.text_chars]
+    assert csv.field_size_limit() == before
+
+
+def test_limits_are_passed_not_global():
+    from core.limits import Limits
+
+    small = Limits(text_chars=4, upload_bytes=100)
+    assert read_records(b"text\nabcdefgh\n", "x.csv", limits=small).texts == ["abcd"]
+    with pytest.raises(InputError, match="the limit is"):
+        read_records(b"x" * 101, "x.txt", limits=small)
+    assert read_records(b"text\nabcdefgh\n", "x.csv").texts == ["abcdefgh"]

@@ -346,9 +346,8 @@ def labelled_project(fresh_workspace, tiny_model_dir):
 
 def test_limits_are_shown_on_the_data_page_and_enforced(labelled_project, monkeypatch,
                                                        whole_app_reruns):
-    import core.io as core_io
     from core.errors import InputError
-    from core.limits import LIMITS, Limits
+    from core.limits import DEFAULT_LIMITS as LIMITS
     from tests.app_fixtures import open_page, page_text
 
     db, pid = labelled_project
@@ -359,7 +358,7 @@ def test_limits_are_shown_on_the_data_page_and_enforced(labelled_project, monkey
     assert f"{LIMITS.project_texts:,} sentences per project" in shown
     assert at.file_uploader(key="upload_0").proto.max_upload_size_mb == LIMITS.upload_bytes // 2**20
 
-    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=9))
+    monkeypatch.setenv("TENSHOT_MAX_PROJECT_TEXTS", "9")
     before = _counts(db)
     at = open_page("data")
     assert "9 sentences per project" in page_text(at)

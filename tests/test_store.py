@@ -561,11 +561,10 @@ def test_explanations_round_trip_replace_and_cascade(path):
 
 
 def test_new_classes_are_created_with_the_texts_or_not_at_all(store, monkeypatch):
-    import core.io as core_io
     from core.limits import Limits
 
     p = store.create_project("p", ["neg", "pos"])
-    monkeypatch.setattr(core_io, "LIMITS", Limits(project_texts=3))
+    monkeypatch.setattr(store, "limits", Limits(project_texts=3))
     with pytest.raises(InputError, match="Nothing was added"):
         store.add_texts(p.id, ["a", "b", "c", "d"], labels=["meh", "pos", "wow", None],
                         new_classes=["meh", "wow"])

@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 from sqlite_utils import Database
 
 from core.errors import InputError, StoreError, UnknownProject
+from core.limits import DEFAULT_LIMITS, Limits
 from core.store.schema import configure, is_locked, migrate
 
 __all__ = ["StoreBase", "transactional"]
@@ -65,13 +66,16 @@ def transactional(method: F) -> F:
 class StoreBase:
     """Connection handling and lookups shared by the ``Store`` mixins."""
 
-    def __init__(self, db: Database, path: str):
+    def __init__(self, db: Database, path: str, limits: Limits = DEFAULT_LIMITS):
         self.db = db
         self.path = path
+        self.limits = limits
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Self:
+    def open(cls, path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Self:
         """Open or create the workspace at ``path`` (``":memory:"`` for a throwaway one).
+
+        limits: what the workspace accepts (``limits.project_texts`` per project).
 
         Sets WAL mode, synchronous=NORMAL, a 5 s busy timeout and foreign keys,
         then applies pending migrations; on an up-to-date file that costs a few
@@ -102,7 +106,7 @@ class StoreBase:
                     "tenshot workspace file and that its folder is writable."
                 ) from err
             raise
-        return cls(db, str(path))
+        return cls(db, str(path), limits)
 
     def close(self) -> None:
         """Close the connection; committed work is already on disk."""

@@ -9,7 +9,6 @@ from typing import Sequence
 
 from core.errors import InputError
 from core.hashing import text_hash
-from core.limits import LIMITS
 from core.store.codec import utc_now
 from core.store.connection import StoreBase, transactional
 from core.store.rows import AddResult, Label, TextRow
@@ -37,7 +36,7 @@ class TextsMixin(StoreBase):
         Labels are checked before any text is written. A text given twice keeps
         its last non-None label; a text the project already had is relabelled.
         Refused as a whole (InputError) when the project would hold more than
-        ``core.io.LIMITS.project_texts`` texts.
+        ``self.limits.project_texts`` texts (``Store.open(..., limits=...)``).
         """
         self._project_name(project_id)
         for name in dict.fromkeys(new_classes):
@@ -152,7 +151,7 @@ class TextsMixin(StoreBase):
 
     def _refuse_over_limit(self, project_id: int, added: int) -> None:
         # runs after the inserts, inside the same transaction: raising rolls them back
-        limit = LIMITS.project_texts
+        limit = self.limits.project_texts
         (total,) = self._one("SELECT COUNT(*) FROM texts WHERE project_id = ?", [project_id])
         if total > limit:
             room = max(0, limit - (total - added))
