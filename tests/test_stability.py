@@ -12,6 +12,7 @@ from core.model.embed import token_states
 from core.errors import InputError, NotEnoughLabels
 from core.explain.attributions import token_contributions
 from core.learn.features import FeatureSpec
+from core.model.group import Part
 from core.learn.head import Head
 from core.explain.stability import (MODERATE, STABLE, UNSTABLE, Stability, bootstrap, load_stability, project_inputs, save_stability, token_rank_stability)
 from core.store import Store
@@ -100,19 +101,52 @@ def test_informative_feature_is_selected_more_often_than_noise():
     assert stab.refit_coef.shape == (30, 12, 2) and stab.refit_intercept.shape == (30, 2)
 
 
+def _no_refits(spec):
+    """A one-refit Stability of ``spec`` whose weights are all zero: only its labels matter."""
+    d = spec.n_features
+    return Stability(["a", "b"], spec, 1, 0, 1.0, "l1", *[np.zeros(1)] * 11,
+                     coef=np.zeros((d, 2)), intercept=np.zeros(2),
+                     refit_coef=np.zeros((1, d, 2)), refit_intercept=np.zeros((1, 2)))
+
+
 @pytest.mark.parametrize("spec", [
     FeatureSpec("fusion", (1, 2), "concat", (3, 4)),
     FeatureSpec("fusion", (1, 2), "mean", (3, 4)),
     FeatureSpec("stc", (0, 2), "concat", (3, 4), ((1, 3), (0, 2, 3))),
 ])
 def test_feature_origin_matches_back_project(spec):
-    stab = Stability(["a", "b"], spec, 1, 0, 1.0, "l1", *[np.zeros(1)] * 11,
-                     coef=np.zeros((spec.n_features, 2)), intercept=np.zeros(2),
-                     refit_coef=np.zeros((1, spec.n_features, 2)), refit_intercept=np.zeros((1, 2)))
+    stab = _no_refits(spec)
     V = spec.back_project(np.eye(spec.n_features))  # (3, 4, d): where each column lands
     for j, (layer, neuron) in enumerate(zip(stab.feature_layer, stab.feature_neuron)):
         layers = spec.layers if layer == -1 else (layer,)
         assert set(zip(*np.nonzero(V[..., j]))) == {(int(l), int(neuron)) for l in layers}
+
+
+@pytest.mark.parametrize("combine", ["concat", "mean"])
+def test_feature_origin_names_the_part_and_its_layer_in_a_fused_model(combine):
+    # regression: a fused (multi) spec had no branch, so its features got the (layer, neuron)
+    # labels of one padded backbone, not the ones of the part they read
+    a, b = Part("tiny-a", 0, 3, 4), Part("tiny-b", 3, 2, 6)
+    spec = FeatureSpec("multi", (1, 3, 4), "concat", (5, 6), parts=(
+        (a, FeatureSpec("stc", (1,), "concat", (3, 4), ((0, 2),))),
+        (b, FeatureSpec("fusion", (0, 1), combine, (2, 6)))))
+    stab = _no_refits(spec)
+    d = spec.n_features
+    assert stab.feature_layer.shape == stab.feature_neuron.shape == (d,)
+    assert list(stab.feature_part) == ["tiny-a"] * 2 + ["tiny-b"] * (d - 2)
+    V = spec.back_project(np.eye(d))  # (5, 6, d): where each column lands in the padded X
+    parts = {p.name: (p, sub) for p, sub in spec.parts}
+    for j, (name, layer, neuron) in enumerate(zip(stab.feature_part, stab.feature_layer,
+                                                  stab.feature_neuron)):
+        part, sub = parts[name]
+        layers = sub.layers if layer == -1 else (layer,)
+        assert 0 <= neuron < part.width and all(0 <= l < part.n_states for l in layers)
+        assert set(zip(*np.nonzero(V[..., j]))) == {(part.offset + int(l), int(neuron)) for l in layers}
+
+
+def test_single_backbone_features_name_no_part():
+    stab = _no_refits(FeatureSpec("layer", (1,), "single", (3, 4)))
+    assert list(stab.feature_part) == [""] * 4
 
 
 def _hand_made(refit_sign):

@@ -10,8 +10,8 @@ were labelled, not the whole training pipeline's). From the refits it derives
 - per-sentence prediction stability: for labelled sentences over the refits where the
   sentence was out of bag, for other sentences (e.g. unlabelled) over all refits, the
   share of refits that predict what the full model predicts;
-- per head feature (a column of Z, i.e. a (layer, neuron)) its selection frequency
-  and sign stability;
+- per head feature (a column of Z, i.e. a (layer, neuron), of one backbone part in a
+  fused model) its selection frequency and sign stability;
 - every refit's linear weights, so ``token_rank_stability`` can compare a sentence's
   token attributions under each refit with the full model's.
 
@@ -119,14 +119,20 @@ class Stability:
             return np.where(ref, pos, neg) / (pos + neg)
 
     @property
-    def feature_layer(self) -> np.ndarray:
-        """(d,) hidden-state index of each feature; -1 for a mean over the spec's layers."""
+    def feature_part(self) -> np.ndarray:
+        """(d,) str: the backbone of a fused model each feature reads; "" on one backbone."""
         return _feature_origin(self.spec)[0]
 
     @property
-    def feature_neuron(self) -> np.ndarray:
-        """(d,) neuron (hidden-size index) of each feature."""
+    def feature_layer(self) -> np.ndarray:
+        """(d,) hidden-state index of each feature within its backbone (``feature_part``);
+        -1 for a mean over the spec's layers."""
         return _feature_origin(self.spec)[1]
+
+    @property
+    def feature_neuron(self) -> np.ndarray:
+        """(d,) neuron (hidden-size index) of each feature within its backbone."""
+        return _feature_origin(self.spec)[2]
 
     def full_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """(V, b) of the full model: V (n_layers + 1, hidden, K), as ``linear_weights``."""
@@ -278,8 +284,17 @@ def _labelled_stats(votes, samples, y, pred):
             "oob_correct": oob_correct, "n_oob": n_oob.astype(np.int64)}
 
 
-def _feature_origin(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(layer (d,), neuron (d,)) of each column of Z, in the order of ``spec.transform``."""
+def _feature_origin(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(part (d,), layer (d,), neuron (d,)) of each column of Z, in the order of ``spec.transform``.
+
+    part: the backbone each feature reads in a fused ("multi") spec, "" otherwise; layer
+    and neuron are indices within that backbone's own hidden states (layer -1: a mean).
+    """
+    if spec.mode == "multi":
+        origins = [_feature_origin(sub) for _, sub in spec.parts]
+        names = [np.full(sub.n_features, part.name, dtype=object) for part, sub in spec.parts]
+        return (np.concatenate(names), np.concatenate([o[1] for o in origins]),
+                np.concatenate([o[2] for o in origins]))
     width = spec.shape[1]
     if spec.mode == "stc":
         layer = np.concatenate([np.full(len(idx), l) for l, idx in zip(spec.layers, spec.neurons)])
@@ -289,7 +304,7 @@ def _feature_origin(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     else:
         layer = np.repeat(np.asarray(spec.layers), width)
         neuron = np.tile(np.arange(width), len(spec.layers))
-    return layer.astype(np.int64), neuron.astype(np.int64)
+    return np.full(len(layer), "", dtype=object), layer.astype(np.int64), neuron.astype(np.int64)
 
 
 def project_inputs(store, project_id: int, backbone, clf, *, cache=None,
