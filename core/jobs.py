@@ -31,6 +31,7 @@ EMBED = "embed"
 # from a job that no thread here is running means its process is gone
 _STALE_S = 120.0
 
+# this process's running job threads, by job id; a thread removes itself when it ends
 _threads: dict[int, threading.Thread] = {}
 _compute_lock = threading.Lock()
 
@@ -67,11 +68,18 @@ def start_embedding(db_path: str, project_id: int, texts: Sequence[str], setting
     texts = list(texts)
     with Store.open(db_path) as store:
         job_id = store.start_job(project_id, EMBED, len(texts))
-    thread = threading.Thread(target=run_embedding, args=(db_path, job_id, texts, settings, backbone),
+    thread = threading.Thread(target=_run_then_forget, args=(job_id, db_path, texts, settings, backbone),
                               kwargs={"memory": memory}, name=f"tenshot-job-{job_id}", daemon=True)
     _threads[job_id] = thread
     thread.start()
     return job_id
+
+
+def _run_then_forget(job_id: int, db_path: str, *args, **kwargs) -> None:
+    try:
+        run_embedding(db_path, job_id, *args, **kwargs)
+    finally:
+        _threads.pop(job_id, None)
 
 
 def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Settings, backbone,

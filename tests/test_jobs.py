@@ -1,5 +1,6 @@
 """Background embedding jobs: progress in the store, features in the cache, failures recorded."""
 
+import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
@@ -139,3 +140,18 @@ def test_a_job_whose_project_is_deleted_ends_quietly(db, tiny_backbone):
     jobs.run_embedding(path, job_id, TEXTS, SETTINGS, tiny_backbone)  # must not raise
     with Store.open(path) as store:
         assert store.projects() == []
+
+
+def test_a_finished_job_leaves_no_thread_behind(db, tiny_backbone):
+    # regression: the registry of job threads only ever grew
+    path, pid = db
+    job_ids = [jobs.start_embedding(path, pid, TEXTS[:2], SETTINGS, tiny_backbone) for _ in range(3)]
+    for job_id in job_ids:
+        assert jobs.wait(job_id, timeout=60)
+    deadline = time.monotonic() + 5
+    while any(j in jobs._threads for j in job_ids) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the thread forgets itself just after the job's last write
+    assert not any(j in jobs._threads for j in job_ids)
+    assert not any(jobs.is_alive(j) for j in job_ids)
+    with Store.open(path) as store:
+        assert all(store.job(j).status == "done" for j in job_ids)

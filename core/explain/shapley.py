@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -121,13 +122,9 @@ def _run_shap(backbone, clf, text, max_evals, batch_size, cache, progress, rando
         return out
 
     masker = shap.maskers.Text(backbone.tokenizer)
-    rng = np.random.get_state()  # Partition breaks priority ties with np.random
-    np.random.seed(random_state)
-    try:
+    with _global_numpy_seed(random_state):
         exp = shap.Explainer(f, masker, algorithm="partition")([text], max_evals=max_evals,
                                                               batch_size=batch_size, silent=True)
-    finally:
-        np.random.set_state(rng)
     if progress:
         progress(max_evals, max_evals)
     tokens = [str(t) for t in exp.data[0]]
@@ -135,6 +132,27 @@ def _run_shap(backbone, clf, text, max_evals, batch_size, cache, progress, rando
                       np.asarray(exp.values[0], np.float64), np.asarray(exp.base_values[0], np.float64),
                       clf.decision_features(X)[0].astype(np.float64), max_evals, n_evals[0],
                       time.perf_counter() - start)
+
+
+@contextmanager
+def _global_numpy_seed(seed: int):
+    """Seed numpy's global RNG for the block, then restore it.
+
+    shap's Partition explainer breaks priority ties with ``np.random.randn()`` and takes
+    no Generator, so this is the one place tenshot touches the global RNG. The lock
+    keeps two explanations in two threads from reseeding each other mid-run; tenshot
+    itself draws only from seeded Generators elsewhere.
+    """
+    with _seed_lock:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+_seed_lock = threading.Lock()
 
 
 def _masked_embedder(backbone, clf, text: str) -> Callable[[list[str]], np.ndarray]:
