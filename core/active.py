@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["MIN_PER_CLASS", "Suggestion", "TableRow", "labels_missing", "margin_uncertainty",
+__all__ = ["Suggestion", "TableRow", "margin_uncertainty",
            "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
            "table_rows", "filter_rows"]
 
@@ -29,7 +29,6 @@ _DIM = 1024  # hashed trigram buckets: plenty for sentence-length texts
 _POOL = 30  # only the most uncertain candidates compete on diversity
 _RECENT = 20  # how many recently labelled texts the diversity term looks at
 #: labels each class needs before a model can be trained (the head's cross-validation)
-MIN_PER_CLASS = 2
 
 
 @dataclass(frozen=True)
@@ -173,14 +172,6 @@ def _with_guess(s: Suggestion, pred) -> Suggestion:
         return s
     return replace(s, guess=pred.label, confidence=pred.confidence,
                    uncertainty=_uncertainty_of(pred.probs))
-
-
-def labels_missing(counts: dict[str, int], per_class: int = MIN_PER_CLASS) -> dict[str, int]:
-    """How many more labels each class needs for a first model: {class: n}, zeros left out.
-
-    Example: {"neg": 3, "pos": 1, "neutral": 0} -> {"pos": 1, "neutral": 2}.
-    """
-    return {c: per_class - n for c, n in counts.items() if n < per_class}
 
 
 def table_rows(store, project_id: int) -> list[TableRow]:

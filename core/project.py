@@ -14,8 +14,9 @@ from typing import Callable
 import numpy as np
 
 from core.learn.classifier import Classifier, Settings, features_for, train
-from core.errors import InputError, NotEnoughLabels
+from core.errors import InputError
 from core.learn.features import FeatureSpec
+from core.learn.head import labels_missing, not_enough_labels
 
 __all__ = ["TrainOutcome", "load_classifier", "predict_texts", "retrain",
            "settings_of"]
@@ -79,9 +80,7 @@ def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
     labelled = store.labelled(project.id)
     counts = store.label_counts(project.id)
     if not labelled:
-        raise NotEnoughLabels(
-            "No sentence is labelled yet. Label at least 2 sentences per class to train a first model.",
-            {c: 2 for c in classes})
+        raise not_enough_labels(labels_missing(counts))
     X = features_for(backbone, [r.text for r in labelled], settings, cache=cache, progress=progress)
     previous = store.latest_model(project.id)
     spec = None if reselect else _reusable_spec(previous, settings, classes, len(labelled))

@@ -26,7 +26,7 @@ from core.store import Store
 
 __all__ = ["db_path", "store", "backbone", "feature_cache", "current_project", "require_project",
            "page_header", "select_project", "show_error", "escape_markdown", "new_project_settings",
-           "needs_message", "train", "start_embedding", "flash", "show_flashes", "percent"]
+           "train", "start_embedding", "flash", "show_flashes", "percent"]
 
 
 def db_path() -> str:
@@ -167,16 +167,6 @@ def new_project_settings() -> dict:
     return Settings(backbone=name, prompt=default_prompt(name)).to_dict()
 
 
-def needs_message(err: NotEnoughLabels) -> str:
-    """'Label 2 more "positive" and 1 more "negative" to train a first model.'"""
-    wanted = {c: n for c, n in (err.missing or {}).items() if n > 0}
-    if not wanted:
-        return str(err)
-    parts = [f"{n} more “{c}”" for c, n in wanted.items()]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"Label {listed} to train a model (every class needs at least 2 labels)."
-
-
 def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
     """Retrain the project's model now. Flashes what happened; None when it could not train.
 
@@ -189,7 +179,7 @@ def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
             outcome = retrain(s, project, model, cache=feature_cache(s))
     except NotEnoughLabels as err:
         if say_missing:
-            flash(needs_message(err), "info")
+            flash(str(err), "info")
         return None
     except TenshotError as err:
         flash(str(err), "error")

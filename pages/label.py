@@ -7,10 +7,11 @@ learning (core.active).
 import pandas as pd
 import streamlit as st
 
-from core.active import filter_rows, labels_missing, next_for_project, table_rows
-from core.errors import NotEnoughLabels, TenshotError
+from core.active import filter_rows, next_for_project, table_rows
+from core.learn.head import MIN_LABELS_PER_CLASS, labels_missing, not_enough_labels
+from core.errors import TenshotError
 from pages._shared import (
-    escape_markdown, flash, needs_message, page_header, percent, show_error, store, train,
+    escape_markdown, flash, page_header, percent, show_error, store, train,
 )
 
 
@@ -37,7 +38,7 @@ def model_summary(project) -> None:
         cols[0].metric(f"Accuracy (cross-validated), model v{models[-1].version}", percent(latest),
                        delta=delta, help="Estimated by cross-validation on your labels.")
     else:
-        cols[0].metric("Accuracy (cross-validated)", "–", help="Trained after 2 labels per class.")
+        cols[0].metric("Accuracy (cross-validated)", "–", help=f"Trained after {MIN_LABELS_PER_CLASS} labels per class.")
     if per_class:
         for col, (name, n) in zip(cols[1:], counts.items()):
             col.metric(escape_markdown(name), n)
@@ -46,7 +47,7 @@ def model_summary(project) -> None:
         st.caption(escape_markdown(" · ".join(f"{name}: {n}" for name, n in counts.items())))
     missing = labels_missing(counts)
     if missing:
-        st.info(escape_markdown(needs_message(NotEnoughLabels("", missing))), icon=":material/school:")
+        st.info(escape_markdown(str(not_enough_labels(missing))), icon=":material/school:")
     elif not models or models[-1].n_labels != sum(counts.values()) or stale(project, models[-1]):
         st.info("There are enough labels for a first model: train it now, or label a sentence "
                 "(every label retrains)." if not models else

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.active import (TableRow, entropy_uncertainty, filter_rows, labels_missing, margin_uncertainty, next_for_project, pick, suggest, text_vectors)
+from core.active import (TableRow, entropy_uncertainty, filter_rows, margin_uncertainty, next_for_project, pick,
+                         suggest, text_vectors)
+from core.learn.head import labels_missing
 from core.store import Store
 
 CANDIDATES = [(i, f"sentence number {i}") for i in range(1, 41)]

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store import Store
 from pages._shared import escape_markdown
-from tests.app_fixtures import page_text, sql
+from tests.helpers import page_text, sql
 
 pytestmark = pytest.mark.usefixtures("whole_app_reruns")
 
@@ -61,7 +61,7 @@ def test_label_with_shortcuts_until_a_model_appears_then_undo(project):
     path, pid = project
     at = _label_page(pid)
     assert not at.exception
-    assert "Label 2 more “neg” and 2 more “pos” to train a model" in page_text(at)
+    assert "Label 2 more “neg” and 2 more “pos” sentences to train a first model" in page_text(at)
     buttons = {b.key: b for b in at.button}
     assert (buttons["label_0"].label, buttons["label_0"].proto.shortcut) == ("neg", "1")
     assert (buttons["label_1"].label, buttons["label_1"].proto.shortcut) == ("pos", "2")

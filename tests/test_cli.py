@@ -9,7 +9,7 @@ import pytest
 
 from core.cli import main
 from core.store import Store
-from tests.conftest import make_tiny_model, make_tokenizer
+from tests.helpers import make_tiny_model, make_tokenizer
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy", "superb movie"]
 NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad", "poor movie"]
@@ -61,7 +61,7 @@ def test_too_few_labels_is_a_plain_error(tmp_path, model_dir, capsys):
                  "--backbone", model_dir, "--prompt", ""])
     err = capsys.readouterr().err
     assert code == 2
-    assert "error: Label 1 more 'neg'" in err and "Traceback" not in err
+    assert "error: Label 1 more “neg”" in err and "Traceback" not in err
 
 
 def test_missing_file_and_unknown_project(tmp_path, capsys):

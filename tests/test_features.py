@@ -135,5 +135,5 @@ def test_auto_scores_every_mode_and_is_deterministic():
 def test_select_refuses_too_few_labels():
     X, y = _states(n=5)
     y = np.array([0, 0, 0, 0, 1])
-    with pytest.raises(NotEnoughLabels, match="1 more 'class 1' sentence"):
+    with pytest.raises(NotEnoughLabels, match="1 more “class 1” sentence"):
         select_features(X, y)

@@ -25,15 +25,15 @@ def _data(n=60, d=12, K=2, signal=(0,), strength=1.5, seed=0):
 
 def test_check_labels_names_every_short_class_and_count():
     y = np.array([1, 2, 2, 2])  # 0 'positive', 1 'negative', 2 'neutral'
-    expected = ("Label 2 more 'positive' and 1 more 'negative' sentence to train a first "
-                "model (each class needs at least 2).")
+    expected = ("Label 2 more “positive” and 1 more “negative” sentence to train a first "
+                "model (every class needs at least 2 labels).")
     with pytest.raises(NotEnoughLabels, match=re.escape(expected)) as err:
         check_labels(y, ["positive", "negative", "neutral"])
     assert err.value.missing == {"positive": 2, "negative": 1}
 
 
 def test_check_labels_plural_threshold_and_pass():
-    with pytest.raises(NotEnoughLabels, match="Label 3 more 'b' sentences") as err:
+    with pytest.raises(NotEnoughLabels, match="Label 3 more “b” sentences") as err:
         check_labels([0, 0, 0, 0, 0], ["a", "b"], min_per_class=3)
     assert err.value.missing == {"b": 3}
     check_labels([0, 0, 1, 1], ["a", "b"])  # enough: no error
@@ -43,7 +43,7 @@ def test_check_labels_plural_threshold_and_pass():
 
 def test_fit_refuses_a_class_with_one_label():
     Z, _ = _data(n=5)
-    with pytest.raises(NotEnoughLabels, match="1 more 'class 1' sentence"):
+    with pytest.raises(NotEnoughLabels, match="1 more “class 1” sentence"):
         Head().fit(Z, np.array([0, 0, 0, 0, 1]))
 
 

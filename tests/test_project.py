@@ -14,12 +14,7 @@ from core.errors import BundleError, NotEnoughLabels
 from core.model.cache import MemoryCache
 from core.project import load_classifier, retrain
 from core.store import Store
-
-POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy",
-       "the best film", "superb movie", "a delight"]
-NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad",
-       "the worst film", "poor movie", "dull and ugly"]
-UNLABELLED = ["very good", "very bad", "it was fine"]
+from tests.helpers import NEG, POS, PLAIN_UNLABELLED as UNLABELLED
 
 
 @pytest.fixture
@@ -40,7 +35,7 @@ def _label(store, p, ids, n_per_class):
 def test_too_few_labels_are_refused_with_per_class_counts(project, tiny_backbone):
     store, p, ids = project
     store.set_label(p.id, ids[0], "pos")
-    with pytest.raises(NotEnoughLabels, match=r"2 more 'neg'.*1 more 'pos'") as err:
+    with pytest.raises(NotEnoughLabels, match=r"2 more “neg”.*1 more “pos”") as err:
         retrain(store, p, tiny_backbone)
     assert err.value.missing == {"neg": 2, "pos": 1}
     assert store.latest_model(p.id) is None

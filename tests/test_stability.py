@@ -13,6 +13,7 @@ from core.errors import InputError, NotEnoughLabels
 from core.explain.attributions import token_contributions
 from core.learn.features import FeatureSpec
 from core.model.group import Part
+from core.model.tokens import pooled_positions
 from core.learn.head import Head
 from core.explain.stability import (MODERATE, STABLE, UNSTABLE, Stability, bootstrap, load_stability, project_inputs, save_stability, token_rank_stability)
 from core.store import Store
@@ -204,7 +205,7 @@ def test_progress_and_input_errors():
         bootstrap(clf, X, y, B=0)
     with pytest.raises(InputError, match=r"one text id per row \(20\)"):
         bootstrap(clf, X, y, B=2, ids=[1, 2])
-    with pytest.raises(NotEnoughLabels, match="more 'c1'"):
+    with pytest.raises(NotEnoughLabels, match="more “c1”"):
         bootstrap(clf, X[:3], np.array([0, 0, 1]), B=2)
 
 
@@ -257,5 +258,5 @@ def test_project_inputs_feed_bootstrap_and_token_ranks(tiny_backbone, tmp_path):
     assert stab.other_agreement.shape == (2,)
     states = token_states(tiny_backbone, texts[0], prompt=settings.prompt)
     user = np.array([s is not None for s in states.encoded.user_spans])
-    out = token_rank_stability(stab, states.hidden, np.arange(len(user)) > 0, 0, user=user)
+    out = token_rank_stability(stab, states.hidden, pooled_positions(len(user)), 0, user=user)
     assert out["refits"].shape == (6, 2) and out["badge"] in (STABLE, MODERATE, UNSTABLE)

@@ -33,7 +33,8 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 from core.errors import InputError, NotEnoughLabels
 from core.learn.solver import BLAS, c_min, fit_path, softmax, standardise
 
-__all__ = ["Head", "check_labels", "min_c"]
+__all__ = ["MIN_LABELS_PER_CLASS", "Head", "check_labels", "labels_missing", "min_c",
+           "not_enough_labels"]
 
 _PENALTIES = ("l1", "elasticnet", "l2")
 # C grids, as multiples of C_min: the smallest C at which an L1 model is non-empty
@@ -43,9 +44,34 @@ _CV_TOL = 1e-4  # solver tolerance inside CV, where only the predictions matter
 # from this many labels in the smallest class one CV repeat picks the same C as two
 # (42 of 48 benchmark draws) at the same test accuracy, in half the time
 _ONE_REPEAT_AT = 50
+# the fewest labels per class a model is trained on (its CV needs 2 folds per class)
+MIN_LABELS_PER_CLASS = 2
 
 
-def check_labels(y, classes, *, min_per_class=2):
+def labels_missing(counts: dict[str, int], per_class: int = MIN_LABELS_PER_CLASS) -> dict[str, int]:
+    """How many more labels each class needs for a first model: {class: n}, zeros left out.
+
+    Example: {"neg": 3, "pos": 1, "neutral": 0} -> {"pos": 1, "neutral": 2}.
+    """
+    return {c: per_class - n for c, n in counts.items() if n < per_class}
+
+
+def not_enough_labels(missing: dict[str, int],
+                      per_class: int = MIN_LABELS_PER_CLASS) -> NotEnoughLabels:
+    """The one refusal for too few labels, naming what each short class needs.
+
+    Example: {"positive": 2, "negative": 1} -> 'Label 2 more “positive” and 1 more
+    “negative” sentence to train a first model (every class needs at least 2 labels).'
+    """
+    wanted = {c: n for c, n in missing.items() if n > 0}
+    parts = [f"{n} more “{c}”" for c, n in wanted.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    noun = "sentence" if parts and list(wanted.values())[-1] == 1 else "sentences"
+    return NotEnoughLabels(f"Label {listed} {noun} to train a first model (every class needs at "
+                           f"least {per_class} labels).", missing=wanted)
+
+
+def check_labels(y, classes, *, min_per_class=MIN_LABELS_PER_CLASS):
     """Refuse to train while some class has fewer than `min_per_class` labels.
 
     y: int array of shape (n,), class indices into `classes`.
@@ -60,14 +86,9 @@ def check_labels(y, classes, *, min_per_class=2):
         raise InputError(f"Labels must be class indices 0..{len(classes) - 1}, "
                          f"got values from {y.min()} to {y.max()}.")
     counts = np.bincount(y.astype(np.int64), minlength=len(classes))
-    missing = {c: int(min_per_class - k) for c, k in zip(classes, counts) if k < min_per_class}
+    missing = labels_missing(dict(zip(classes, counts.tolist())), min_per_class)
     if missing:
-        parts = [f"{k} more '{c}'" for c, k in missing.items()]
-        listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-        noun = "sentence" if list(missing.values())[-1] == 1 else "sentences"
-        raise NotEnoughLabels(
-            f"Label {listed} {noun} to train a first model "
-            f"(each class needs at least {min_per_class}).", missing=missing)
+        raise not_enough_labels(missing, min_per_class)
 
 
 def min_c(Z, y):
