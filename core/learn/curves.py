@@ -23,6 +23,10 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from core.errors import NotEnoughLabels
+from core.learn import classifier
+from core.learn.head import Head
+from core.model.embed import embed_many
+from core.model.group import is_fused
 
 __all__ = ["LearningCurve", "LabelsNeeded", "PromptResult", "Diagnostics", "encode_labels",
            "fixed_head", "cv_confusion", "learning_curve", "labels_needed", "saturating",
@@ -43,9 +47,7 @@ class _FixedC:
     """The model's head refitted at a fixed C (no inner CV): fit(Z, y) and predict(Z)."""
 
     def __init__(self, penalty: str, C: float, random_state: int):
-        from core.learn.head import Head
-
-        self.head, self.C = Head(penalty, random_state=random_state), float(C)
+            self.head, self.C = Head(penalty, random_state=random_state), float(C)
 
     def fit(self, Z, y):
         self.head.fit(Z, y, C=self.C)
@@ -252,8 +254,6 @@ def layer_profile(features: dict[str, np.ndarray], y: np.ndarray, *, penalty: st
     {pooling: (n_layers,)} accuracies, index 0 being the embedding layer. Each layer gets
     its own C by the head's repeated CV, so the numbers read like the model's own.
     """
-    from core.learn.head import Head
-
     _splits(y, 2, 2, "layer profile")
     total = sum(X.shape[1] for X in features.values())
     out, done = {}, 0
@@ -285,13 +285,11 @@ def compare_prompts(backbone, texts: Sequence[str], labels: Sequence[str], class
 
     Everything but the prompt stays as in ``settings``; each prompt is checked first.
     """
-    from core.learn.classifier import features_for, train
-
     candidates = [replace(settings, prompt=p or None).check() for p in prompts]
     out = []
     for i, s in enumerate(candidates):
-        X = features_for(backbone, texts, s, cache=cache)
-        clf = train(X, labels, classes, s, random_state=random_state)
+        X = classifier.features_for(backbone, texts, s, cache=cache)
+        clf = classifier.train(X, labels, classes, s, random_state=random_state)
         out.append(PromptResult(s.prompt, clf.metrics["cv_accuracy"], clf.metrics["cv_macro_f1"],
                                 len(labels)))
         if progress:
@@ -345,15 +343,10 @@ def profile_layers(backbone, texts: Sequence[str], labels: Sequence[str], clf, *
 
     One forward pass yields every pooling; texts already cached for all of them cost none.
     """
-    from core.model.embed import embed_many
-
     s = clf.settings
-    if hasattr(backbone, "parts"):  # a backbone group: rows are every part's layers, stacked
-        from dataclasses import replace
-
-        from core.learn.classifier import features_for
-
-        features = {p: features_for(backbone, texts, replace(s, pooling=p), cache=cache) for p in poolings}
+    if is_fused(backbone):  # a backbone group: rows are every part's layers, stacked
+        features = {p: classifier.features_for(backbone, texts, replace(s, pooling=p), cache=cache)
+                    for p in poolings}
     else:
         features = embed_many(backbone, texts, prompt=s.prompt, poolings=tuple(poolings),
                               max_length=s.max_length, cache=cache)
