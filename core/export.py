@@ -15,11 +15,11 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
-__all__ = ["FORMULA_PREFIXES", "SORTS", "Change", "file_stem", "ExportRow", "neutralise", "filter_predictions",
-           "prediction_changes", "labels_from_edits", "export_rows", "to_csv", "to_jsonl",
-           "EXPORT_COLUMNS"]
+__all__ = ["FORMULA_PREFIXES", "SORTS", "Change", "file_stem", "ExportRow", "neutralise",
+           "filter_predictions", "prediction_changes", "labels_from_choices", "export_rows",
+           "to_csv", "to_jsonl", "EXPORT_COLUMNS"]
 
 # Spreadsheet programs run a cell that starts with one of these as a formula
 # (OWASP "CSV injection"); tab and carriage return are in OWASP's list too.
@@ -103,26 +103,32 @@ def prediction_changes(old: Sequence, new: Sequence) -> list[Change]:
     return out
 
 
-def labels_from_edits(shown: Sequence, edited_rows: dict, *, label_column: str,
-                      accept_column: str) -> list[tuple[int, str]]:
-    """The (text_id, label) pairs a data_editor's edits ask for.
+def labels_from_choices(shown: Sequence, chosen: Mapping[int, str],
+                        accepted: Iterable[int] = ()) -> list[tuple[int, str]]:
+    """The (text_id, label) pairs a review table's choices ask for, in row order.
 
-    shown: the predictions in the editor's row order; edited_rows: Streamlit's
-    ``{row position: {column: value}}``. A chosen label wins; otherwise a ticked
-    accept box takes the predicted class. Rows with neither are skipped.
-    Example: shown=[p0 (pred "pos"), p1], edits {0: {accept: True}, 1: {label: "neg"}}
+    shown: the predictions in the table's row order; chosen: {row position: the label
+    picked for it}; accepted: row positions whose predicted class is kept as the label.
+    A chosen label wins over acceptance; positions outside ``shown`` are skipped.
+    Example: shown=[p0 (pred "pos"), p1], chosen={1: "neg"}, accepted={0, 1}
     -> [(p0.text_id, "pos"), (p1.text_id, "neg")].
     """
     out = []
-    for pos, edit in sorted(((int(k), v) for k, v in edited_rows.items())):
-        if not 0 <= pos < len(shown):
-            continue
-        chosen = edit.get(label_column)
-        if chosen:
-            out.append((shown[pos].text_id, str(chosen)))
-        elif edit.get(accept_column):
-            out.append((shown[pos].text_id, shown[pos].label))
+    for pos in sorted(set(chosen) | set(accepted)):
+        if 0 <= pos < len(shown):
+            label = chosen[pos] if pos in chosen else shown[pos].label
+            out.append((shown[pos].text_id, str(label)))
     return out
+
+
+def labels_from_edits(shown: Sequence, edited_rows: dict, *, label_column: str,
+                      accept_column: str) -> list[tuple[int, str]]:
+    """Transitional, not public: pages/predictions.py still imports it from here. Reading
+    Streamlit's data_editor edits is ``pages._views.labels_from_edits``; delete this once
+    that page imports it from there."""
+    rows = sorted((int(k), v) for k, v in edited_rows.items())
+    return labels_from_choices(shown, {pos: e[label_column] for pos, e in rows if e.get(label_column)},
+                               [pos for pos, e in rows if e.get(accept_column)])
 
 
 @dataclass(frozen=True)

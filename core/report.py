@@ -1,10 +1,10 @@
 """The stakeholder report: one self-contained HTML file about a trained model, and the
-pieces of it the Explain and Stability pages draw too (the word heatmap, the model
-card, the layer and stability figures).
+pieces of it the Explain page draws too (the word heatmap, the legend, the sum check).
+Its figures come from ``core.figures``.
 
 Safety: everything a user typed (project name, class names, prompt, sentences) enters
 the HTML through ``html.escape``; inside plotly figures it goes through
-``charts.plot_text``, and plotly's JSON encoder writes "<" as \\u003c, so no user text
+``core.figures.plot_text``, and plotly's JSON encoder writes "<" as \\u003c, so no user text
 can close a <script>. plotly.js is inlined once, so the file works offline (~4.7 MB).
 
 Shortcuts admitted: the example sentences are explained with coefficient
@@ -15,30 +15,29 @@ from __future__ import annotations
 
 import html
 import re
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.special import softmax
 
-from core.figures import confusion_figure, curve_figure, layer_figure
-from core.learn.curves import labels_needed
+from core.figures import (AGAINST, FONT, GREY, INDIGO, TOWARDS, agreement_figure, confusion_figure,
+                          curve_figure, layer_figure, layer_weights_figure, oob_figure, rgba,
+                          sign_figure, style_figure)
+from core.explain.attributions import layer_weights_by_backbone
+from core.explain.sentence import sentence_attribution
+from core.explain.stability import load_stability
 from core.explain.words import Piece, text_segments, word_attributions
+from core.learn.classifier import features_for
+from core.learn.curves import diagnose, labels_needed, profile_layers
 from core.learn.features import FeatureSpec
 
-__all__ = ["TOWARDS", "AGAINST", "DIVERGING", "EXACT_TOLERANCE", "Example", "example_of",
-           "exactness_text", "heatmap_html", "legend_html", "pick_examples", "model_card",
-           "style_figure", "layer_weights_figure", "oob_figure", "agreement_figure",
-           "sign_figure", "build_report", "report_filename"]
+__all__ = ["EXACT_TOLERANCE", "Example", "example_of", "exactness_text", "heatmap_html",
+           "legend_html", "pick_examples", "model_card", "build_report", "stakeholder_report",
+           "report_filename"]
 
-TOWARDS = (79, 70, 229)  # indigo, the app's primary colour: pushes towards the class
-AGAINST = (220, 38, 38)  # red: pushes away from it
-DIVERGING = [[0.0, "rgb(220,38,38)"], [0.5, "rgb(255,255,255)"], [1.0, "rgb(79,70,229)"]]
-INDIGO, GREY = "#4F46E5", "#9CA3AF"
 EXACT_TOLERANCE = 1e-4
-_FONT = "'Source Sans Pro', 'Source Sans 3', system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,6 @@ def exactness_text(ex: Example) -> str:
     return f"{head}: they do not add up (difference {abs(ex.gap):.3g})."
 
 
-def _rgba(rgb: tuple[int, int, int], alpha: float) -> str:
-    return f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.2f})"
-
-
 def heatmap_html(text: str, pieces: Sequence[Piece], *, scale: float | None = None) -> str:
     """``text`` as escaped HTML, each word on a background from red (pushes away from the
     class) through white to indigo (pushes towards it); the score shows on hover.
@@ -125,7 +120,7 @@ def heatmap_html(text: str, pieces: Sequence[Piece], *, scale: float | None = No
         colour = TOWARDS if seg.score > 0 else AGAINST
         ink = "#ffffff" if strength > 0.55 else "#111827"
         tip = html.escape(f"{seg.text.strip()}: {seg.score:+.4f}")
-        out.append(f'<span title="{tip}" style="background:{_rgba(colour, 0.06 + 0.84 * strength)};'
+        out.append(f'<span title="{tip}" style="background:{rgba(colour, 0.06 + 0.84 * strength)};'
                    f'color:{ink};border-radius:0.3em;padding:0.1em 0.15em">{body}</span>')
     return ('<div class="tenshot-heatmap" style="font-size:1.2rem;line-height:2.1;white-space:pre-wrap;'
             'overflow-wrap:anywhere;padding:0.6rem 0.9rem;border:1px solid rgba(49,51,63,0.15);'
@@ -135,7 +130,7 @@ def heatmap_html(text: str, pieces: Sequence[Piece], *, scale: float | None = No
 def legend_html(class_name: str) -> str:
     """A colour bar saying which colour pushes towards or away from ``class_name``."""
     name = html.escape(class_name)
-    bar = f"linear-gradient(to right,{_rgba(AGAINST, 0.9)},#ffffff,{_rgba(TOWARDS, 0.9)})"
+    bar = f"linear-gradient(to right,{rgba(AGAINST, 0.9)},#ffffff,{rgba(TOWARDS, 0.9)})"
     return ('<div style="display:flex;flex-wrap:wrap;align-items:center;gap:0.2rem 0.5rem;'
             'font-size:0.8rem;color:#6b7280;margin-top:0.35rem">'
             f'<span style="white-space:nowrap">away from “{name}”</span>'
@@ -189,109 +184,6 @@ def model_card(project_name: str, model) -> list[tuple[str, str]]:
             ("Labels", f"{model.n_labels:,}: " + ", ".join(f"{c} {n}" for c, n in counts.items())),
             ("Cross-validated accuracy", pct(m.get("cv_accuracy"))),
             ("Cross-validated macro-F1", pct(m.get("cv_macro_f1")))]
-
-
-def style_figure(fig, *, height: int | None = None):
-    """The app's look: white, system font, indigo first; returns ``fig``."""
-    fig.update_layout(template="plotly_white", font=dict(family=_FONT, size=13, color="#31333F"),
-                      margin=dict(l=10, r=10, t=48, b=10), title=dict(font=dict(size=16)),
-                      colorway=[INDIGO, "#F59E0B", "#10B981", "#EC4899", "#06B6D4", GREY])
-    if height:
-        fig.update_layout(height=height)
-    return fig
-
-
-def layer_weights_figure(weights: Sequence, backbone: str | None = None):
-    """Bars: each hidden-state layer's share of the head's |weight| (``LayerWeight`` rows);
-    backbone: its name, for one backbone of a fused model."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Bar(
-        x=[w.layer for w in weights], y=[w.share for w in weights], marker_color=INDIGO,
-        customdata=[w.n_features for w in weights],
-        hovertemplate="layer %{x}: %{y:.0%} of the weight, %{customdata} features<extra></extra>"))
-    where = "the network" if backbone is None else backbone
-    fig.update_layout(title=f"Where in {where} the signal lives",
-                      xaxis=dict(title="layer (0 = token embeddings)", dtick=max(1, len(weights) // 15)),
-                      yaxis=dict(title="share of the model's weight", tickformat=".0%"))
-    return style_figure(fig, height=300)
-
-
-def oob_figure(stability):
-    """Histogram of each refit's accuracy on the labels it did not draw, median marked."""
-    import plotly.graph_objects as go
-
-    acc = stability.oob_accuracy[np.isfinite(stability.oob_accuracy)]
-    fig = go.Figure(go.Histogram(x=acc, xbins=dict(start=0, end=1.0001, size=0.05),
-                                 marker_color=INDIGO, opacity=0.85,
-                                 hovertemplate="%{x}: %{y} refits<extra></extra>"))
-    if len(acc):
-        med = float(np.median(acc))
-        fig.add_vline(x=med, line=dict(color="#111827", dash="dash"),
-                      annotation=dict(text=f"median {med:.0%}", bgcolor="rgba(255,255,255,0.85)"),
-                      annotation_position="top left")
-    fig.update_layout(title=f"Accuracy on unseen labels across {stability.B} refits",
-                      xaxis=dict(title="out-of-bag accuracy", tickformat=".0%", range=[0, 1.02]),
-                      yaxis_title="refits", bargap=0.05)
-    return style_figure(fig, height=320)
-
-
-def agreement_figure(stability, threshold: float = 0.8):
-    """Histograms of the share of refits that agree with the model, per sentence."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, share, colour in (("labelled", stability.agreement, INDIGO),
-                                ("unlabelled", stability.other_agreement, "#F59E0B")):
-        share = share[np.isfinite(share)]
-        if len(share):
-            fig.add_histogram(x=share, name=f"{name} ({len(share)})", marker_color=colour,
-                              opacity=0.75, xbins=dict(start=0, end=1.0001, size=0.05),
-                              hovertemplate="%{x}: %{y} sentences<extra></extra>")
-    fig.add_vrect(x0=0, x1=threshold, fillcolor=_rgba(AGAINST, 0.07), line_width=0, layer="below",
-                  annotation=dict(text="unstable", font=dict(color=_rgba(AGAINST, 1))),
-                  annotation_position="top left")
-    fig.update_layout(title="How often the refits agree with the model, per sentence",
-                      barmode="overlay", xaxis=dict(title="share of refits predicting the same class",
-                                                    tickformat=".0%", range=[0, 1.02]),
-                      yaxis_title="sentences", legend=dict(orientation="h", y=-0.25))
-    return style_figure(fig, height=340)
-
-
-def sign_figure(stability):
-    """Scatter, one point per feature any refit used: how often it is selected against how
-    often its weight keeps its sign; colour is the layer, filled points are in the model."""
-    import plotly.graph_objects as go
-
-    freq = stability.selection_frequency
-    with warnings.catch_warnings():  # features no refit selected: a mean of NaNs, dropped below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sign = np.nanmean(stability.sign_stability, axis=1)
-    in_model = (stability.coef != 0).any(1)
-    layer, neuron = stability.feature_layer, stability.feature_neuron
-    one_layer = len(np.unique(layer[freq > 0])) <= 1
-    fig = go.Figure()
-    for inside, name, symbol in ((True, "in the model", "circle"),
-                                 (False, "in refits only", "circle-open")):
-        keep = np.flatnonzero((freq > 0) & (in_model == inside) & np.isfinite(sign))
-        trace = go.Scattergl if len(keep) > 2000 else go.Scatter
-        fig.add_trace(trace(
-            x=freq[keep], y=sign[keep], mode="markers", name=name,
-            customdata=np.stack([layer[keep], neuron[keep]], 1) if len(keep) else None,
-            marker=dict(color=INDIGO if one_layer else layer[keep], symbol=symbol, size=8,
-                        opacity=0.7, coloraxis=None if one_layer else "coloraxis"),
-            hovertemplate="layer %{customdata[0]}, neuron %{customdata[1]}<br>selected in %{x:.0%} "
-                          "of refits, same sign in %{y:.0%}<extra></extra>"))
-    where = (f" (layer {int(layer[freq > 0][0])})"
-             if one_layer and (freq > 0).any() and layer[freq > 0][0] >= 0 else "")
-    fig.update_layout(title=f"How reliably each feature is used{where}",
-                      coloraxis=dict(colorscale="Viridis", colorbar=dict(title="layer"),
-                                     showscale=not one_layer),
-                      xaxis=dict(title="selected in this share of refits", tickformat=".0%",
-                                 range=[-0.02, 1.02]),
-                      yaxis=dict(title="weight keeps its sign", tickformat=".0%", range=[-0.02, 1.05]),
-                      legend=dict(orientation="h", y=-0.25))
-    return style_figure(fig, height=380)
 
 
 def report_filename(project_name: str, version: int) -> str:
@@ -352,7 +244,7 @@ table.card-table{border-collapse:collapse;width:100%%}
 .prob .track{flex:1;height:.7rem;background:#eef0f6;border-radius:.35rem;overflow:hidden}
 .prob .track span{display:block;height:100%%}.prob .pct{flex:0 0 3rem;text-align:right}
 footer{color:#6b7280;font-size:.85rem;margin-top:3rem}
-""" % _FONT
+""" % FONT
 
 
 def build_report(project_name: str, model, examples: Sequence[Example], *, diagnostics=None,
@@ -430,3 +322,34 @@ def build_report(project_name: str, model, examples: Sequence[Example], *, diagn
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<style>{_CSS}</style><script type="text/javascript">{get_plotlyjs()}</script>'
             f'</head><body>{"".join(parts)}</body></html>')
+
+
+def stakeholder_report(store, project, backbone, clf, model, *, first: str | None = None,
+                       diagnostics=None, profile: dict | None = None, with_profile: bool = True,
+                       cache=None, attribute: Callable | None = None,
+                       progress: Callable[[float, str], None] | None = None) -> bytes:
+    """The report of ``model`` (a stored ``ModelVersion`` of ``project``) as UTF-8 HTML.
+
+    clf: the model's Classifier, on ``backbone``. diagnostics, profile: the Model page's,
+    when computed already; otherwise the learning curve is computed here, and the layer
+    profile too when ``with_profile`` (each re-reads the labelled sentences, through
+    ``cache``). first: a sentence to lead the examples. attribute(text) -> Attribution,
+    by default ``sentence_attribution``'s (pass a cached one). progress(share 0..1, what).
+    """
+    say = progress or (lambda share, what: None)
+    rows = [r for r in store.labelled(project.id) if r.label in clf.classes]
+    texts, labels = [r.text for r in rows], [r.label for r in rows]
+    if diagnostics is None:
+        diagnostics = diagnose(clf, features_for(backbone, texts, clf.settings, cache=cache), labels,
+                               progress=lambda d, t: say(0.6 * d / t, "Learning curve..."))
+    if profile is None and with_profile:
+        profile = profile_layers(backbone, texts, labels, clf, cache=cache, progress=lambda d, t:
+                                 say(0.6 + 0.3 * d / t, f"Layer profile: {d}/{t}"))
+    say(0.95, "Explaining examples...")
+    attribute = attribute or (lambda text: sentence_attribution(backbone, clf, text)[1])
+    examples = [example_of(attribute(t), clf.classes, t, label=lab)
+                for t, lab in pick_examples(store.predictions(model.id), rows, clf.classes, first=first)]
+    html_text = build_report(project.name, model, examples, diagnostics=diagnostics, profile=profile,
+                             layer_shares=layer_weights_by_backbone(clf),
+                             stability=load_stability(store, model.id))
+    return html_text.encode("utf-8")

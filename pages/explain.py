@@ -9,27 +9,22 @@ stakeholder report.
 import re
 import threading
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 from scipy.special import softmax
 
-from core.learn.classifier import features_for
-from core.learn.curves import diagnose, profile_layers
-from core.model.embed import token_states
 from core.errors import TenshotError
-from core.explain.attributions import (Attribution, class_phrases, coefficient_attributions, layer_weights_by_backbone)
-from core.explain.shapley import SHAP_MAX_EVALS, shap_attributions
+from core.explain.attributions import class_phrases, layer_weights_by_backbone
+from core.explain.sentence import sentence_attribution, sentence_stability
+from core.explain.shapley import SHAP_MAX_EVALS, shap_attributions, warm_up
+from core.explain.stability import load_stability
 from core.explain.words import view_agreement, word_attributions
-from core.explain.shapley import warm_up
-from core.explain.attributions import group_attributions
-from core.report import (build_report, example_of, exactness_text, layer_weights_figure, pick_examples, report_filename)
-from core.explain.stability import load_stability, token_rank_stability
+from core.figures import layer_weights_figure, phrases_figure, probability_figure, word_figure
 from core.hashing import text_hash
+from core.report import example_of, exactness_text, report_filename, stakeholder_report
 from pages._shared import escape_markdown, feature_cache, page_header, percent, show_error, store
-from pages._views import (class_picker, heatmap, legend, model_backbone, phrases_figure,
-                          probability_figure, remember, require_model, short, stability_badge,
-                          word_figure)
+from pages._views import (class_picker, heatmap, legend, model_backbone, remember, require_model,
+                          short, stability_badge)
 
 SOURCES = ["Unlabelled", "Labelled", "Type your own"]
 MAX_OPTIONS = 2000  # a longer list is slow to draw; the selectbox filters as you type
@@ -70,20 +65,7 @@ def pick_sentence(project, latest):
 
 def explain_text(bb, clf, model_id, text):
     """(token states, attribution) of a text, computed once per model and text this session."""
-    def compute():
-        if hasattr(bb, "parts"):  # a fused model: every backbone's tokens, one exact sum
-            return None, merged_attribution(group_attributions(bb, clf, text))
-        states = token_states(bb, text, prompt=clf.settings.prompt, max_length=clf.settings.max_length)
-        return states, coefficient_attributions(bb, clf, text, states=states)
-    return remember(("attr", model_id, text_hash(text)), compute)
-
-
-def merged_attribution(parts) -> Attribution:
-    """One attribution holding every backbone's tokens: a word's score sums all of them."""
-    first = parts[0][1]
-    return Attribution([t for _, a in parts for t in a.tokens], [sp for _, a in parts for sp in a.spans],
-                       np.concatenate([a.values for _, a in parts]), first.constant, first.logits,
-                       first.exact)
+    return remember(("attr", model_id, text_hash(text)), lambda: sentence_attribution(bb, clf, text))
 
 
 def coefficient_view(ex, pooling: str) -> None:
@@ -181,11 +163,10 @@ def agreement_and_badge(latest, clf, text, k, states, attr, shap) -> None:
             st.caption("Is this explanation stable? Run a bootstrap for this model to find out.")
             st.page_link("pages/stability.py", label="Go to Stability", icon=":material/balance:")
             return
-        pooled = np.arange(states.hidden.shape[1]) > 0  # every token but the attention sink
-        if not (attr.user & pooled).any():
+        result = sentence_stability(stab, states.hidden, attr.spans, k)
+        if result is None:
             st.caption("The sentence has no word tokens to compare.")
             return
-        result = token_rank_stability(stab, states.hidden, pooled, k, user=attr.user)
         stability_badge(result)
 
 
@@ -277,7 +258,12 @@ def report_section(project, bb, clf, latest, text) -> None:
     if st.button("Build the report", key="ex_report_build", icon=":material/description:"):
         bar = st.progress(0.0, text="Scoring held-out labels...")
         try:
-            st.session_state[key] = make_report(project, bb, clf, latest, text, with_profile, bar)
+            st.session_state[key] = stakeholder_report(
+                store(), project, bb, clf, latest, first=text, with_profile=with_profile,
+                diagnostics=st.session_state.get(("diag", project.id, latest.id)),  # the Model page's
+                profile=st.session_state.get(("layers", project.id, latest.id)),
+                cache=feature_cache(store()), attribute=lambda t: explain_text(bb, clf, latest.id, t)[1],
+                progress=lambda share, what: bar.progress(share, text=what))
         except TenshotError as err:
             show_error(err)
         bar.empty()
@@ -286,26 +272,6 @@ def report_section(project, bb, clf, latest, text) -> None:
                            file_name=report_filename(project.name, latest.version),
                            mime="text/html", key="ex_report_download", type="primary",
                            icon=":material/download:", on_click="ignore")
-
-
-def make_report(project, bb, clf, latest, text, with_profile: bool, bar) -> bytes:
-    s, cache = store(), feature_cache(store())
-    rows = [r for r in s.labelled(project.id) if r.label in clf.classes]
-    texts, labels = [r.text for r in rows], [r.label for r in rows]
-    diag = st.session_state.get(("diag", project.id, latest.id))  # the Model page's, if computed
-    if diag is None:
-        diag = diagnose(clf, features_for(bb, texts, clf.settings, cache=cache), labels,
-                        progress=lambda d, t: bar.progress(0.6 * d / t, text="Learning curve..."))
-    profile = st.session_state.get(("layers", project.id, latest.id))
-    if profile is None and with_profile:
-        profile = profile_layers(bb, texts, labels, clf, cache=cache, progress=lambda d, t:
-                                 bar.progress(0.6 + 0.3 * d / t, text=f"Layer profile: {d}/{t}"))
-    bar.progress(0.95, text="Explaining examples...")
-    examples = [example_of(explain_text(bb, clf, latest.id, t)[1], clf.classes, t, label=lab)
-                for t, lab in pick_examples(s.predictions(latest.id), rows, clf.classes, first=text)]
-    html_text = build_report(project.name, latest, examples, diagnostics=diag, profile=profile,
-                             layer_shares=layer_weights_by_backbone(clf), stability=load_stability(s, latest.id))
-    return html_text.encode("utf-8")
 
 
 project = page_header("Explain")

@@ -6,18 +6,19 @@ Unstable sentences link to the Label page: an unlabelled one becomes the sentenc
 screen there, a labelled one opens the Label table filtered to it.
 """
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.model.embed import token_states
 from core.errors import TenshotError
-from core.report import agreement_figure, oob_figure, sign_figure
-from core.explain.stability import (bootstrap, load_stability, project_inputs, save_stability, token_rank_stability)
+from core.explain.sentence import sentence_stability
+from core.explain.stability import bootstrap, load_stability, project_inputs, save_stability
+from core.figures import agreement_figure, oob_figure, sign_figure, spearman_figure, topk_figure
+from core.model.embed import token_states
+from core.model.group import is_fused
+from core.stability_view import predicted_classes, summarise, unstable_rows
 from pages._shared import (backbone, escape_markdown, feature_cache, page_header, percent,
                            show_error, store)
-from pages._views import (class_picker, remember, require_model, short, spearman_figure,
-                          stability_badge, topk_figure)
+from pages._views import class_picker, remember, require_model, short, stability_badge
 
 THRESHOLD = 0.8  # a sentence is unstable when fewer refits than this agree with the model
 
@@ -53,34 +54,27 @@ def run(project, clf, latest, n: int, seed: int) -> None:
 
 
 def summary(stab, latest) -> None:
-    share = np.concatenate([stab.agreement, stab.other_agreement])
-    share = share[np.isfinite(share)]
+    run = summarise(stab, THRESHOLD)
     cols = st.columns(4)
-    cols[0].metric("Refits", f"{stab.B}", help=f"Seed {stab.seed}; C = {stab.C:.3g} as in the model.")
-    cols[1].metric("Held-out accuracy",
-                   percent(float(np.nanmedian(stab.oob_accuracy))),
+    cols[0].metric("Refits", f"{run.refits}", help=f"Seed {run.seed}; C = {run.C:.3g} as in the model.")
+    cols[1].metric("Held-out accuracy", percent(run.oob_accuracy),
                    help="Median over the refits of the accuracy on the labels each refit did "
                         "not draw. The model's cross-validated accuracy: "
                         f"{percent(latest.metrics.get('cv_accuracy'))}.")
-    cols[2].metric("Stable predictions", percent(float((share >= THRESHOLD).mean()) if len(share) else None),
+    cols[2].metric("Stable predictions", percent(run.stable_share),
                    help=f"Sentences on which at least {THRESHOLD:.0%} of the refits agree with the model.")
-    cols[3].metric("Features used by the model", f"{int((stab.coef != 0).any(1).sum()):,}")
-    empty = int(stab.empty_refits.sum())
-    if empty:
-        st.warning(f"{empty} refit{'s' * (empty != 1)} selected no feature at the model's C and "
-                   "predict one class for everything: label more sentences to steady the model.",
-                   icon=":material/warning:")
+    cols[3].metric("Features used by the model", f"{run.features_used:,}")
+    if run.empty_refits:
+        st.warning(f"{run.empty_refits} refit{'s' * (run.empty_refits != 1)} selected no feature at "
+                   "the model's C and predict one class for everything: label more sentences to "
+                   "steady the model.", icon=":material/warning:")
 
 
 def unstable_list(project, stab) -> None:
     s = store()
     texts = {r.id: r.text for r in s.texts(project.id)}
     labels = {r.text_id: r.label for r in s.labelled(project.id)}
-    rows = [(float(a), int(i), int(p)) for i, a, p in zip(stab.ids, stab.agreement, stab.pred)
-            if a < THRESHOLD]
-    rows += [(float(a), int(i), int(p)) for i, a, p in
-             zip(stab.other_ids, stab.other_agreement, stab.other_pred) if a < THRESHOLD]
-    rows = sorted((r for r in rows if r[1] in texts), key=lambda r: r[0])
+    rows = unstable_rows(stab, texts, THRESHOLD)
     if not rows:
         st.success("Every sentence gets the same prediction from at least "
                    f"{THRESHOLD:.0%} of the refits.", icon=":material/verified:")
@@ -88,18 +82,17 @@ def unstable_list(project, stab) -> None:
     st.markdown(f"**{len(rows)} unstable sentence{'s' * (len(rows) != 1)}**, least stable first: "
                 "labelling them, or checking their label, steadies the model most.")
     st.dataframe(pd.DataFrame({
-        "Sentence": [texts[i] for _, i, _ in rows],
-        "Refits agreeing": [100 * a for a, _, _ in rows],
-        "Model says": [stab.classes[p] for _, _, p in rows],
-        "Your label": [labels.get(i, "") for _, i, _ in rows]}),
+        "Sentence": [texts[r.text_id] for r in rows],
+        "Refits agreeing": [100 * r.agreement for r in rows],
+        "Model says": [r.predicted for r in rows],
+        "Your label": [labels.get(r.text_id, "") for r in rows]}),
         hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 320),
         column_config={"Sentence": st.column_config.TextColumn(width="large"),
                        "Refits agreeing": st.column_config.ProgressColumn(
                            min_value=0, max_value=100, format="%.0f%%",
                            help="Share of the refits that predict what the model predicts.")})
     pick_col, go_col = st.columns([4, 1], vertical_alignment="bottom")
-    ids = [i for _, i, _ in rows]
-    text_id = pick_col.selectbox("Open in the Label page", ids, key="st_unstable",
+    text_id = pick_col.selectbox("Open in the Label page", [r.text_id for r in rows], key="st_unstable",
                                  format_func=lambda i: short(texts[i], 110))
     unlabelled = text_id not in labels
     if go_col.button("Label it" if unlabelled else "Check its label", key="st_go",
@@ -122,13 +115,12 @@ def open_in_label_page(project, text_id: int, text: str, unlabelled: bool) -> No
 def token_section(project, clf, stab) -> None:
     st.subheader("Are the explanations stable?", anchor=False)
     bb = backbone(clf.settings.backbone)
-    if hasattr(bb, "parts"):
+    if is_fused(bb):
         st.info("Token explanations need a single language model; this model combines several.",
                 icon=":material/info:")
         return
     texts = {r.id: r.text for r in store().texts(project.id)}
-    predicted = {int(i): int(p) for i, p in zip(np.r_[stab.ids, stab.other_ids],
-                                                np.r_[stab.pred, stab.other_pred])}
+    predicted = predicted_classes(stab)
     ids = [i for i in predicted if i in texts]
     if not ids:
         st.caption("The sentences of this run were deleted.")
@@ -141,12 +133,10 @@ def token_section(project, clf, stab) -> None:
         text = texts[text_id]
         states = remember(("states", clf.settings.backbone, clf.settings.prompt, text), lambda: token_states(
             bb, text, prompt=clf.settings.prompt, max_length=clf.settings.max_length))
-        pooled = np.arange(len(states.tokens)) > 0  # every token but the attention sink
-        user = np.array([sp is not None for sp in states.encoded.user_spans]) & pooled
-        if not user.any():
+        result = sentence_stability(stab, states.hidden, states.encoded.user_spans, clf.classes.index(name))
+        if result is None:
             st.caption("This sentence has no word tokens to compare.")
             return
-        result = token_rank_stability(stab, states.hidden, pooled, clf.classes.index(name), user=user)
         stability_badge(result)
     a, b = st.columns(2)
     a.plotly_chart(spearman_figure(result), key="st_spearman")

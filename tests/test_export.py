@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from core.export import (export_rows, file_stem, filter_predictions, labels_from_edits, neutralise, prediction_changes, to_csv, to_jsonl)
+from core.export import (export_rows, file_stem, filter_predictions, labels_from_choices, neutralise, prediction_changes, to_csv, to_jsonl)
+from pages._views import labels_from_edits
 from core.store.rows import Label, Prediction
 
 CLASSES = ["neg", "pos"]
@@ -106,6 +107,12 @@ def test_labels_from_edits_prefers_a_chosen_label_over_accept():
              7: {"label": "pos"}}
     assert labels_from_edits(shown, edits, label_column="label", accept_column="accept") == [
         (10, "pos"), (11, "pos")]
+
+
+def test_labels_from_choices_takes_plain_rows_and_skips_unknown_positions():
+    shown = [_pred(10, "a", "pos", 0.9), _pred(11, "b", "neg", 0.6)]
+    assert labels_from_choices(shown, {1: "pos", 5: "neg"}, [0, 1, -1]) == [(10, "pos"), (11, "pos")]
+    assert labels_from_choices(shown, {}) == []
 
 
 def test_file_stem_is_safe_for_any_project_name():

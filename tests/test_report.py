@@ -17,7 +17,8 @@ from core.learn.curves import diagnose
 from core.explain.words import Piece
 from core.explain.attributions import coefficient_attributions, layer_weights_by_backbone
 from core.project import load_classifier, retrain
-from core.report import (build_report, example_of, exactness_text, heatmap_html, legend_html, pick_examples, report_filename)
+from core.report import (build_report, example_of, exactness_text, heatmap_html, legend_html, pick_examples, report_filename,
+                         stakeholder_report)
 from core.explain.stability import bootstrap, project_inputs
 from core.store import Store
 
@@ -115,6 +116,25 @@ def test_report_without_optional_parts_says_how_to_get_them(tiny_backbone, hosti
     report = build_report(project.name, model, [])
     assert "Learning curve not included" in report and "run one on the Stability page" in report
     assert len(Parsed(report).scripts) == 1  # the library, no figure
+
+
+def test_stakeholder_report_gathers_its_parts_from_the_store(tiny_backbone, hostile_model):
+    store, project, model, clf = hostile_model
+    first = f"{HOSTILE[3]} {WORDS[0]}"
+    explained, steps = [], []
+
+    def attribute(text):
+        explained.append(text)
+        return coefficient_attributions(tiny_backbone, clf, text)
+
+    report = stakeholder_report(store, project, tiny_backbone, clf, model, first=first,
+                                with_profile=False, attribute=attribute,
+                                progress=lambda share, what: steps.append((share, what))).decode("utf-8")
+    assert explained[0] == first and len(explained) >= 3
+    assert "Learning curve" in report and "each layer alone" not in report
+    assert "run one on the Stability page" in report  # no bootstrap stored for this model
+    assert steps[-1] == (0.95, "Explaining examples...")
+    assert all(0 <= share <= 0.6 and what == "Learning curve..." for share, what in steps[:-1])
 
 
 def test_examples_add_up_to_the_logit(tiny_backbone, hostile_model):

@@ -11,7 +11,8 @@ from core.learn.classifier import Classifier, Settings, features_for, train
 from core.model.embed import token_states
 from core.errors import InputError, NotEnoughLabels
 from core.explain.attributions import token_contributions
-from core.learn.features import FeatureSpec
+from core.figures import sign_figure
+from core.learn.features import FeatureSpec, select_group_features
 from core.model.group import Part
 from core.model.tokens import pooled_positions
 from core.learn.head import Head
@@ -148,6 +149,24 @@ def test_feature_origin_names_the_part_and_its_layer_in_a_fused_model(combine):
 def test_single_backbone_features_name_no_part():
     stab = _no_refits(FeatureSpec("layer", (1,), "single", (3, 4)))
     assert list(stab.feature_part) == [""] * 4
+
+
+def test_sign_figure_of_a_fused_model_names_each_backbone():
+    # regression (same bug): the hover said "layer l, neuron j" of the padded X, not of a part
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    X = rng.normal(size=(40, 5, 6)).astype(np.float32)
+    X[:, :3, 4:] = 0  # tiny-a is 4 wide: the rest of its rows is padding
+    X[:, 1, 0] += 3 * y  # tiny-a, layer 1, neuron 0
+    X[:, 4, 2] += 3 * y  # tiny-b (rows 3-4), layer 1, neuron 2
+    spec, _ = select_group_features(X, y, [Part("tiny-a", 0, 3, 4), Part("tiny-b", 3, 2, 6)],
+                                    mode="layer")
+    fig = sign_figure(bootstrap(_clf(X, y, spec=spec), X, y, B=8))
+    hover = {(str(row[2]), int(row[0]), int(row[1]))
+             for trace in fig.data if trace.customdata is not None for row in trace.customdata}
+    assert ("tiny-a", 1, 0) in hover and ("tiny-b", 1, 2) in hover
+    assert {name for name, _, _ in hover} == {"tiny-a", "tiny-b"}
+    assert all(t.hovertemplate.startswith("%{customdata[2]}: layer") for t in fig.data)
 
 
 def _hand_made(refit_sign):
