@@ -1,6 +1,6 @@
 """Shared pieces of the real-browser tests (headless Chromium via Playwright): the
-``browser``, ``server`` and ``page`` fixtures (made visible to every test module by
-conftest.py) and page helpers."""
+``browser``, ``server`` and ``page`` fixtures (a plugin that conftest.py's
+``pytest_plugins`` registers, so no test module imports them) and page helpers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny real transformer and tokenizer built in-process (no downloads)."""
+"""Shared fixtures: a tiny real transformer and tokenizer built in-process (no downloads),
+and app workspaces built on it. Every test module gets them from here (and the browser
+fixtures from the browser plugin below) without importing anything; shared data and
+helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -6,60 +9,16 @@ import os
 
 import pytest
 
-from tests.browser import browser, page, server  # noqa: F401 (fixtures for the browser tests)
+from tests.helpers import CLASSES, N_LABELLED, NEG, POS, UNLABELLED, make_tiny_model, make_tokenizer
 
-WORDS = (
-    "good great love wonderful delight excellent fine happy best superb "
-    "bad awful hate terrible boring worst poor sad dull ugly "
-    "the a movie film plot it was is and this i very not review sentiment : ! . ,"
-).split()
+pytest_plugins = ["tests.browser"]  # the browser, server and page fixtures
 
 
-def make_tokenizer(words=WORDS):
-    """A word-level fast tokenizer trained on a fixed vocabulary; no BOS is added,
-    like SmolLM2's, so the sink-token convention is exercised."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(specials + sorted(set(words)))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-        unk_token="<unk>",
-    )
-    fast.padding_side = "right"
-    return fast
-
-
-def make_tiny_model(vocab_size: int, *, seed: int = 0, layers: int = 2, hidden: int = 32):
-    import torch
-    from transformers import LlamaConfig, LlamaModel
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-        max_position_embeddings=512, attn_implementation="eager",
-    )
-    return LlamaModel(config).eval()
-
-
-class DictCache:
-    """An in-memory feature cache with the Store's get/put interface (for embed tests)."""
-
-    def __init__(self):
-        self.data = {}
-
-    def get_features(self, fp, prompt, pooling, hashes):
-        return {h: self.data[(fp, prompt, pooling, h)] for h in hashes
-                if (fp, prompt, pooling, h) in self.data}
-
-    def put_features(self, fp, prompt, pooling, items):
-        self.data.update({(fp, prompt, pooling, h): v for h, v in items.items()})
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reliability-report", metavar="PATH", default=None,
+        help="write the reliability figures of a complete, green run to PATH (to refresh "
+             "RELIABILITY.md on purpose); by default they go to the pytest temp folder only")
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +56,6 @@ def fresh_workspace(tmp_path, monkeypatch, tiny_model_dir) -> str:
     return path
 
 
-
 @pytest.fixture
 def whole_app_reruns(monkeypatch):
     """Make every AppTest run execute app.py, as the real server does after its first run.
@@ -116,3 +74,47 @@ def whole_app_reruns(monkeypatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
+    """TENSHOT_DB pointing at a project with labels and two trained model versions.
+
+    Returns (db path, project id, {text: text id}).
+    """
+    from core.model.loading import load_backbone
+    from core.project import retrain
+    from core.store import Store
+
+    db = fresh_workspace
+    with Store.open(db) as store:
+        project = store.create_project("reviews", CLASSES, settings={
+            "backbone": str(tiny_model_dir), "prompt": None, "mode": "layer"})
+        texts = POS + NEG + UNLABELLED
+        ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
+        bb = load_backbone(str(tiny_model_dir))
+        for i in range(N_LABELLED - 1):
+            store.set_label(project.id, ids[POS[i]], "pos")
+            store.set_label(project.id, ids[NEG[i]], "neg")
+        retrain(store, project, bb)
+        store.set_label(project.id, ids[POS[N_LABELLED - 1]], "pos")
+        store.set_label(project.id, ids[NEG[N_LABELLED - 1]], "neg")
+        retrain(store, project, bb)
+    return db, project.id, ids
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """{file name: bytes} of every st.download_button payload the app registers."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    seen: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if isinstance(path_or_data, bytes) and filename:
+            seen[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return seen

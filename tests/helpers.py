@@ -1,68 +1,86 @@
-"""Fixtures and helpers for the Predictions, Model and Export page tests: a workspace
-with a trained project in it, the download payloads, and plotly chart specs. They build
-on conftest's ``tiny_model_dir``, ``fresh_workspace`` and ``whole_app_reruns``. Import
-the fixtures you use into a test module."""
+"""Data and helpers shared by the test modules: the tiny in-process transformer and
+tokenizer, the sentences of the app's test workspace, AppTest page readers, and the
+reliability figures. Fixtures live in conftest.py (and the browser ones in browser.py,
+a plugin conftest registers), so test modules never import fixtures. Import this module
+one way only, ``from tests.helpers import ...``: a second name would load a second copy."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
+if TYPE_CHECKING:
+    import numpy as np
+
+# --- a tiny real transformer ----------------------------------------------------------
+
+WORDS = (
+    "good great love wonderful delight excellent fine happy best superb "
+    "bad awful hate terrible boring worst poor sad dull ugly "
+    "the a movie film plot it was is and this i very not review sentiment : ! . ,"
+).split()
+
+
+def make_tokenizer(words=WORDS):
+    """A word-level fast tokenizer trained on a fixed vocabulary; no BOS is added,
+    like SmolLM2's, so the sink-token convention is exercised."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(words)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+        unk_token="<unk>",
+    )
+    fast.padding_side = "right"
+    return fast
+
+
+def make_tiny_model(vocab_size: int, *, seed: int = 0, layers: int = 2, hidden: int = 32):
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=512, attn_implementation="eager",
+    )
+    return LlamaModel(config).eval()
+
+
+class DictCache:
+    """An in-memory feature cache with the Store's get/put interface (for embed tests)."""
+
+    def __init__(self):
+        self.data = {}
+
+    def get_features(self, fp, prompt, pooling, hashes):
+        return {h: self.data[(fp, prompt, pooling, h)] for h in hashes
+                if (fp, prompt, pooling, h) in self.data}
+
+    def put_features(self, fp, prompt, pooling, items):
+        self.data.update({(fp, prompt, pooling, h): v for h, v in items.items()})
+
+
+# --- the app's test workspace (conftest's ``workspace`` fixture) --------------------------
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy",
        "the best film", "superb movie", "a delight"]
 NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad",
        "the worst film", "poor movie", "dull and ugly"]
+PLAIN_UNLABELLED = ["very good", "very bad", "it was fine"]
 # unlabelled; the last ones are user text that must stay plain text in the UI
-UNLABELLED = ["very good", "very bad", "it was fine", "=cmd|' /C calc'!A0",
-              "**bold** <b>html</b> [link](http://x)"]
+UNLABELLED = PLAIN_UNLABELLED + ["=cmd|' /C calc'!A0", "**bold** <b>html</b> [link](http://x)"]
 CLASSES = ["neg", "pos"]
 APP = Path(__file__).resolve().parent.parent / "app.py"
 N_LABELLED = 5  # per class: enough for a 5-fold learning curve
-
-
-@pytest.fixture
-def workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
-    """TENSHOT_DB pointing at a project with labels and two trained model versions.
-
-    Returns (db path, project id, {text: text id}).
-    """
-    from core.model.loading import load_backbone
-    from core.project import retrain
-    from core.store import Store
-
-    db = fresh_workspace
-    with Store.open(db) as store:
-        project = store.create_project("reviews", CLASSES, settings={
-            "backbone": str(tiny_model_dir), "prompt": None, "mode": "layer"})
-        texts = POS + NEG + UNLABELLED
-        ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
-        bb = load_backbone(str(tiny_model_dir))
-        for i in range(N_LABELLED - 1):
-            store.set_label(project.id, ids[POS[i]], "pos")
-            store.set_label(project.id, ids[NEG[i]], "neg")
-        retrain(store, project, bb)
-        store.set_label(project.id, ids[POS[N_LABELLED - 1]], "pos")
-        store.set_label(project.id, ids[NEG[N_LABELLED - 1]], "neg")
-        retrain(store, project, bb)
-    return db, project.id, ids
-
-
-@pytest.fixture
-def downloads(monkeypatch):
-    """{file name: bytes} of every st.download_button payload the app registers."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    seen: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):
-        if isinstance(path_or_data, bytes) and filename:
-            seen[filename] = path_or_data
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
-    return seen
 
 
 def open_page(page: str):
@@ -78,8 +96,6 @@ def open_page(page: str):
 
 def plotly_specs(at) -> list[dict]:
     """The JSON figures of every st.plotly_chart on the page (AppTest has no typed accessor)."""
-    import json
-
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
@@ -109,3 +125,32 @@ def sql(path: str, query: str, *args) -> list[tuple]:
 
     with sqlite3.connect(path) as conn:
         return conn.execute(query, args).fetchall()
+
+
+# --- reliability figures (the report is written by tests/test_reliability.py) --------------
+
+# section -> its row's title; the report is written only when every section was measured
+SECTIONS = {
+    "crash": "Labelling process killed with SIGKILL at random moments",
+    "concurrency": "Processes labelling one project of a new file at the same time",
+    "hostile_inputs": "Broken or hostile uploads (generated and hand-written)",
+    "upload_page": "Broken uploads through the Data page (AppTest)",
+    "bundles": "Malicious, tampered or foreign model bundles",
+    "injection_pages": "Script, HTML, markdown and Streamlit tricks on every page (AppTest)",
+    "injection_browser": "The same tricks in Chromium (Playwright): dialogs and live elements",
+    "degradation": "Missing backbone, damaged model cache, out of memory, size limits",
+}
+
+
+def figures_dir(tmp_path_factory) -> Path:
+    """Where this session's reliability figures are collected (one JSON file per section)."""
+    folder = tmp_path_factory.getbasetemp() / "reliability-figures"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def record_figures(tmp_path_factory, section: str, figures: str, failures: int) -> None:
+    """Record one section's figures (a short phrase) and how many of its checks failed."""
+    assert section in SECTIONS, section
+    path = figures_dir(tmp_path_factory) / f"{section}.json"
+    path.write_text(json.dumps({"figures": figures, "failures": failures}))

@@ -13,11 +13,8 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.special import softmax
 
-from app_fixtures import (  # noqa: F401 (fixtures)
-    CLASSES, downloads, open_page, page_text, plotly_array, plotly_specs, sql,
-    workspace,
-)
 from core.store import Store
+from tests.helpers import CLASSES, open_page, page_text, plotly_array, plotly_specs, sql
 
 EXACT = re.compile(r"Words ([+-]\d+\.\d+) \+ prompt ([+-]\d+\.\d+) \+ constant ([+-]\d+\.\d+) "
                    r"= ([+-]\d+\.\d+); the model's score \(logit\) for “(.+?)” is ([+-]\d+\.\d+)")
@@ -312,12 +309,11 @@ def test_fused_model_gets_the_global_view_and_the_report(fresh_workspace, whole_
     from both, and the stakeholder report."""
     import streamlit as st
 
-    from app_fixtures import NEG, POS
     import core.model.group as multi
     from core.model.backbone import Backbone
     from core.model.registry import PackagedModel
     from core.project import retrain
-    from tests.conftest import make_tiny_model, make_tokenizer
+    from tests.helpers import NEG, POS, make_tiny_model, make_tokenizer
 
     tok = make_tokenizer()
     a = Backbone("tiny-a", make_tiny_model(len(tok), seed=1, layers=2, hidden=32), tok, "fp-a")

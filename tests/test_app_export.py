@@ -9,14 +9,11 @@ import json
 
 from numpy.testing import assert_allclose
 
-from app_fixtures import (  # noqa: F401 (fixtures)
-    CLASSES, N_LABELLED, UNLABELLED, downloads, open_page, workspace,
-)
-
 from core.model.loading import load_backbone
 from core.learn.bundle import load_bundle
 from core.project import load_classifier
 from core.store import Store
+from tests.helpers import CLASSES, N_LABELLED, UNLABELLED, open_page
 
 
 def _one(downloads, suffix: str) -> bytes:

@@ -3,11 +3,8 @@ prompt comparison."""
 
 from __future__ import annotations
 
-from app_fixtures import (  # noqa: F401 (fixtures)
-    CLASSES, N_LABELLED, open_page, plotly_array, plotly_specs, workspace,
-)
-
 from core.store import Store
+from tests.helpers import CLASSES, N_LABELLED, open_page, plotly_array, plotly_specs
 
 
 def _chart(at, title: str) -> dict:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from app_fixtures import (  # noqa: F401 (fixtures)
-    CLASSES, NEG, POS, UNLABELLED, open_page, workspace,
-)
-
 from core.store import Store
+from tests.helpers import CLASSES, NEG, POS, UNLABELLED, open_page
 
 
 def _unlabelled_texts():

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 import core.jobs as jobs
 from core.store import Store
-from tests.app_fixtures import page_text, sql
+from tests.helpers import page_text, sql
 
 pytestmark = pytest.mark.usefixtures("whole_app_reruns")
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from app_fixtures import (  # noqa: F401 (fixtures)
-    CLASSES, open_page, page_text, plotly_array, plotly_specs, sql, workspace,
-)
 from core.explain.stability import load_stability
 from core.store import Store
+from tests.helpers import CLASSES, open_page, page_text, plotly_array, plotly_specs, sql
 from test_app_explain import check_inert, hostile_workspace  # noqa: F401 (fixture)
 
 FIGURES = ["Accuracy on unseen labels across 10 refits", "How often the refits agree",

@@ -10,7 +10,7 @@ import pytest
 
 from core.learn.curves import (LearningCurve, cv_confusion, encode_labels, fixed_head, labels_needed, layer_profile, learning_curve, saturating)
 from core.errors import NotEnoughLabels
-from tests.conftest import DictCache
+from tests.helpers import DictCache
 
 
 def _blobs(n_per_class=20, n_classes=3, d=20, shift=1.5, seed=0):

@@ -14,7 +14,7 @@ from core.model.embed import TruncationWarning, embed, embed_many, token_states
 from core.model import forward
 from core.model.tokens import content_mask, encode, wrap
 from core.errors import InputError
-from tests.conftest import DictCache
+from tests.helpers import DictCache
 
 TEXTS = ["a good movie", "the worst film i hate it", "great", "boring and dull plot .",
          "i love this film , it was very good !", "awful"]
@@ -135,7 +135,7 @@ def test_unknown_pooling_is_refused(tiny_backbone):
 
 
 def test_unknown_words_keep_their_span_in_the_users_text():
-    from tests.conftest import make_tokenizer
+    from tests.helpers import make_tokenizer
 
     tok = make_tokenizer()
     (enc,) = encode(tok, ["good zzyzx movie"], prompt="review : {text}")

@@ -13,7 +13,7 @@ from core.learn.classifier import Settings
 from core.errors import InputError
 from core.evaluate import evaluate, prepare, run_method, summarise, tfidf_method, zero_shot_method
 from core.learn.zeroshot import ZeroShotUnsupported, zero_shot_predict
-from tests.conftest import make_tokenizer
+from tests.helpers import make_tokenizer
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy", "superb movie",
        "the best film", "a fine plot"]

@@ -16,7 +16,7 @@ from core.explain.attributions import class_phrases, coefficient_attributions, l
 from core.explain.shapley import shap_attributions
 from core.store import Store
 from core.hashing import text_hash
-from tests.conftest import make_tiny_model
+from tests.helpers import make_tiny_model
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy",
        "the best film", "superb movie", "a delight", "a very good film", "it was superb !"]
@@ -271,10 +271,44 @@ def test_packaged_smollm2_attributions_are_exact_and_shap_runs():
     assert "".join(r.tokens) == text and isinstance(word_attributions(r, text, 1)[0], Piece)
 
 
-def test_shap_warm_up_runs_without_a_model():
-    from core.explain.shapley import warm_up
+def test_shap_warm_up_compiles_once_and_concurrent_callers_wait(monkeypatch):
+    # regression: shap was imported and compiled by two threads at once and the Explain page hung
+    import threading
 
-    warm_up()  # raises if shap's Partition explainer or Text masker API changed
-    import sys
+    import shap
 
-    assert "shap" in sys.modules
+    from core.explain import shapley
+
+    real, built, compiled = shap.Explainer, [], threading.Event()
+
+    def counting_explainer(*args, **kwargs):
+        built.append(threading.current_thread().name)
+        explainer = real(*args, **kwargs)
+
+        def run(*a, **k):
+            out = explainer(*a, **k)  # the Partition explainer's numba compilation
+            compiled.set()
+            return out
+
+        return run
+
+    callers, returned_after_compile = 4, []
+    start = threading.Barrier(callers)
+
+    def call():
+        start.wait()
+        shapley.warm_up()  # raises if shap's Partition explainer or Text masker API changed
+        returned_after_compile.append(compiled.is_set())
+
+    monkeypatch.setattr(shapley, "_warmed", False)  # as in a fresh process
+    monkeypatch.setattr(shap, "Explainer", counting_explainer)
+    threads = [threading.Thread(target=call, name=f"caller-{i}") for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a warm-up caller hung"
+    assert len(built) == 1, built  # compiled by one thread only
+    assert returned_after_compile == [True] * callers  # the others waited for it
+    shapley.warm_up()  # a later call, as shap_attributions makes before each explanation
+    assert len(built) == 1, "a later call compiled the explainer again"

@@ -31,7 +31,7 @@ import core.io as core_io
 from core.errors import BundleError, InputError
 from core.limits import DEFAULT_LIMITS as LIMITS
 from core.io import columns_of, read_records
-from tests.test_reliability import record_figures
+from tests.helpers import record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -371,7 +371,7 @@ def test_bad_uploads_on_the_data_page_lose_nothing(name, data, expected, fresh_w
 
     import core.jobs as jobs
     from core.store import Store
-    from tests.app_fixtures import sql
+    from tests.helpers import sql
 
     if name == "big.csv":  # the limit, made small so the test stays fast
         monkeypatch.setenv("TENSHOT_MAX_UPLOAD_BYTES", "2000")

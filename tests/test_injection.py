@@ -27,7 +27,7 @@ from core.export import FORMULA_PREFIXES, export_rows, to_csv
 from core.store import Store
 from core.store.rows import Label, Prediction
 from tests.browser import IDLE, TIMEOUT_MS
-from tests.test_reliability import record_figures
+from tests.helpers import record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"

@@ -17,8 +17,8 @@ from core.errors import InputError
 from core.learn.features import FeatureSpec
 from core.project import load_classifier, retrain
 from core.store import Store
-from tests.conftest import DictCache, make_tokenizer, make_tiny_model
-from tests.test_project import NEG, POS, UNLABELLED
+from tests.helpers import (NEG, POS, DictCache, make_tiny_model, make_tokenizer,
+                           PLAIN_UNLABELLED as UNLABELLED)
 
 
 @pytest.fixture

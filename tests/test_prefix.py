@@ -15,7 +15,7 @@ from core.model.embed import embed
 from core.model.tokens import encode
 from core.explain.shapley import shap_attributions
 from core.model.prefix import PrefixEmbedder, supports
-from tests.conftest import make_tokenizer
+from tests.helpers import make_tokenizer
 
 PROMPT = "review : {text} sentiment :"
 TEXT = "the film was very good , not bad ! i love it and the plot is fine"

@@ -1,4 +1,4 @@
-"""Crash safety and concurrent writers on a real workspace file; writes RELIABILITY.md.
+"""Crash safety and concurrent writers on a real workspace file; writes the reliability report.
 
 Kill test: a labelling process is SIGKILLed at seeded random moments, again and again.
 It drives the store through the calls the app makes (``Store.open``, ``add_texts``,
@@ -12,10 +12,11 @@ Python's start-up for each.
 Concurrency test: five separate processes label 100 different sentences each into
 the same project of a brand-new file at the same moment.
 
-Every reliability test module records its figures with :func:`record_figures`; at
-the end of a session that ran this module, the figures are written to
-RELIABILITY.md, but only when every section was measured in this run and no test
-of the session failed.
+Every reliability test module records its figures with ``tests.helpers.record_figures``;
+at the end of a session that ran this module, the figures are written as a report, but
+only when every section was measured in this run and no test of the session failed. The
+report goes to the pytest temp folder, or to the file ``--reliability-report`` names:
+RELIABILITY.md is refreshed on purpose with ``COMMAND``, never by an ordinary test run.
 """
 
 from __future__ import annotations
@@ -35,40 +36,15 @@ from pathlib import Path
 import pytest
 
 from core.store import Store
+from tests.helpers import SECTIONS, figures_dir, record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "RELIABILITY.md"
 COMMAND = (".venv/bin/python -m pytest tests/test_reliability.py tests/test_hostile_inputs.py "
-           "tests/test_injection.py")
+           "tests/test_injection.py --reliability-report RELIABILITY.md")
 KILLS = 25
 OPS_PER_ROUND = 10_000  # far more than a round can finish, so every kill lands mid-stream
 WRITERS, PER_WRITER = 5, 100
 CLASSES = ["neg", "pos"]
-# section -> its row's title; the report is written only when every section was measured
-SECTIONS = {
-    "crash": "Labelling process killed with SIGKILL at random moments",
-    "concurrency": "Processes labelling one project of a new file at the same time",
-    "hostile_inputs": "Broken or hostile uploads (generated and hand-written)",
-    "upload_page": "Broken uploads through the Data page (AppTest)",
-    "bundles": "Malicious, tampered or foreign model bundles",
-    "injection_pages": "Script, HTML, markdown and Streamlit tricks on every page (AppTest)",
-    "injection_browser": "The same tricks in Chromium (Playwright): dialogs and live elements",
-    "degradation": "Missing backbone, damaged model cache, out of memory, size limits",
-}
-
-
-def figures_dir(tmp_path_factory) -> Path:
-    """Where this session's reliability figures are collected (one JSON file per section)."""
-    folder = tmp_path_factory.getbasetemp() / "reliability-figures"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def record_figures(tmp_path_factory, section: str, figures: str, failures: int) -> None:
-    """Record one section's figures (a short phrase) and how many of its checks failed."""
-    assert section in SECTIONS, section
-    path = figures_dir(tmp_path_factory) / f"{section}.json"
-    path.write_text(json.dumps({"figures": figures, "failures": failures}))
 
 
 def _report(collected: dict[str, dict]) -> str:
@@ -77,8 +53,8 @@ def _report(collected: dict[str, dict]) -> str:
     return "\n".join([
         "# Reliability and security figures",
         "",
-        "Written by the test suite itself (tests/test_reliability.py) from the figures that",
-        "the reliability tests measured in one run; do not edit by hand.",
+        "Written by tests/test_reliability.py, when asked with `--reliability-report`, from the",
+        "figures that the reliability tests measured in one run; do not edit by hand.",
         "",
         f"- Date: {date.today().isoformat()}",
         f"- Command: `{COMMAND}`",
@@ -102,10 +78,10 @@ def _write_reliability_report(request, tmp_path_factory):
     collected = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
     if set(SECTIONS) - set(collected) or request.session.testsfailed:
         return  # a partial or failing run: keep the last report of a complete, green one
-    try:
-        REPORT.write_text(_report(collected))
-    except OSError:
-        pass  # a read-only checkout
+    # a test run never rewrites a tracked file: RELIABILITY.md only when named on purpose
+    asked = request.config.getoption("reliability_report")
+    report = Path(asked) if asked else tmp_path_factory.getbasetemp() / "RELIABILITY.md"
+    report.write_text(_report(collected))
 
 
 # --- crash safety ---------------------------------------------------------------------
@@ -227,7 +203,7 @@ def test_acknowledged_labels_survive_repeated_kill_9(tmp_path, tmp_path_factory,
     assert acked_labels > KILLS, "the kills came before any work was done"
 
     # the app opens the file normally and shows what is in it
-    from tests.app_fixtures import open_page, page_text
+    from tests.helpers import open_page, page_text
 
     monkeypatch.setenv("TENSHOT_DB", str(db))
     at = open_page("data")
@@ -324,7 +300,7 @@ def _record_degradation_figures(tmp_path_factory):
 
 
 def _counts(path) -> dict[str, int]:
-    from tests.app_fixtures import sql
+    from tests.helpers import sql
 
     return {table: sql(str(path), f"SELECT COUNT(*) FROM {table}")[0][0]
             for table in ("texts", "labels", "models", "predictions", "features")}
@@ -348,7 +324,7 @@ def test_limits_are_shown_on_the_data_page_and_enforced(labelled_project, monkey
                                                        whole_app_reruns):
     from core.errors import InputError
     from core.limits import DEFAULT_LIMITS as LIMITS
-    from tests.app_fixtures import open_page, page_text
+    from tests.helpers import open_page, page_text
 
     db, pid = labelled_project
     at = open_page("data")
@@ -393,7 +369,7 @@ def test_a_missing_optional_backbone_names_the_pip_command(labelled_project, mon
     from core.model.loading import load_backbone
     from core.learn.classifier import Settings
     from core.errors import BackboneUnavailable
-    from tests.app_fixtures import open_page, page_text
+    from tests.helpers import open_page, page_text
 
     monkeypatch.setattr(sys, "meta_path", [_Hidden("gemma3_270m"), *sys.meta_path])
     with pytest.raises(BackboneUnavailable, match=r'is not installed\. Install it with:  pip install "tenshot\[gemma\]"'):
@@ -459,7 +435,7 @@ def test_out_of_memory_fails_the_job_and_the_training_plainly(labelled_project, 
 
     import core.jobs as jobs
     from core.learn.classifier import Settings
-    from tests.app_fixtures import open_page, page_text
+    from tests.helpers import open_page, page_text
 
     db, pid = labelled_project
     with Store.open(db) as store:

@@ -11,7 +11,7 @@ from core.model.backbone import Backbone
 from core.model.tokens import encode
 from core.errors import InputError
 from core.learn.zeroshot import (ZeroShotUnsupported, class_log_probs, format_classes, zero_shot_predict)
-from tests.conftest import make_tiny_model, make_tokenizer
+from tests.helpers import make_tiny_model, make_tokenizer
 
 TEXTS = ["a good movie", "the worst film i hate it", "great", "i love this film , it was very good !"]
 PROMPT = "review : {text} sentiment {classes} :"
