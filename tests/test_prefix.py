@@ -12,6 +12,7 @@ import core.model.prefix
 from core.model.backbone import Backbone
 from core.learn.classifier import Settings, features_for, train
 from core.model.embed import embed
+from core.model.group import BackboneGroup
 from core.model.tokens import encode
 from core.explain.shapley import shap_attributions
 from core.model.prefix import PrefixEmbedder, supports
@@ -157,7 +158,7 @@ def test_only_single_causal_decoders_within_their_window_are_supported(tiny_back
     bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
                                 num_attention_heads=2, intermediate_size=32)).eval()
     assert not supports(Backbone("bert", bert, tiny_backbone.tokenizer, "fp-bert"))
-    group = type("Group", (), {"parts": (), "model": tiny_backbone.model, "n_layers": 3})()
+    group = BackboneGroup("a+b", (tiny_backbone, tiny_backbone), ())
     assert not supports(group)
     gemma = Backbone("g", _model("gemma3", 50), tiny_backbone.tokenizer, "fp-g")
     assert supports(gemma, max_length=512) and not supports(gemma, max_length=513)
