@@ -121,16 +121,6 @@ def labels_from_choices(shown: Sequence, chosen: Mapping[int, str],
     return out
 
 
-def labels_from_edits(shown: Sequence, edited_rows: dict, *, label_column: str,
-                      accept_column: str) -> list[tuple[int, str]]:
-    """Transitional, not public: pages/predictions.py still imports it from here. Reading
-    Streamlit's data_editor edits is ``pages._views.labels_from_edits``; delete this once
-    that page imports it from there."""
-    rows = sorted((int(k), v) for k, v in edited_rows.items())
-    return labels_from_choices(shown, {pos: e[label_column] for pos, e in rows if e.get(label_column)},
-                               [pos for pos, e in rows if e.get(accept_column)])
-
-
 @dataclass(frozen=True)
 class ExportRow:
     """One exported text. source: 'human' for a label, 'model' for a prediction."""

@@ -10,10 +10,10 @@ import hashlib
 import pandas as pd
 import streamlit as st
 
-from core.export import SORTS, filter_predictions, labels_from_edits, prediction_changes
+from core.export import SORTS, filter_predictions, prediction_changes
 from core.errors import TenshotError
 from pages._shared import page_header, percent, show_error, store, train
-from pages._views import no_model_yet
+from pages._views import labels_from_edits, no_model_yet
 
 
 YOUR_LABEL, ACCEPT = "Your label", "Accept"
