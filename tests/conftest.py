@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from tests.helpers import CLASSES, N_LABELLED, NEG, POS, UNLABELLED, make_tiny_model, make_tokenizer
+from tests.helpers import (CLASSES, HOSTILE, N_LABELLED, NEG, POS, UNLABELLED, WORDS, make_tiny_model,
+                           make_tokenizer)
 
 pytest_plugins = ["tests.browser"]  # the browser, server and page fixtures
 
@@ -118,3 +119,23 @@ def downloads(monkeypatch):
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
     return seen
+
+
+@pytest.fixture
+def hostile_workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
+    """A trained project whose name, classes and sentences are injection strings."""
+    from core.model.loading import load_backbone
+    from core.project import retrain
+
+    from core.store import Store
+
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project(f"{HOSTILE[0]} {HOSTILE[2]}", HOSTILE, settings={
+            "backbone": tiny_model_dir, "prompt": "review : {text} sentiment :", "mode": "layer"})
+        labelled = {f"{h} {w}": h for h in HOSTILE for w in WORDS}
+        texts = list(labelled) + [" ".join(HOSTILE)] + HOSTILE
+        ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
+        for text, label in labelled.items():
+            store.set_label(project.id, ids[text], label)
+        retrain(store, project, load_backbone(tiny_model_dir))
+    return fresh_workspace, project.id

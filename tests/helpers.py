@@ -154,3 +154,23 @@ def record_figures(tmp_path_factory, section: str, figures: str, failures: int) 
     assert section in SECTIONS, section
     path = figures_dir(tmp_path_factory) / f"{section}.json"
     path.write_text(json.dumps({"figures": figures, "failures": failures}))
+
+
+# user text that must stay inert wherever a page renders markdown or HTML
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
+           "**bold** [x](javascript:alert(1))", ":red[x]"]
+WORDS = ["good movie", "bad film", "very dull plot", "the best review"]
+
+
+def check_inert(at) -> None:
+    """No user text that could turn into markup anywhere the page renders markdown or HTML."""
+    shown = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]
+    shown += [m.label for m in at.metric] + [h.proto.body for h in at.get("html")]
+    shown += [o for w in at.get("button_group") for o in w.options]
+    for text in shown:
+        for bad in HOSTILE:
+            assert bad not in text, (bad, text)
+    for spec in plotly_specs(at):
+        dumped = json.dumps(spec)
+        assert "<script" not in dumped and "<img" not in dumped

@@ -5,7 +5,6 @@ the empty states, and user text that must stay inert."""
 from __future__ import annotations
 
 import html
-import json
 import re
 
 import numpy as np
@@ -14,31 +13,11 @@ from numpy.testing import assert_allclose
 from scipy.special import softmax
 
 from core.store import Store
-from tests.helpers import CLASSES, open_page, page_text, plotly_array, plotly_specs, sql
+from tests.helpers import (CLASSES, check_inert, open_page, page_text, plotly_array,
+                           plotly_specs, sql)
 
 EXACT = re.compile(r"Words ([+-]\d+\.\d+) \+ prompt ([+-]\d+\.\d+) \+ constant ([+-]\d+\.\d+) "
                    r"= ([+-]\d+\.\d+); the model's score \(logit\) for “(.+?)” is ([+-]\d+\.\d+)")
-HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
-           "**bold** [x](javascript:alert(1))", ":red[x]"]
-WORDS = ["good movie", "bad film", "very dull plot", "the best review"]
-
-
-@pytest.fixture
-def hostile_workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
-    """A trained project whose name, classes and sentences are injection strings."""
-    from core.model.loading import load_backbone
-    from core.project import retrain
-
-    with Store.open(fresh_workspace) as store:
-        project = store.create_project(f"{HOSTILE[0]} {HOSTILE[2]}", HOSTILE, settings={
-            "backbone": tiny_model_dir, "prompt": "review : {text} sentiment :", "mode": "layer"})
-        labelled = {f"{h} {w}": h for h in HOSTILE for w in WORDS}
-        texts = list(labelled) + [" ".join(HOSTILE)] + HOSTILE
-        ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
-        for text, label in labelled.items():
-            store.set_label(project.id, ids[text], label)
-        retrain(store, project, load_backbone(tiny_model_dir))
-    return fresh_workspace, project.id
 
 
 def exactness(at) -> tuple[np.ndarray, str, float]:
@@ -239,20 +218,6 @@ def test_hostile_text_stays_inert(hostile_workspace, downloads):
     assert not at.exception
     (report,) = downloads.values()
     assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in report and b"<img src=x" not in report
-
-
-def check_inert(at) -> None:
-    """No user text that could turn into markup anywhere the page renders markdown or HTML."""
-    shown = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
-             for e in getattr(at, kind)]
-    shown += [m.label for m in at.metric] + [h.proto.body for h in at.get("html")]
-    shown += [o for w in at.get("button_group") for o in w.options]
-    for text in shown:
-        for bad in HOSTILE:
-            assert bad not in text, (bad, text)
-    for spec in plotly_specs(at):
-        dumped = json.dumps(spec)
-        assert "<script" not in dumped and "<img" not in dumped
 
 
 def test_last_token_pooling_is_flagged_as_approximate(workspace, tiny_model_dir):

@@ -8,8 +8,7 @@ import numpy as np
 
 from core.explain.stability import load_stability
 from core.store import Store
-from tests.helpers import CLASSES, open_page, page_text, plotly_array, plotly_specs, sql
-from test_app_explain import check_inert, hostile_workspace  # noqa: F401 (fixture)
+from tests.helpers import CLASSES, check_inert, open_page, page_text, plotly_array, plotly_specs, sql
 
 FIGURES = ["Accuracy on unseen labels across 10 refits", "How often the refits agree",
            "How reliably each feature is used", "Do the refits rank the words the same way?",
