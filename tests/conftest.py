@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.helpers import (CLASSES, HOSTILE, N_LABELLED, NEG, POS, UNLABELLED, WORDS, make_tiny_model,
+from tests.helpers import (CLASSES, HOSTILE, N_LABELLED, NEG, POS, UNLABELLED, HOSTILE_WORDS, make_tiny_model,
                            make_tokenizer)
 
 pytest_plugins = ["tests.browser"]  # the browser, server and page fixtures
@@ -132,7 +132,7 @@ def hostile_workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
     with Store.open(fresh_workspace) as store:
         project = store.create_project(f"{HOSTILE[0]} {HOSTILE[2]}", HOSTILE, settings={
             "backbone": tiny_model_dir, "prompt": "review : {text} sentiment :", "mode": "layer"})
-        labelled = {f"{h} {w}": h for h in HOSTILE for w in WORDS}
+        labelled = {f"{h} {w}": h for h in HOSTILE for w in HOSTILE_WORDS}
         texts = list(labelled) + [" ".join(HOSTILE)] + HOSTILE
         ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
         for text, label in labelled.items():

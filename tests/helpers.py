@@ -159,7 +159,7 @@ def record_figures(tmp_path_factory, section: str, figures: str, failures: int) 
 # user text that must stay inert wherever a page renders markdown or HTML
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
            "**bold** [x](javascript:alert(1))", ":red[x]"]
-WORDS = ["good movie", "bad film", "very dull plot", "the best review"]
+HOSTILE_WORDS = ["good movie", "bad film", "very dull plot", "the best review"]
 
 
 def check_inert(at) -> None:

@@ -561,7 +561,7 @@ def test_every_single_byte_change_is_refused_or_harmless(bundle):
 
 def _sources() -> list[Path]:
     """The code that ships: the library, the app and its pages."""
-    return sorted([*ROOT.glob("core/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"])
+    return sorted([*ROOT.glob("core/**/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"])
 
 
 def _call_name(node: ast.Call) -> str:
