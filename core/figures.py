@@ -351,17 +351,20 @@ def spearman_figure(result):
 
 
 def topk_figure(result, tokens: Sequence[str]):
-    """Bars: per token of the sentence, the share of refits that put it in their top k."""
+    """Bars: per word (or token) of the sentence, the share of refits that put it in their
+    top k. Words come from ``result["labels"]`` when the result was merged into words."""
     import plotly.graph_objects as go
 
-    labels = [plot_text(tokens[p].strip() or "␣") for p in result["positions"]]
+    names = result.get("labels") or [tokens[p] for p in result["positions"]]
+    labels = [plot_text(name.strip() or "␣") for name in names]
     x = list(range(len(labels)))
     fig = go.Figure(go.Bar(
         x=x, y=result["in_topk"], customdata=labels,
         marker_color=[f"rgb{TOWARDS}" if v > 0 else f"rgb{AGAINST}" for v in result["full"]],
         hovertemplate="%{customdata}: in the top %{meta} of %{y:.0%} of refits<extra></extra>",
         meta=result["k"]))
-    fig.update_layout(title=f"How often each token is among the {result['k']} strongest",
+    unit = "word" if result.get("labels") else "token"
+    fig.update_layout(title=f"How often each {unit} is among the {result['k']} strongest",
                       xaxis=dict(tickvals=x, ticktext=labels, tickangle=-35),
                       yaxis=dict(title="share of refits", tickformat=".0%", range=[0, 1.05]))
     return style_figure(fig, height=320)

@@ -141,22 +141,25 @@ def legend_html(class_name: str) -> str:
 
 def pick_examples(predictions: Sequence, labelled: Sequence, classes: Sequence[str], *,
                   first: str | None = None, limit: int = 5) -> list[tuple[str, str | None]]:
-    """(text, label or None) pairs worth showing: ``first``, then the most confident
-    unlabelled prediction of each class, then the least confident one; labelled texts
-    (one per class) fill in when there are few predictions.
+    """(text, label or None) pairs worth showing, confident ones first.
+
+    The most confident unlabelled prediction of each class, most confident first (a
+    reader meets the model where it is sure before where it guesses); then ``first``
+    (the sentence the user was looking at, always kept); then the least confident
+    prediction, as the honest "unsure" case; labelled texts (one per class) fill in when
+    there are few predictions.
 
     predictions: objects with .text, .label, .confidence; labelled: with .text, .label.
     """
-    out: dict[str, str | None] = {}
     labels = {r.text: r.label for r in labelled}
+    ranked = sorted(predictions, key=lambda p: -p.confidence)
+    confident = [best for name in classes
+                 if (best := next((p for p in ranked if p.label == name and p.text != first), None))]
+    confident.sort(key=lambda p: -p.confidence)
+    out: dict[str, str | None] = {p.text: None for p in confident[:limit - (1 if first else 0)]}
     if first:
         out[first] = labels.get(first)
-    ranked = sorted(predictions, key=lambda p: -p.confidence)
-    for name in classes:
-        best = next((p for p in ranked if p.label == name and p.text not in out), None)
-        if best is not None:
-            out[best.text] = None
-    if ranked and ranked[-1].text not in out:
+    if ranked and ranked[-1].text not in out and len(out) < limit:
         out[ranked[-1].text] = None
     for name in classes:
         row = next((r for r in labelled if r.label == name and r.text not in out), None)

@@ -14,7 +14,7 @@ import streamlit as st
 from scipy.special import softmax
 
 from core.errors import TenshotError
-from core.explain.attributions import class_phrases, layer_weights_by_backbone
+from core.explain.attributions import class_phrases, layer_weights_by_backbone, reference_states
 from core.explain.sentence import sentence_attribution, sentence_stability
 from core.explain.shapley import SHAP_MAX_EVALS, shap_attributions, warm_up
 from core.explain.stability import load_stability
@@ -163,7 +163,8 @@ def agreement_and_badge(latest, clf, text, k, states, attr, shap) -> None:
             st.caption("Is this explanation stable? Run a bootstrap for this model to find out.")
             st.page_link("pages/stability.py", label="Go to Stability", icon=":material/balance:")
             return
-        result = sentence_stability(stab, states.hidden, attr.spans, k)
+        result = sentence_stability(stab, states.hidden, attr.spans, k, text=text,
+                                    reference=reference_states(clf))
         if result is None:
             st.caption("The sentence has no word tokens to compare.")
             return

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import TenshotError
+from core.explain.attributions import reference_states
 from core.explain.sentence import sentence_stability
 from core.explain.stability import bootstrap, load_stability, project_inputs, save_stability
 from core.figures import agreement_figure, oob_figure, sign_figure, spearman_figure, topk_figure
@@ -133,7 +134,8 @@ def token_section(project, clf, stab) -> None:
         text = texts[text_id]
         states = remember(("states", clf.settings.backbone, clf.settings.prompt, text), lambda: token_states(
             bb, text, prompt=clf.settings.prompt, max_length=clf.settings.max_length))
-        result = sentence_stability(stab, states.hidden, states.encoded.user_spans, clf.classes.index(name))
+        result = sentence_stability(stab, states.hidden, states.encoded.user_spans, clf.classes.index(name),
+                                    text=text, reference=reference_states(clf))
         if result is None:
             st.caption("This sentence has no word tokens to compare.")
             return

@@ -12,7 +12,7 @@ from tests.helpers import CLASSES, check_inert, open_page, page_text, plotly_arr
 
 FIGURES = ["Accuracy on unseen labels across 10 refits", "How often the refits agree",
            "How reliably each feature is used", "Do the refits rank the words the same way?",
-           "How often each token is among the"]
+           "How often each word is among the"]
 
 
 def titles(at) -> list[str]:

@@ -67,6 +67,22 @@ def test_token_attributions_plus_constant_equal_the_logit(tiny_backbone, classif
     assert np.abs(a.values).sum() > 0.01  # a model that reads nothing would pass trivially
 
 
+@pytest.mark.parametrize("mode", ["layer", "fusion", "stc"])
+def test_centred_attributions_move_the_common_part_into_the_constant(tiny_backbone, classifiers, mode):
+    """Centring on the training texts' mean feature shifts every pooled token equally,
+    keeps the sum exact, and makes the constant the logit of that average text."""
+    clf = classifiers[mode]
+    raw = coefficient_attributions(tiny_backbone, clf, TEXT, centre=False)
+    centred = coefficient_attributions(tiny_backbone, clf, TEXT)
+    pooled = np.abs(raw.values).sum(1) > 0
+    shift = centred.values[pooled] - raw.values[pooled]
+    assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-6)
+    assert np.abs(shift[0]).max() > 1e-6  # the tiny model's states do share a common part
+    assert_allclose(centred.values.sum(0) + centred.constant, centred.logits, atol=1e-4)
+    assert_allclose(centred.constant, clf.head.intercept_, atol=1e-6)
+    assert_allclose(centred.constant, clf.head.decision_function(clf.head.mean_[None])[0], atol=1e-6)
+
+
 def test_the_sink_gets_nothing_and_user_tokens_cover_the_users_words(tiny_backbone, classifiers):
     a = coefficient_attributions(tiny_backbone, classifiers["layer"], TEXT)
     assert a.spans[0] is None and not a.values[0].any()

@@ -45,6 +45,18 @@ def test_back_project_is_exact(spec, K):
     assert_allclose(Z @ W, np.einsum("nlh,lhk->nk", X, V), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.mode}-{s.combine}")
+def test_lift_gives_a_state_whose_features_are_the_given_ones(spec):
+    z = np.random.default_rng(1).normal(size=spec.n_features)
+    X = spec.lift(z)
+    assert X.shape == SHAPE
+    assert_allclose(spec.transform(X[None])[0], z, rtol=1e-6, atol=1e-6)
+    read = sorted(set(spec.layers))
+    assert not X[[i for i in range(SHAPE[0]) if i not in read]].any()  # nothing where no feature reads
+    with pytest.raises(InputError):
+        spec.lift(z[:-1])
+
+
 def test_transform_shapes_values_and_dtype():
     X, _ = _states(n=4)
     widths = [16, 64, 16, 6]

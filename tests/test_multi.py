@@ -128,6 +128,11 @@ def test_group_attributions_are_exact_per_backbone(group, mode):
     assert_allclose(parts[0][1].logits, clf.decision_features(features_for(group, ["good film i hate it"], s))[0],
                     atol=1e-5)
     assert all(abs(a.values).sum() > 0 for _, a in parts)  # both backbones carry weight
+    # centred on the head's mean feature: the constant is the logit of that average text
+    assert_allclose(parts[0][1].constant, clf.head.intercept_, atol=1e-6)
+    raw = group_attributions(group, clf, "good film i hate it", centre=False)
+    raw_total = sum(a.values.sum(0) for _, a in raw) + raw[0][1].constant
+    assert_allclose(raw_total, parts[0][1].logits, atol=1e-4)
 
 
 def test_global_view_of_a_fused_model_adds_up_its_backbones(group):

@@ -130,7 +130,8 @@ def test_stakeholder_report_gathers_its_parts_from_the_store(tiny_backbone, host
     report = stakeholder_report(store, project, tiny_backbone, clf, model, first=first,
                                 with_profile=False, attribute=attribute,
                                 progress=lambda share, what: steps.append((share, what))).decode("utf-8")
-    assert explained[0] == first and len(explained) >= 3
+    # the user's sentence is always explained; confident examples lead (pick_examples)
+    assert first in explained and explained[0] != first and len(explained) >= 3
     assert "Learning curve" in report and "each layer alone" not in report
     assert "run one on the Stability page" in report  # no bootstrap stored for this model
     assert steps[-1] == (0.95, "Explaining examples...")
@@ -166,10 +167,21 @@ def test_pick_examples_takes_each_class_and_the_least_sure():
     P = lambda text, label, conf: SimpleNamespace(text=text, label=label, confidence=conf)  # noqa: E731
     L = lambda text, label: SimpleNamespace(text=text, label=label)  # noqa: E731
     preds = [P("a", "pos", 0.9), P("b", "pos", 0.6), P("c", "neg", 0.8), P("d", "neg", 0.51)]
+    # confident examples lead, most confident first; the user's sentence, then the least sure
     assert pick_examples(preds, [], ["neg", "pos"], first="z") == [
-        ("z", None), ("c", None), ("a", None), ("d", None)]
+        ("a", None), ("c", None), ("z", None), ("d", None)]
     assert pick_examples([], [L("x", "pos"), L("y", "neg")], ["neg", "pos"]) == [
         ("y", "neg"), ("x", "pos")]
+
+
+def test_pick_examples_keeps_the_users_sentence_within_the_limit():
+    P = lambda text, label, conf: SimpleNamespace(text=text, label=label, confidence=conf)  # noqa: E731
+    classes = list("abcdefg")
+    preds = [P(f"{c}-text", c, 0.3 + 0.1 * i) for i, c in enumerate(classes)] + [P("low", "a", 0.2)]
+    picked = pick_examples(preds, [], classes, first="mine", limit=5)
+    assert [t for t, _ in picked] == ["g-text", "f-text", "e-text", "d-text", "mine"]
+    confidences = [p.confidence for t, _ in picked for p in preds if p.text == t]
+    assert confidences == sorted(confidences, reverse=True)
 
 
 def test_report_filename_is_safe():

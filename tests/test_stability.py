@@ -196,6 +196,27 @@ def test_token_rank_stability_is_one_when_refits_equal_the_full_model():
     assert_array_equal(np.sort(out["in_topk"])[-3:], 1.0)
 
 
+def test_sentence_stability_compares_words_not_subword_tokens():
+    """A word split into three tokens is one unit, scored by its tokens' summed (centred)
+    contributions, and named by the word itself."""
+    from core.explain.sentence import sentence_stability
+
+    stab, rng = _hand_made(1.0)
+    text = "Tsunami hits town"
+    # sink, prompt token, then T|sun|ami, " hits", " town"
+    spans = [None, None, (0, 1), (1, 4), (4, 7), (7, 12), (12, 17)]
+    hidden = rng.normal(size=(3, len(spans), 5)).astype(np.float32)
+    reference = rng.normal(size=(3, 5))
+    out = sentence_stability(stab, hidden, spans, 1, text=text, reference=reference)
+    assert out["labels"] == ["Tsunami", "hits", "town"]
+    tokens = token_contributions(hidden.astype(np.float64) - reference[:, None, :], np.arange(7) > 0,
+                                 stab.full_weights()[0])[:, 1]
+    assert_allclose(out["full"], [tokens[2:5].sum(), tokens[5], tokens[6]])
+    assert out["refits"].shape == (stab.B, 3)
+    by_token = sentence_stability(stab, hidden, spans, 1)
+    assert "labels" not in by_token and by_token["refits"].shape == (stab.B, 5)
+
+
 def test_token_rank_stability_flags_reversed_refits_as_unstable():
     stab, rng = _hand_made(-1.0)
     hidden = rng.normal(size=(3, 8, 5)).astype(np.float32)

@@ -8,8 +8,18 @@ V (n_layers, hidden, K) and a constant b, so
     logit[k] = b[k] + sum_{t in S} (1/|S|) sum_{l, j} h[l, t, j] V[l, j, k].
 
 Each token's term is its exact contribution; the prompt's tokens contribute too and
-are reported apart from the user's words. Under max or last pooling the same linear
-terms are only an approximation (``Attribution.exact`` is False).
+are reported apart from the user's words.
+
+Token states share a large common part (every token's state is far from zero, and the
+standardised head reads it), so raw terms give every token, "the" and "in" included, a
+share of ``m·V``. The terms are therefore centred: each pooled token gives
+(1/|S|)(h[l, t] - m[l])·V, where m is the hidden-state point whose features are the
+training texts' mean feature (the head's standardisation centre, ``reference_states``),
+and m·V moves into the constant, which becomes the logit of the average training text.
+The sum stays exact: anything constant across tokens may move into the constant.
+bench/plausibility.py measures what this does to how plausible the words are. Under
+max or last pooling the same linear terms are only an approximation
+(``Attribution.exact`` is False).
 
 A fused model (``core.model.group``) gets one attribution per backbone
 (``group_attributions``); their sums plus the one constant give the logit. SHAP is in
@@ -32,9 +42,9 @@ from core.model.forward import run_batches
 from core.model.group import parts_of
 from core.model.tokens import encode, pooled_positions
 
-__all__ = ["Attribution", "LayerWeight", "Phrase", "class_phrases", "coefficient_attributions",
+__all__ = ["Attribution", "LayerWeight", "Phrase", "centred_contributions", "class_phrases", "coefficient_attributions",
            "group_attributions", "layer_weights", "layer_weights_by_backbone", "linear_weights",
-           "token_contributions"]
+           "reference_states", "token_contributions"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,8 @@ class Attribution:
     tokens: decoded string of every token (sink and prompt tokens included).
     spans: per token, the (start, end) characters it covers in the user's text, or None.
     values: float64 (n_tokens, K); zero for tokens that are not pooled (the sink).
-    constant: (K,) the logit with no token at all; logits: (K,) the model's logits.
+    constant: (K,) the logit of the average training text (the head's centre; raw
+        terms, ``centre=False``, give the logit with no token at all); logits: (K,).
     exact: True when values.sum(0) + constant == logits (mean pooling). Under max or
         last pooling the values are the same linear terms, an approximation only.
     """
@@ -89,43 +100,67 @@ def token_contributions(hidden: np.ndarray, pooled: np.ndarray, V: np.ndarray) -
     return out
 
 
-def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | None = None) -> Attribution:
+def reference_states(clf) -> np.ndarray:
+    """m: float64 (n_layers + 1, hidden), the hidden-state point whose features are the
+    head's standardisation centre (the training texts' mean feature); token states are
+    centred on it before they are projected (module docstring)."""
+    return clf.spec.lift(clf.head.mean_)
+
+
+def centred_contributions(hidden: np.ndarray, pooled: np.ndarray, V: np.ndarray,
+                          reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n_tokens, K), shift (K,)): ``token_contributions`` of hidden - reference;
+    the values plus ``shift`` (reference·V, what moves into the constant) sum as before.
+    reference None: the raw terms, shift 0."""
+    if reference is None:
+        return token_contributions(hidden, pooled, V), np.zeros(V.shape[2])
+    values = token_contributions(hidden.astype(np.float64) - reference[:, None, :], pooled, V)
+    return values, np.einsum("lh,lhk->k", reference, V)
+
+
+def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | None = None,
+                             centre: bool = True) -> Attribution:
     """Exact (mean pooling) or approximate (max/last pooling) token attributions of ``text``.
 
     Under max or last pooling a logit is not a sum over tokens; the values are then the
     mean-pooling terms of the same head, ``exact`` is False and the page must say so.
+    centre: centre the terms on the training texts' mean feature (module docstring);
+    False gives the raw terms (the constant is then the logit with no token at all).
     """
     s = clf.settings
     if states is None:
         states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length)
     V, b = linear_weights(clf)
     pooled = pooled_positions(len(states.tokens))
-    values = token_contributions(states.hidden, pooled, V)
+    values, shift = centred_contributions(states.hidden, pooled, V, reference_states(clf) if centre else None)
     X = _pooled(states.hidden, pooled, s.pooling)
     logits = clf.decision_features(X[None])[0].astype(np.float64)
-    return Attribution(list(states.tokens), list(states.encoded.user_spans), values, b, logits,
+    return Attribution(list(states.tokens), list(states.encoded.user_spans), values, b + shift, logits,
                        exact=s.pooling == "mean")
 
 
-def group_attributions(group, clf, text: str) -> list[tuple[str, Attribution]]:
+def group_attributions(group, clf, text: str, *, centre: bool = True) -> list[tuple[str, Attribution]]:
     """Exact token attributions of a fused model, one ``Attribution`` per backbone.
 
     Each part's ``values`` are its own tokens' contributions (its tokenizer, its prompt);
     every part carries the model's one ``constant`` and ``logits``, and under mean pooling
-    the parts' summed values plus the constant equal the logits.
+    the parts' summed values plus the constant equal the logits. Each part's states are
+    centred on its rows of ``reference_states``; the constant takes every part's shift.
     """
     s = clf.settings
     V, b = linear_weights(clf)
     logits = clf.decision_features(features_for(group, [text], s))[0].astype(np.float64)
-    out = []
+    reference = reference_states(clf) if centre else None
+    parts = []
     for part, bb, prompt in parts_of(group, s.prompt):
         states = token_states(bb, text, prompt=prompt, max_length=s.max_length)
-        values = token_contributions(states.hidden, pooled_positions(len(states.tokens)),
-                                     V[part.rows, :part.width])
-        out.append((part.name, Attribution(list(states.tokens), list(states.encoded.user_spans), values, b,
-                                           logits, exact=s.pooling == "mean")))
-    return out
-
+        values, shift = centred_contributions(
+            states.hidden, pooled_positions(len(states.tokens)), V[part.rows, :part.width],
+            None if reference is None else reference[part.rows, :part.width])
+        parts.append((part.name, states, values))
+        b = b + shift
+    return [(name, Attribution(list(states.tokens), list(states.encoded.user_spans), values, b, logits,
+                               exact=s.pooling == "mean")) for name, states, values in parts]
 
 
 def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:
@@ -163,7 +198,8 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
 
     A piece's score for class k is its contribution to logit k minus its mean
     contribution over classes (softmax ignores a shift shared by all logits), averaged
-    over its occurrences; pieces are lower-cased. Only pieces seen ``min_count`` times
+    over its occurrences, centred as the pages' attributions are (``reference_states``);
+    pieces are lower-cased. Only pieces seen ``min_count`` times
     count. Up to ``max_texts`` texts are drawn (seeded); examples are the (up to 3)
     texts where the piece pushed hardest. Exact under mean pooling, approximate otherwise.
     Returns {class name: up to ``top`` phrases, strongest first}.
@@ -174,11 +210,11 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
         texts = [texts[i] for i in sorted(pick)]
     parts = _linear_parts(backbone, clf)
     per_text: dict[int, np.ndarray] = {}  # piece totals; a fused model's backbones add up
-    for k, (bb, prompt, V) in enumerate(parts):
+    for k, (bb, prompt, V, reference) in enumerate(parts):
         step = None if progress is None else (
             lambda done, total, k=k: progress(k * total + done, len(parts) * total))
-        for i, spans, values in _contributions_many(bb, V, prompt, clf.settings.max_length, texts,
-                                                    batch_size, step):
+        for i, spans, values in _contributions_many(bb, V, reference, prompt, clf.settings.max_length,
+                                                    texts, batch_size, step):
             _, totals = piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
             per_text[i] = per_text.get(i, 0) + totals
     seen: dict[str, list[tuple[np.ndarray, int]]] = defaultdict(list)
@@ -198,15 +234,18 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
 
 
 def _linear_parts(backbone, clf) -> list[tuple]:
-    """(backbone, prompt, V) per backbone: V maps its hidden states to the logits."""
+    """(backbone, prompt, V, reference) per backbone: V maps its hidden states to the
+    logits; reference is its part of ``reference_states``."""
     V, _ = linear_weights(clf)
-    return [(bb, prompt, V if part is None else V[part.rows, :part.width])
+    m = reference_states(clf)
+    return [(bb, prompt, V, m) if part is None else
+            (bb, prompt, V[part.rows, :part.width], m[part.rows, :part.width])
             for part, bb, prompt in parts_of(backbone, clf.settings.prompt)]
 
 
-def _contributions_many(backbone, V, prompt, max_length: int, texts: list[str], batch_size: int,
-                        progress):
-    """Yield (index, user spans, token contributions (n_tokens, K)) for each text.
+def _contributions_many(backbone, V, reference, prompt, max_length: int, texts: list[str],
+                        batch_size: int, progress):
+    """Yield (index, user spans, centred token contributions (n_tokens, K)) for each text.
 
     Runs the backbone on length-sorted padded batches and keeps only the layers the
     head reads, so memory stays at (batch, n_tokens, hidden) per such layer.
@@ -222,8 +261,8 @@ def _contributions_many(backbone, V, prompt, max_length: int, texts: list[str], 
         hidden = np.stack([states[l].float().cpu().numpy() for l in layers])  # (L, B, T, H)
         for row, i in enumerate(idx):
             n = len(encoded[i].input_ids)
-            yield i, encoded[i].user_spans, token_contributions(hidden[:, row, :n], pooled_positions(n),
-                                                                V[layers])
+            h = hidden[:, row, :n].astype(np.float64) - reference[layers][:, None, :]
+            yield i, encoded[i].user_spans, token_contributions(h, pooled_positions(n), V[layers])
         done += len(idx)
         if progress:
             progress(done, len(texts))

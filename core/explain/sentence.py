@@ -15,6 +15,7 @@ import numpy as np
 
 from core.explain.attributions import Attribution, coefficient_attributions, group_attributions
 from core.explain.stability import Stability, token_rank_stability
+from core.explain.words import piece_totals
 from core.model.embed import TokenStates, token_states
 from core.model.group import is_fused
 from core.model.tokens import pooled_positions
@@ -47,14 +48,27 @@ def sentence_attribution(backbone, clf, text: str) -> tuple[TokenStates | None, 
 
 
 def sentence_stability(stability: Stability, hidden: np.ndarray,
-                       spans: Sequence[tuple[int, int] | None], class_index: int) -> dict | None:
+                       spans: Sequence[tuple[int, int] | None], class_index: int, *,
+                       text: str | None = None, reference: np.ndarray | None = None) -> dict | None:
     """``token_rank_stability`` of one sentence over its user tokens; None when it has none.
 
     hidden: float32 (n_layers + 1, n_tokens, hidden) token states; spans: per token its
     characters in the user's text, or None for the sink and prompt tokens.
+    text: the user's text; given, the comparison is over its word pieces (as the pages
+    show words, not sub-word tokens) and the result's "labels" name them.
+    reference: the centre the pages' attributions use (``reference_states``).
     """
     pooled = pooled_positions(hidden.shape[1])
     user = np.array([sp is not None for sp in spans], dtype=bool)
     if not (user & pooled).any():
         return None
-    return token_rank_stability(stability, hidden, pooled, class_index, user=user)
+    merge = None
+    if text is not None:
+        bounds, merge = piece_totals(text, spans, np.eye(len(spans)))
+        if not len(bounds):
+            return None
+    result = token_rank_stability(stability, hidden, pooled, class_index, user=user,
+                                  reference=reference, merge=merge)
+    if text is not None:
+        result["labels"] = [text[bounds[i][0]:bounds[i][1]] for i in result["positions"]]
+    return result

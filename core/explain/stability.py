@@ -328,12 +328,18 @@ def project_inputs(store, project_id: int, backbone, clf, *, cache=None,
 
 
 def token_rank_stability(stability: Stability, hidden: np.ndarray, pooled_mask: np.ndarray,
-                         class_index: int, *, user: np.ndarray | None = None, k: int = 5) -> dict:
+                         class_index: int, *, user: np.ndarray | None = None, k: int = 5,
+                         reference: np.ndarray | None = None, merge: np.ndarray | None = None) -> dict:
     """How well each refit reproduces the full model's token attributions of one sentence.
 
     hidden: float32 (n_layers + 1, n_tokens, hidden) from ``core.model.embed.token_states``;
     pooled_mask: bool (n_tokens,) the tokens mean pooling averages over (all but the sink);
     user: bool (n_tokens,) the tokens compared, normally the user's own (default: pooled).
+    reference: (n_layers + 1, hidden) states to centre on, as the pages' attributions
+    (``core.explain.attributions.reference_states``); None compares the raw terms.
+    merge: (n_units, n_tokens) sums the compared tokens' contributions into units (word
+    pieces, ``core.explain.sentence``); the figures are then over units, and
+    "positions" index its rows.
     Attributions are the tokens' contributions to the logit of ``class_index``. Per refit:
     Spearman correlation of the signed contributions with the full model's (1 when both are
     constant, 0 when only one is), and the share of the full model's top-k tokens by
@@ -351,9 +357,18 @@ def token_rank_stability(stability: Stability, hidden: np.ndarray, pooled_mask: 
         raise InputError(f"class_index must be 0..{len(stability.classes) - 1}; got {class_index}.")
     if not user.any():
         raise InputError("No token to compare: the sentence has no pooled user tokens.")
-    positions = np.flatnonzero(user)
+    if merge is None:
+        positions = np.flatnonzero(user)
+        merge = np.eye(len(user))[positions]
+    else:
+        merge = np.asarray(merge, dtype=np.float64) * user
+        positions = np.flatnonzero(np.abs(merge).sum(1) > 0)
+        merge = merge[positions]
+    if reference is not None:
+        hidden = hidden.astype(np.float64) - reference[:, None, :]
+
     def contributions(V):
-        return token_contributions(hidden, pooled_mask, V)[positions, class_index]
+        return merge @ token_contributions(hidden, pooled_mask, V)[:, class_index]
 
     full = contributions(stability.full_weights()[0])
     refits = np.stack([contributions(stability.refit_weights(i)[0]) for i in range(stability.B)])

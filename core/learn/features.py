@@ -136,6 +136,36 @@ class FeatureSpec:
                 V[layer] += W[i * width:(i + 1) * width]
         return V
 
+    def lift(self, z):
+        """X of shape ``shape`` (float64) with ``transform(X[None])[0] == z``: a point in
+        hidden-state space whose features are z (zero where no feature reads).
+
+        z: (d,). Used to centre token states on the head's mean feature
+        (``core.explain.attributions``): for a fusion mean every fused layer gets z.
+        """
+        self._check()
+        z = np.asarray(z, dtype=np.float64)
+        if z.shape != (self.n_features,):
+            raise InputError(f"Expected {self.n_features} feature values, got shape {z.shape}.")
+        X = np.zeros(tuple(self.shape))
+        if self.mode == "multi":
+            offset = 0
+            for part, spec in self.parts:
+                X[part.rows, :part.width] = spec.lift(z[offset:offset + spec.n_features])
+                offset += spec.n_features
+            return X
+        width, offset = self.shape[1], 0
+        for i, layer in enumerate(self.layers):
+            if self.mode == "stc":
+                idx = list(self.neurons[i])
+                X[layer, idx] = z[offset:offset + len(idx)]
+                offset += len(idx)
+            elif self.combine == "mean":
+                X[layer] = z
+            else:
+                X[layer] = z[i * width:(i + 1) * width]
+        return X
+
     def to_json(self):
         """A JSON-able dict; `FeatureSpec.from_json` reads it back."""
         out = {"format": _FORMAT, "mode": self.mode, "layers": list(self.layers),
