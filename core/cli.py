@@ -16,11 +16,11 @@ import difflib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
 
+from core.cli_files import Workspace, check_out, quoted, write_atomically
 from core.errors import InputError, TenshotError
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_REFUSED", "EXIT_SKIPPED"]
@@ -138,12 +138,12 @@ def _unknown_labels(unknown: dict[str, int], classes: list[str], args, project) 
     parts = []
     for label in list(unknown)[:_LISTED_LABELS]:
         close = _closest(label, classes)
-        parts.append(_quoted(label) + (f" (did you mean {_quoted(close)}?)" if close else ""))
+        parts.append(quoted(label) + (f" (did you mean {quoted(close)}?)" if close else ""))
     more = f" and {len(unknown) - _LISTED_LABELS:,} more" if len(unknown) > _LISTED_LABELS else ""
-    owner = f"project {_quoted(project.name)}" if project else "--classes"
+    owner = f"project {quoted(project.name)}" if project else "--classes"
     return InputError(
         f"{Path(args.data).name} has labels that are not classes of {owner} "
-        f"({', '.join(map(_quoted, classes))}): {', '.join(parts)}{more}. Fix them in the file, "
+        f"({', '.join(map(quoted, classes))}): {', '.join(parts)}{more}. Fix them in the file, "
         "or run again with --add-classes to add them as new classes (--label-column picks "
         "another column). Nothing was added.")
 
@@ -158,12 +158,6 @@ def _closest(label: str, classes: list[str]) -> str | None:
         return folded[label.casefold()]
     match = difflib.get_close_matches(label.casefold(), list(folded), n=1, cutoff=0.6)
     return folded[match[0]] if match else None
-
-
-def _quoted(name: str, most: int = 40) -> str:
-    """A user's name inside a one-line message: cut, control characters shown as '?'."""
-    short = name if len(name) <= most else name[: most - 1] + "…"
-    return "'" + "".join(ch if ch.isprintable() else "?" for ch in short) + "'"
 
 
 def _import(store, args, project, classes, settings, rows, new_classes):
@@ -230,7 +224,7 @@ def cmd_predict(args, ws) -> int:
     from core.export import ExportRow, to_csv, to_jsonl
     from core.project import predict_texts
 
-    out = _check_out(args.out, {"--data": args.data, "--bundle": args.bundle, "--db": args.db})
+    out = check_out(args.out, {"--data": args.data, "--bundle": args.bundle, "--db": args.db})
     rows = _read_input(args, ws, "predict")
     with ws.open() as store:
         clf = _classifier(args, store)
@@ -240,7 +234,7 @@ def cmd_predict(args, ws) -> int:
     table = [ExportRow(line, text, label, pred, float(p.max()), dict(zip(clf.classes, map(float, p))))
              for line, text, label, pred, p in zip(rows.lines, rows.texts, given, predicted, probs)]
     write = to_jsonl if out.suffix.lower() in (".jsonl", ".ndjson") else to_csv
-    _write_atomically(out, write(table, clf.classes, id_column="line"))
+    write_atomically(out, write(table, clf.classes, id_column="line"))
     _say(f"wrote {len(table)} predictions to {args.out}")
     return _input_status(rows)
 
@@ -248,9 +242,9 @@ def cmd_predict(args, ws) -> int:
 def cmd_export(args, ws) -> int:
     from core.learn.bundle import bundle_bytes
 
-    out = _check_out(args.out, {"--db": args.db})
+    out = check_out(args.out, {"--db": args.db})
     with ws.open() as store:
-        _write_atomically(out, bundle_bytes(_classifier(args, store)))
+        write_atomically(out, bundle_bytes(_classifier(args, store)))
     _say(f"wrote model bundle {args.out}")
     return EXIT_OK
 
@@ -258,7 +252,7 @@ def cmd_export(args, ws) -> int:
 def cmd_eval(args, ws) -> int:
     from core.evaluate import evaluate
 
-    out = _check_out(args.json, {"--db": args.db})
+    out = check_out(args.json, {"--db": args.db, "--data": args.data}, option="--json")
     settings = _settings(args)
     shots = [int(s) for s in args.shots.split(",")]
     bars = {}
@@ -271,7 +265,7 @@ def cmd_eval(args, ws) -> int:
                           seeds=args.seeds, max_test=args.max_test, cache=store,
                           baselines=args.baselines, zero_shot=args.zero_shot,
                           zero_shot_prompt=args.zero_shot_prompt, progress=progress)
-    _write_atomically(out, json.dumps(report, indent=1).encode())
+    write_atomically(out, json.dumps(report, indent=1).encode())
     methods = [("tenshot", report["mean"])] + [(name, b["mean"]) for name, b in report.get("baselines", {}).items()]
     for name, mean in methods:
         for k, m in mean.items():
@@ -280,101 +274,11 @@ def cmd_eval(args, ws) -> int:
     return EXIT_OK
 
 
-# --- paths: checked before any work, written atomically ------------------------------------
+def _workspace(args) -> Workspace:
+    from core.limits import Limits
 
-def _check_out(out: str, inputs: dict[str, str | None]) -> Path:
-    """Refuse an output path that is one of the inputs, or whose folder is missing or not
-    writable, before anything is computed. inputs: {option name: path or None}."""
-    path = Path(out)
-    for option, given in inputs.items():
-        if given and _same_file(path, Path(given)):
-            raise InputError(f"--out {out} is the same file as {option}; tenshot never overwrites "
-                             "its input. Choose another file name for --out.")
-    if path.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name inside it, such as "
-                         f"{path / 'predictions.csv'}.")
-    folder = path.parent
-    if not folder.exists():
-        raise InputError(f"--out {out}: the folder '{folder}' does not exist. Create it first, "
-                         "or check the path.")
-    if not folder.is_dir():
-        raise InputError(f"--out {out}: '{folder}' is not a folder.")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise InputError(f"--out {out}: cannot write in the folder '{folder}' ({err.strerror}).")
-    return path
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write beside ``path``, then rename over it: a reader never sees half a file, and a
-    failure leaves the old file as it was."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-class _Workspace:
-    """The --db file, checked before anything opens it; ``new``: this run creates it."""
-
-    def __init__(self, args):
-        from core.limits import Limits
-
-        self.path = args.db
-        self.limits = Limits.from_env()
-        self.new = _check_db(args)
-
-    def open(self):
-        from core.store import Store
-
-        return Store.open(self.path, limits=self.limits)
-
-    def discard(self) -> None:
-        """Remove the workspace this run created (a refused command leaves none behind)."""
-        if self.new:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(self.path + suffix).unlink(missing_ok=True)
-
-
-def _check_db(args) -> bool:
-    """Refuse a --db in a missing folder, or a missing one where a workspace must exist;
-    True when the command will create a new workspace."""
-    path = Path(args.db)
-    if args.db == ":memory:" or path.is_file():
-        return False
-    if path.is_dir():
-        raise InputError(f"--db {args.db} is a folder; give a workspace file, such as "
-                         f"{path / 'tenshot.db'}.")
-    if not path.parent.is_dir():
-        raise InputError(f"The folder '{path.parent}' of the workspace --db {args.db} does not "
-                         "exist. Create it first, or check the path (and $TENSHOT_DB) for a typo.")
-    if args.command in ("projects", "export") or (args.command == "predict" and not args.bundle):
-        wanted = f", so there is no project {_quoted(args.project)}" if getattr(args, "project", None) else ""
-        raise InputError(f"No workspace at '{args.db}' (the file does not exist){wanted}. Check "
-                         "--db (or $TENSHOT_DB); `tenshot train` creates a workspace.")
-    return True
+    reads = args.command in ("projects", "export") or (args.command == "predict" and not args.bundle)
+    return Workspace(args.db, Limits.from_env(), must_exist=reads, project=getattr(args, "project", None))
 
 
 def _show_warning(message, category, *_args, **_kwargs) -> None:
@@ -446,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.simplefilter("ignore")
                 warnings.filterwarnings("default", category=UserWarning, module="core")
                 warnings.showwarning = _show_warning
-            ws = _Workspace(args)
+            ws = _workspace(args)
             code = globals()[f"cmd_{args.command}"](args, ws)
     except TenshotError as err:
         if ws is not None:
