@@ -26,7 +26,7 @@ from core.errors import InputError, TenshotError
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_REFUSED", "EXIT_SKIPPED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_SKIPPED = 0, 1, 2, 3
-_LISTED_LABELS = 12
+_LISTED_LABELS = 8
 _MODEL_OPTIONS = ("backbone", "prompt", "mode", "penalty", "pooling", "max_length")
 
 
