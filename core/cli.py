@@ -112,7 +112,12 @@ def _train_settings(args, project):
     if project is None:
         return _settings(args)
     base = Settings.from_dict(project.settings)
-    return _settings(args, base) if any(getattr(args, k) for k in _MODEL_OPTIONS) else base
+    return _settings(args, base) if _model_options_given(args) else base
+
+
+def _model_options_given(args) -> bool:
+    # `is not None`: --prompt '' (no prompt) is an option given, not one left out
+    return any(getattr(args, k) is not None for k in _MODEL_OPTIONS)
 
 
 def _check_labels(store, project, classes: list[str], rows, args) -> list[str]:
@@ -172,7 +177,7 @@ def _import(store, args, project, classes, settings, rows, new_classes):
         if created:  # a refused file leaves no half-made project behind
             store.delete_project(project.id)
         raise
-    if not created and any(getattr(args, k) for k in _MODEL_OPTIONS):
+    if not created and _model_options_given(args):
         project = store.update_settings(project.id, settings.to_dict())
     _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
     return project

@@ -379,3 +379,14 @@ def test_predictions_and_the_app_export_share_one_schema_that_train_reads_back(t
     with Store.open(db) as store:
         after = store.label_counts(store.project("p").id)
     assert after == {**before, "neg": before["neg"] + 1}  # only the human label came back
+
+
+def test_an_empty_prompt_on_an_existing_project_clears_its_prompt(tmp_path, model_dir):
+    # regression: --prompt '' was read as "no option given", so the old prompt stayed
+    db = str(tmp_path / "w.db")
+    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
+                 "--prompt", "review : {text}", "--mode", "layer"]) == 0
+    assert main(["--db", db, "train", "--project", "p", "--data", data, "--prompt", ""]) == 0
+    with Store.open(db) as store:
+        assert store.project("p").settings["prompt"] is None
