@@ -1,23 +1,33 @@
 """The ``tenshot`` command: train, predict, evaluate and export from a shell.
 
 Every command works on a workspace file (``--db``, default ``tenshot.db`` or
-``$TENSHOT_DB``). Errors print one plain line and exit with status 2; long work
-shows a progress bar on stderr.
+``$TENSHOT_DB``). Inputs, the workspace path and output paths are checked before
+anything is computed or written; output files are replaced atomically; long work
+shows a progress bar on stderr. Exit status: 0 done; 2 refused, with one plain
+``error:`` line and nothing written; 3 done, but some input rows (or their labels)
+were skipped, each named by its line number on stderr; 1 an unexpected failure;
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import difflib
 import json
 import os
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
-from core.errors import TenshotError
+from core.cli_files import Workspace, check_out, quoted, write_atomically
+from core.errors import InputError, TenshotError
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_REFUSED", "EXIT_SKIPPED"]
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_SKIPPED = 0, 1, 2, 3
+_LISTED_LABELS = 8
+_MODEL_OPTIONS = ("backbone", "prompt", "mode", "penalty", "pooling", "max_length")
 
 
 def _bar(desc: str):
@@ -57,45 +67,147 @@ def _backbone(name: str):
     return load_backbone(name, progress=_say)
 
 
-def cmd_projects(args, store) -> int:
-    for p in store.projects():
-        counts = store.label_counts(p.id)
-        print(f"{p.name}\t{sum(counts.values())} labels\t" + ", ".join(f"{c}={n}" for c, n in counts.items()))
-    return 0
+def cmd_projects(args, ws) -> int:
+    with ws.open() as store:
+        for p in store.projects():
+            counts = store.label_counts(p.id)
+            print(f"{p.name}\t{sum(counts.values())} labels\t" + ", ".join(f"{c}={n}" for c, n in counts.items()))
+    return EXIT_OK
 
 
-def cmd_train(args, store) -> int:
-    from core.errors import UnknownProject
-    from core.io import read_path
+def cmd_train(args, ws) -> int:
     from core.project import retrain
 
-    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
-                     limits=store.limits)
-    for line, why in rows.skipped:
-        _say(f"skipped line {line}: {why}")
-    seen = list(dict.fromkeys(lab for lab in rows.labels or [] if lab))
-    new_classes = []  # an existing project gains the file's new label names as classes
-    try:
-        project = store.project(args.project)
-        new_classes = seen
-    except UnknownProject:
-        classes = args.classes.split(",") if args.classes else seen
-        project = store.create_project(args.project, classes, settings=_settings(args).to_dict())
-    if any(getattr(args, k) for k in ("backbone", "prompt", "mode", "penalty", "pooling", "max_length")):
-        from core.learn.classifier import Settings
-
-        project = store.update_settings(project.id, _settings(args, Settings.from_dict(project.settings)).to_dict())
-    # together with the texts, so a refused file adds neither
-    added = store.add_texts(project.id, rows.texts, source=Path(args.data).name, labels=rows.labels,
-                            new_classes=new_classes)
-    _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
-    outcome = retrain(store, project, _backbone(project.settings.get("backbone", "smollm2-135m")),
-                      progress=_bar("embedding"))
+    rows = _read_input(args, ws, "import")
+    with ws.open() as store:
+        project, classes = _target(store, args, rows)
+        settings = _train_settings(args, project)
+        new_classes = _check_labels(store, project, classes, rows, args)
+        backbone = _backbone(settings.backbone)  # a bad --backbone is refused before any write
+        project = _import(store, args, project, classes + new_classes, settings, rows, new_classes)
+        outcome = retrain(store, project, backbone, progress=_bar("embedding"))
     m = outcome.metrics
     print(f"model v{outcome.version}: CV accuracy {m['cv_accuracy']:.3f}, macro-F1 {m['cv_macro_f1']:.3f} "
           f"on {m['n_labels']} labels ({', '.join(f'{c}={n}' for c, n in outcome.counts.items())}); "
           f"{outcome.n_predicted} unlabelled texts predicted in {outcome.seconds:.1f} s")
-    return 0
+    return _input_status(rows)
+
+
+def _target(store, args, rows) -> tuple[object | None, list[str]]:
+    """(the existing project or None for a new one, its classes); writes nothing."""
+    from core.errors import UnknownProject
+    from core.store.classes import clean_class_names
+
+    try:
+        project = store.project(args.project)
+    except UnknownProject:
+        seen = list(dict.fromkeys(lab for lab in rows.labels or [] if lab))
+        return None, clean_class_names(args.classes.split(",") if args.classes else seen)
+    return project, store.classes(project.id)
+
+
+def _train_settings(args, project):
+    from core.learn.classifier import Settings
+
+    if project is None:
+        return _settings(args)
+    base = Settings.from_dict(project.settings)
+    return _settings(args, base) if _model_options_given(args) else base
+
+
+def _model_options_given(args) -> bool:
+    # `is not None`: --prompt '' (no prompt) is an option given, not one left out
+    return any(getattr(args, k) is not None for k in _MODEL_OPTIONS)
+
+
+def _check_labels(store, project, classes: list[str], rows, args) -> list[str]:
+    """The file's labels that are not classes yet, refused unless --add-classes; and, with them,
+    every class must end up with enough labels to train. Returns the classes to add."""
+    from core.hashing import text_hash
+    from core.learn.head import labels_missing, not_enough_labels
+
+    found = Counter(lab for lab in rows.labels or [] if lab is not None)
+    unknown = {lab: n for lab, n in found.items() if lab not in classes}
+    if unknown and not args.add_classes:
+        raise _unknown_labels(unknown, classes, args, project)
+    after = {text_hash(r.text): r.label for r in store.labelled(project.id)} if project else {}
+    after.update((text_hash(t), lab) for t, lab in zip(rows.texts, rows.labels or []) if lab is not None)
+    counts = Counter(after.values())
+    missing = labels_missing({c: counts[c] for c in [*classes, *unknown]})
+    if missing:  # refused now, so the project never holds classes it cannot train
+        raise InputError(f"{not_enough_labels(missing)} Nothing was added.")
+    return list(unknown)
+
+
+def _unknown_labels(unknown: dict[str, int], classes: list[str], args, project) -> InputError:
+    parts = []
+    for label in list(unknown)[:_LISTED_LABELS]:
+        close = _closest(label, classes)
+        parts.append(quoted(label) + (f" (did you mean {quoted(close)}?)" if close else ""))
+    more = f" and {len(unknown) - _LISTED_LABELS:,} more" if len(unknown) > _LISTED_LABELS else ""
+    owner = f"project {quoted(project.name)}" if project else "--classes"
+    return InputError(
+        f"{Path(args.data).name} has labels that are not classes of {owner} "
+        f"({', '.join(map(quoted, classes))}): {', '.join(parts)}{more}. Fix them in the file, "
+        "or run again with --add-classes to add them as new classes (--label-column picks "
+        "another column). Nothing was added.")
+
+
+def _closest(label: str, classes: list[str]) -> str | None:
+    """The class a label most likely meant: same letters in another case, else a near spelling.
+
+    Case is never folded silently: 'SAD' is refused with a suggestion of 'sad'.
+    """
+    folded = {c.casefold(): c for c in classes}
+    if label.casefold() in folded:
+        return folded[label.casefold()]
+    match = difflib.get_close_matches(label.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[match[0]] if match else None
+
+
+def _import(store, args, project, classes, settings, rows, new_classes):
+    """Create the project if needed and add the file's texts and labels; returns the project."""
+    created = project is None
+    if created:
+        project = store.create_project(args.project, classes, settings=settings.to_dict())
+    try:
+        added = store.add_texts(project.id, rows.texts, source=Path(args.data).name,
+                                labels=rows.labels, new_classes=new_classes)
+    except TenshotError:
+        if created:  # a refused file leaves no half-made project behind
+            store.delete_project(project.id)
+        raise
+    if not created and _model_options_given(args):
+        project = store.update_settings(project.id, settings.to_dict())
+    _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
+    return project
+
+
+def _read_input(args, ws, verb: str):
+    """The --data file's rows; its skipped lines and warnings are said on stderr, and a file
+    without a single text is refused."""
+    from core.io import read_path
+
+    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
+                     limits=ws.limits)
+    for line, why in rows.skipped:
+        _say(f"skipped line {line}: {why}")
+    for note in rows.warnings:
+        _say(f"note: {note}")
+    if not rows.texts:
+        why = "every row was skipped (see above)" if rows.skipped else "it holds only a header"
+        raise InputError(f"{Path(args.data).name} has no rows with a text: {why}. There is "
+                         f"nothing to {verb}; nothing was changed.")
+    return rows
+
+
+def _input_status(rows) -> int:
+    """EXIT_SKIPPED when some rows (or labels) of the input were left out, else EXIT_OK."""
+    if rows.skipped:
+        total = len(rows.texts) + len(rows.skipped)
+        _say(f"{len(rows.skipped):,} of {total:,} rows were skipped (their lines are listed "
+             f"above); the other {len(rows.texts):,} were used.")
+    return EXIT_SKIPPED if rows.skipped or rows.dropped_labels else EXIT_OK
 
 
 def _classifier(args, store):
@@ -113,35 +225,39 @@ def _classifier(args, store):
     return load_classifier(model)
 
 
-def cmd_predict(args, store) -> int:
-    from core.export import neutralise
-    from core.io import read_path
+def cmd_predict(args, ws) -> int:
+    from core.export import ExportRow, to_csv, to_jsonl
     from core.project import predict_texts
 
-    clf = _classifier(args, store)
-    rows = read_path(args.data, text_column=args.text_column, limits=store.limits)
-    labels, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
-                                  cache=store, progress=_bar("predicting"))
-    with open(args.out, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "prediction", "confidence"] + [f"p_{c}" for c in clf.classes])
-        for text, lab, p in zip(rows.texts, labels, probs):
-            w.writerow([neutralise(text), neutralise(lab), f"{p.max():.4f}"] + [f"{v:.4f}" for v in p])
-    _say(f"wrote {len(labels)} predictions to {args.out}")
-    return 0
+    out = check_out(args.out, {"--data": args.data, "--bundle": args.bundle, "--db": args.db})
+    rows = _read_input(args, ws, "predict")
+    with ws.open() as store:
+        clf = _classifier(args, store)
+        predicted, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
+                                         cache=store, progress=_bar("predicting"))
+    given = rows.labels or [None] * len(rows.texts)
+    table = [ExportRow(line, text, label, pred, float(p.max()), dict(zip(clf.classes, map(float, p))))
+             for line, text, label, pred, p in zip(rows.lines, rows.texts, given, predicted, probs)]
+    write = to_jsonl if out.suffix.lower() in (".jsonl", ".ndjson") else to_csv
+    write_atomically(out, write(table, clf.classes, id_column="line"))
+    _say(f"wrote {len(table)} predictions to {args.out}")
+    return _input_status(rows)
 
 
-def cmd_export(args, store) -> int:
-    from core.learn.bundle import save_bundle
+def cmd_export(args, ws) -> int:
+    from core.learn.bundle import bundle_bytes
 
-    save_bundle(_classifier(args, store), args.out)
+    out = check_out(args.out, {"--db": args.db})
+    with ws.open() as store:
+        write_atomically(out, bundle_bytes(_classifier(args, store)))
     _say(f"wrote model bundle {args.out}")
-    return 0
+    return EXIT_OK
 
 
-def cmd_eval(args, store) -> int:
+def cmd_eval(args, ws) -> int:
     from core.evaluate import evaluate
 
+    out = check_out(args.json, {"--db": args.db, "--data": args.data}, option="--json")
     settings = _settings(args)
     shots = [int(s) for s in args.shots.split(",")]
     bars = {}
@@ -149,17 +265,34 @@ def cmd_eval(args, store) -> int:
     def progress(stage, done, total):
         bars.setdefault(stage, _bar(stage))(done, total)
 
-    report = evaluate(args.data, _backbone(settings.backbone), settings, shots=shots,
-                      seeds=args.seeds, max_test=args.max_test, cache=store,
-                      baselines=args.baselines, zero_shot=args.zero_shot,
-                      zero_shot_prompt=args.zero_shot_prompt, progress=progress)
-    Path(args.json).write_text(json.dumps(report, indent=1))
+    with ws.open() as store:
+        report = evaluate(args.data, _backbone(settings.backbone), settings, shots=shots,
+                          seeds=args.seeds, max_test=args.max_test, cache=store,
+                          baselines=args.baselines, zero_shot=args.zero_shot,
+                          zero_shot_prompt=args.zero_shot_prompt, progress=progress)
+    write_atomically(out, json.dumps(report, indent=1).encode())
     methods = [("tenshot", report["mean"])] + [(name, b["mean"]) for name, b in report.get("baselines", {}).items()]
     for name, mean in methods:
         for k, m in mean.items():
             print(f"{report['dataset']}\t{name}\t{k} shots\taccuracy {m['accuracy']:.3f} ± {m['accuracy_std']:.3f}"
                   f"\tmacro-F1 {m['macro_f1']:.3f} ± {m['macro_f1_std']:.3f}")
-    return 0
+    return EXIT_OK
+
+
+def _workspace(args) -> Workspace:
+    from core.limits import Limits
+
+    reads = args.command in ("projects", "export") or (args.command == "predict" and not args.bundle)
+    return Workspace(args.db, Limits.from_env(), must_exist=reads, project=getattr(args, "project", None))
+
+
+def _show_warning(message, category, *_args, **_kwargs) -> None:
+    """Our own warnings (texts cut to --max-length) as a plain note; others are not shown."""
+    from core.model.embed import TruncationWarning
+
+    if issubclass(category, TruncationWarning):
+        _say(f"note: {message} Only the beginning of each was read; --max-length sets how "
+             "many tokens are read.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,6 +317,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", help="comma-separated class names for a new project")
     t.add_argument("--text-column")
     t.add_argument("--label-column")
+    t.add_argument("--add-classes", action="store_true",
+                   help="let labels that are not classes of the project become new classes")
     model_opts(t)
     for name, helptext in (("predict", "predict a file's texts"), ("export", "write a model bundle")):
         sp = sub.add_parser(name, help=helptext)
@@ -192,7 +327,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "predict":
             sp.add_argument("--data", required=True)
             sp.add_argument("--text-column")
-        sp.add_argument("--out", required=True)
+            sp.add_argument("--label-column", help="labels to copy into the output's label column")
+        sp.add_argument("--out", required=True,
+                        help="a .csv (or .jsonl) file; replaced atomically, never an input file")
     e = sub.add_parser("eval", help="few-shot evaluation on DIR/train.csv and DIR/test.csv")
     e.add_argument("--data", required=True)
     e.add_argument("--shots", default="8,32")
@@ -211,17 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         args.bundle = None
-    from core.limits import Limits
-    from core.store import Store
-
+    ws = None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            with Store.open(args.db, limits=Limits.from_env()) as store:
-                return globals()[f"cmd_{args.command}"](args, store)
+            if not args.debug:  # library warnings are not for a shell user; ours become notes
+                warnings.simplefilter("ignore")
+                warnings.filterwarnings("default", category=UserWarning, module="core")
+                warnings.showwarning = _show_warning
+            ws = _workspace(args)
+            code = globals()[f"cmd_{args.command}"](args, ws)
     except TenshotError as err:
+        if ws is not None:
+            ws.discard()
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -229,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: unexpected {type(err).__name__}: {err} (run with --debug for details)", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    if ws.new:
+        _say(f"created a new workspace at {args.db}")
+    return code
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from typing import Iterable, Mapping, Sequence
 
 __all__ = ["FORMULA_PREFIXES", "SORTS", "Change", "file_stem", "ExportRow", "neutralise",
            "filter_predictions", "prediction_changes", "labels_from_choices", "export_rows",
-           "to_csv", "to_jsonl", "EXPORT_COLUMNS"]
+           "to_csv", "to_jsonl", "columns", "PREDICTION_COLUMNS"]
 
 # Spreadsheet programs run a cell that starts with one of these as a formula
 # (OWASP "CSV injection"); tab and carriage return are in OWASP's list too.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 SORTS = ("Least confident first", "Most confident first", "By predicted class", "As added")
-EXPORT_COLUMNS = ("text_id", "text", "label", "source", "confidence")
+# after the id column (text_id, or line for `tenshot predict`) and before one p_<class> per class
+PREDICTION_COLUMNS = ("text", "label", "predicted", "confidence")
 
 
 def neutralise(value: object) -> object:
@@ -123,14 +124,34 @@ def labels_from_choices(shown: Sequence, chosen: Mapping[int, str],
 
 @dataclass(frozen=True)
 class ExportRow:
-    """One exported text. source: 'human' for a label, 'model' for a prediction."""
+    """One row of a labels-and-predictions file (see ``columns``).
+
+    text_id: the text's id in the workspace (the CLI puts the input file's line number
+    here); label: the human label, None when nobody labelled the text; predicted: the
+    model's class, None when the text was not predicted; probs: {class: probability}.
+    """
 
     text_id: int
     text: str
-    label: str
-    source: str
+    label: str | None
+    predicted: str | None
     confidence: float | None
     probs: dict[str, float] | None
+
+    @property
+    def source(self) -> str:
+        """'human' for a labelled row, 'model' for a prediction only."""
+        return "human" if self.label is not None else "model"
+
+
+def columns(classes: Sequence[str], *, id_column: str = "text_id") -> list[str]:
+    """The one column vocabulary of the Export page's files and ``tenshot predict --out``.
+
+    A predicted class is never written under ``label``, so importing the file again
+    (Data page, ``tenshot train``) brings back human labels only.
+    Example: ['pos', 'neg'] -> [text_id, text, label, predicted, confidence, p_pos, p_neg].
+    """
+    return [id_column, *PREDICTION_COLUMNS, *(f"p_{c}" for c in classes)]
 
 
 def export_rows(labelled: Sequence, predictions: Sequence, *, include: str = "both") -> list[ExportRow]:
@@ -143,35 +164,30 @@ def export_rows(labelled: Sequence, predictions: Sequence, *, include: str = "bo
         raise ValueError(f"include must be 'labels', 'predictions' or 'both', not {include!r}.")
     rows: list[ExportRow] = []
     if include in ("labels", "both"):
-        rows += [ExportRow(r.text_id, r.text, r.label, "human", None, None) for r in labelled]
+        rows += [ExportRow(r.text_id, r.text, r.label, None, None, None) for r in labelled]
     if include in ("predictions", "both"):
         human = {r.text_id for r in labelled}
-        rows += [ExportRow(p.text_id, p.text, p.label, "model", float(p.confidence), dict(p.probs))
+        rows += [ExportRow(p.text_id, p.text, None, p.label, float(p.confidence), dict(p.probs))
                  for p in predictions if p.text_id not in human]
     return sorted(rows, key=lambda r: r.text_id)
 
 
-def _records(rows: Sequence[ExportRow], classes: Sequence[str]) -> tuple[list[str], list[list]]:
-    prob_cols = [f"p_{c}" for c in classes]
-    table = []
-    for r in rows:
-        probs = [None if r.probs is None else r.probs.get(c) for c in classes]
-        table.append([r.text_id, r.text, r.label, r.source, r.confidence, *probs])
-    return [*EXPORT_COLUMNS, *prob_cols], table
+def _record(r: ExportRow, classes: Sequence[str]) -> list:
+    probs = [None if r.probs is None else r.probs.get(c) for c in classes]
+    return [r.text_id, r.text, r.label, r.predicted, r.confidence, *probs]
 
 
-def to_csv(rows: Sequence[ExportRow], classes: Sequence[str]) -> bytes:
+def to_csv(rows: Sequence[ExportRow], classes: Sequence[str], *, id_column: str = "text_id") -> bytes:
     """UTF-8 CSV (with a BOM, so Excel reads accents right) with formula cells neutralised.
 
-    Columns: text_id, text, label, source, confidence, then p_<class> per class; empty
-    cells where a value does not apply. The Data page can import it back (text, label).
+    Columns: ``columns(classes, id_column=...)``; empty cells where a value does not
+    apply. The Data page and ``tenshot train`` import it back (text, label).
     """
-    header, table = _records(rows, classes)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([neutralise(h) for h in header])
-    for record in table:
-        writer.writerow(["" if v is None else neutralise(_number(v)) for v in record])
+    writer.writerow([neutralise(h) for h in columns(classes, id_column=id_column)])
+    for r in rows:
+        writer.writerow(["" if v is None else neutralise(_number(v)) for v in _record(r, classes)])
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -179,11 +195,11 @@ def _number(v):
     return round(v, 6) if isinstance(v, float) else v
 
 
-def to_jsonl(rows: Sequence[ExportRow], classes: Sequence[str]) -> bytes:
+def to_jsonl(rows: Sequence[ExportRow], classes: Sequence[str], *, id_column: str = "text_id") -> bytes:
     """One JSON object per line with the same fields as the CSV; probs as a nested object."""
     lines = []
     for r in rows:
-        record = {"text_id": r.text_id, "text": r.text, "label": r.label, "source": r.source,
+        record = {id_column: r.text_id, "text": r.text, "label": r.label, "predicted": r.predicted,
                   "confidence": r.confidence,
                   "probs": None if r.probs is None else {c: r.probs.get(c) for c in classes}}
         lines.append(json.dumps(record, ensure_ascii=False))

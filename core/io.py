@@ -44,15 +44,22 @@ _BINARY = re.compile("[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
 
 @dataclass
 class ImportResult:
-    """texts and labels are aligned; labels is None when the file has no label column."""
+    """texts, labels and lines are aligned; labels is None when the file has no label column.
+
+    lines: where each text's row starts in the file (1 = the first line); skipped: (line,
+    reason) of every non-blank row that gave no text; dropped_labels: lines whose label was
+    a list, an object or true/false, so their text came in unlabelled.
+    """
 
     texts: list[str]
     labels: list[str | None] | None
     columns: list[str] = field(default_factory=list)
     text_column: str | None = None
     label_column: str | None = None
-    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    dropped_labels: list[int] = field(default_factory=list)
 
 
 def decode_bytes(data: bytes, name: str = "the file") -> tuple[str, list[str]]:
@@ -137,14 +144,19 @@ def _label_of(row: dict, column: str) -> tuple[str | None, bool]:
     return str(value).strip() or None, False
 
 
+def _lines_listed(lines: list[int]) -> str:
+    """'lines 2, 3, 4' (the first few, then 'and N more')."""
+    listed = ", ".join(str(line) for line in lines[:_LISTED_LINES])
+    more = f" and {len(lines) - _LISTED_LINES:,} more" if len(lines) > _LISTED_LINES else ""
+    return f"line{'s' if len(lines) > 1 else ''} {listed}{more}"
+
+
 def _cut_warning(lines: list[tuple[int, int]], limit: int) -> str:
     if len(lines) == 1:
         line, n = lines[0]
         return f"Line {line}: the text had {n:,} characters and was cut to {limit:,}."
-    listed = ", ".join(str(line) for line, _ in lines[:_LISTED_LINES])
-    more = f" and {len(lines) - _LISTED_LINES:,} more" if len(lines) > _LISTED_LINES else ""
     return (f"{len(lines):,} texts were longer than {limit:,} characters and were cut to "
-            f"{limit:,} (lines {listed}{more}).")
+            f"{limit:,} ({_lines_listed([line for line, _ in lines])}).")
 
 
 def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, label_column,
@@ -158,7 +170,7 @@ def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, la
         result.text_column = columns[0]
     result.label_column = _pick(columns, label_column, ("label", "labels", "class", "category"), "labels")
     labels = [] if result.label_column else None
-    cut, bad_labels = [], 0
+    cut = []
     for line, row in rows:
         text, why = _text_of(row, result.text_column)
         if text is None:
@@ -168,15 +180,21 @@ def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, la
             cut.append((line, len(text)))
             text = text[: limits.text_chars]
         result.texts.append(text)
+        result.lines.append(line)
         if labels is not None:
             label, unusable = _label_of(row, result.label_column)
             labels.append(label)
-            bad_labels += unusable
+            if unusable:
+                result.dropped_labels.append(line)
     if cut:
         result.warnings.append(_cut_warning(cut, limits.text_chars))
-    if bad_labels:
-        result.warnings.append(f"{bad_labels:,} rows had a label that is not a single class name "
-                               "(a list, an object or true/false); they were imported without a label.")
+    if result.dropped_labels:
+        bad = result.dropped_labels
+        many = len(bad) > 1
+        result.warnings.append(f"{len(bad):,} row{'s' if many else ''} ({_lines_listed(bad)}) had "
+                               "a label that is not a single class name (a list, an object or "
+                               f"true/false); {'they were' if many else 'it was'} imported "
+                               "without a label.")
     result.labels = labels
     return result
 

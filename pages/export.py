@@ -29,12 +29,13 @@ def table_section(project, s, latest) -> None:
     n_human = sum(r.source == "human" for r in rows)
     st.caption(f"{len(rows):,} rows: {n_human:,} labelled by you, {len(rows) - n_human:,} "
                "predicted by model"
-               + (f" v{latest.version}" if latest else "") + ". Columns: text_id, text, label, "
-               "source (human or model), confidence, then one probability column per class.")
+               + (f" v{latest.version}" if latest else "") + ". Columns: text_id, text, label (yours), "
+               "predicted (the model's class), confidence, then one probability column per "
+               "class; `tenshot predict` writes the same columns.")
     with st.expander("Preview the first rows"):
         st.dataframe(pd.DataFrame({"text": [r.text for r in rows[:20]],
                                    "label": [r.label for r in rows[:20]],
-                                   "source": [r.source for r in rows[:20]],
+                                   "predicted": [r.predicted for r in rows[:20]],
                                    "confidence": [r.confidence for r in rows[:20]]}),
                      hide_index=True, width="stretch")
     classes = s.classes(project.id)

@@ -135,6 +135,7 @@ SECTIONS = {
     "concurrency": "Processes labelling one project of a new file at the same time",
     "hostile_inputs": "Broken or hostile uploads (generated and hand-written)",
     "upload_page": "Broken uploads through the Data page (AppTest)",
+    "cli_inputs": "Broken or hostile `tenshot` command lines: files, labels, paths, options",
     "bundles": "Malicious, tampered or foreign model bundles",
     "injection_pages": "Script, HTML, markdown and Streamlit tricks on every page (AppTest)",
     "injection_browser": "The same tricks in Chromium (Playwright): dialogs and live elements",

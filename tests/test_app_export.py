@@ -30,14 +30,15 @@ def test_csv_and_jsonl_downloads_parse_back(workspace, downloads):
         n_texts = len(store.texts(pid))
     rows = list(csv.DictReader(io.StringIO(_one(downloads, ".csv").decode("utf-8-sig"), newline="")))
     assert len(rows) == n_texts
-    assert sum(r["source"] == "human" for r in rows) == 2 * N_LABELLED
+    assert sum(r["label"] != "" for r in rows) == 2 * N_LABELLED
+    assert all((r["label"] == "") != (r["predicted"] == "") for r in rows)
     by_id = {int(r["text_id"]): r for r in rows}
     assert by_id[ids[UNLABELLED[3]]]["text"] == "'" + UNLABELLED[3]  # formula neutralised
     assert by_id[ids[UNLABELLED[4]]]["text"] == UNLABELLED[4]
-    assert {r["label"] for r in rows} <= set(CLASSES)
+    assert {r["label"] or r["predicted"] for r in rows} <= set(CLASSES)
     records = [json.loads(line) for line in _one(downloads, ".jsonl").decode().splitlines()]
     assert {r["text"] for r in records} >= set(UNLABELLED)  # JSONL keeps text exactly
-    assert all(r["probs"] is None for r in records if r["source"] == "human")
+    assert all(r["probs"] is None for r in records if r["label"] is not None)
 
 
 def test_labels_only_export(workspace, downloads):
@@ -45,7 +46,7 @@ def test_labels_only_export(workspace, downloads):
     at.selectbox(key="export_include").set_value("labels").run()
     assert not at.exception
     rows = list(csv.DictReader(io.StringIO(_one(downloads, "-labels.csv").decode("utf-8-sig"))))
-    assert len(rows) == 2 * N_LABELLED and {r["source"] for r in rows} == {"human"}
+    assert len(rows) == 2 * N_LABELLED and {r["predicted"] for r in rows} == {""}
 
 
 def test_bundle_loads_and_predicts_like_the_stored_model(workspace, downloads, tiny_model_dir):

@@ -57,9 +57,10 @@ def test_jsonl_round_trips_everything():
     rows = export_rows(labelled, preds)
     back = [json.loads(line) for line in to_jsonl(rows, CLASSES).decode().splitlines()]
     assert [r["text"] for r in back] == [NASTY[0], *NASTY]
-    assert back[0] == {"text_id": 1, "text": NASTY[0], "label": "neg", "source": "human",
+    assert back[0] == {"text_id": 1, "text": NASTY[0], "label": "neg", "predicted": None,
                        "confidence": None, "probs": None}
-    assert back[1]["probs"] == {"neg": 0.25, "pos": 0.75} and back[1]["source"] == "model"
+    assert back[1]["probs"] == {"neg": 0.25, "pos": 0.75}
+    assert back[1]["predicted"] == "pos" and back[1]["label"] is None
 
 
 def test_export_rows_choose_labels_predictions_or_both_and_never_duplicate():
@@ -68,14 +69,16 @@ def test_export_rows_choose_labels_predictions_or_both_and_never_duplicate():
     assert [r.text_id for r in export_rows(labelled, preds, include="labels")] == [1]
     assert [(r.text_id, r.source) for r in export_rows(labelled, preds, include="predictions")] == [(2, "model")]
     both = export_rows(labelled, preds)
-    assert [(r.text_id, r.label, r.source) for r in both] == [(1, "neg", "human"), (2, "pos", "model")]
+    assert [(r.text_id, r.label, r.predicted, r.source) for r in both] == [
+        (1, "neg", None, "human"), (2, None, "pos", "model")]
     with pytest.raises(ValueError, match="include must be"):
         export_rows(labelled, preds, include="all")
 
 
 def test_csv_prediction_columns_hold_probabilities():
     rows = _read_csv(to_csv(export_rows([], [_pred(5, "b", "pos", 0.8)]), CLASSES))
-    assert rows == [{"text_id": "5", "text": "b", "label": "pos", "source": "model",
+    # issue 15 item 11: a predicted class goes under 'predicted', never under 'label'
+    assert rows == [{"text_id": "5", "text": "b", "label": "", "predicted": "pos",
                      "confidence": "0.8", "p_neg": "0.2", "p_pos": "0.8"}]
 
 

@@ -102,6 +102,13 @@ def _record_module_figures(tmp_path_factory):
     if len(_PAGE_TALLY) == len(PAGE_CASES):
         record_figures(tmp_path_factory, "upload_page", f"{len(PAGE_CASES)} broken uploads: no "
                        "exception, a plain message each, stored rows unchanged until Import", 0)
+    if _CLI_TALLY["tried"] == len(CLI_CASES):
+        record_figures(tmp_path_factory, "cli_inputs",
+                       f"{_CLI_TALLY['tried']} command lines: {_CLI_TALLY['refused']} refused with "
+                       f"exit 2 and a plain message, files and workspace unchanged; "
+                       f"{_CLI_TALLY['skipped']} finished with exit 3 naming every skipped line; "
+                       f"{_CLI_TALLY['done']} accepted with plain notes; no traceback",
+                       len(_CLI_TALLY["failures"]))
     if len(_BUNDLE_TALLY["tests"]) == 4:
         record_figures(tmp_path_factory, "bundles",
                        f"{_BUNDLE_TALLY['tried']} bundles: {_BUNDLE_TALLY['refused']} refused with "
@@ -405,6 +412,166 @@ def test_bad_uploads_on_the_data_page_lose_nothing(name, data, expected, fresh_w
             job = store.latest_job(pid, jobs.EMBED)
         assert job is None or jobs.wait(job.id, timeout=60)
     _PAGE_TALLY.append(name)
+
+
+# --- the tenshot command: broken or hostile command lines -------------------------------------
+
+_CLI_TALLY = {"tried": 0, "refused": 0, "skipped": 0, "done": 0, "failures": []}
+_CLI_POS = ["good movie", "great film", "i love it", "wonderful plot", "superb movie"]
+_CLI_NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "poor movie"]
+
+
+def _cli_files(folder: Path) -> None:
+    """The input files the command lines below name, written into ``folder``."""
+    def rows(pairs, header="text,label"):
+        return (header + "\n" + "".join(f"{t},{lab}\n" for t, lab in pairs)).encode()
+
+    files = {
+        "train.csv": rows([(t, "pos") for t in _CLI_POS] + [(t, "neg") for t in _CLI_NEG]),
+        "in.csv": rows([("good film", ""), ("awful plot", "neg")]),
+        "odd.csv": rows([("so glad", "joyful"), ("down", "NEG"), ("blue", "negg")]),
+        "formula-label.csv": rows([("x y", "=cmd|' /C calc'!A0"), ("y z", "@SUM(A1)")]),
+        "header.csv": b"text,label\n",
+        "empty.csv": b"",
+        "binary.csv": bytes(range(256)) * 4,
+        "sheet.csv": _xlsx(),
+        "notes.pdf": b"%PDF-1.4",
+        "ragged.csv": b"text,id\ngood movie,1\nbad,film,2\ni hate it,3\na,b,c,d\n",
+        "broken.jsonl": b'{"text": "good movie"}\n{broken\n{"text": ""}\n[1, 2]\n{"text": "bad film"}\n',
+        "odd-labels.jsonl": "\n".join(json.dumps(r) for r in [
+            {"text": "a delight", "label": ["pos"]}, {"text": "so dull", "label": True},
+            {"text": "the best", "label": {"c": "pos"}}, {"text": "great plot", "label": "pos"}]).encode(),
+        "control-label.jsonl": json.dumps({"text": "odd one", "label": "\x1b[31mred\x07"}).encode(),
+        "long.csv": rows([("good " * 1199 + "good!", "pos")]),
+        "html-label.csv": rows([("<b>x</b>", "<script>alert(1)</script>")]),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "out").mkdir()
+    (folder / "a-file").write_text("x")
+
+
+# (argv after --db, expected exit status, a phrase stderr must hold); {m}: the tiny model folder
+CLI_CASES = [
+    ("train --project p --data odd.csv", 2, "did you mean 'neg'?"),
+    ("train --project p --data odd.csv --add-classes", 2, "Label 1 more"),
+    ("train --project p --data formula-label.csv", 2, "--add-classes"),
+    ("train --project p --data html-label.csv", 2, "'<script>alert(1)</script>'"),
+    ("train --project p --data control-label.jsonl", 2, "'?[31mred?'"),
+    ("train --project p --data header.csv", 2, "only a header"),
+    ("train --project p --data empty.csv", 2, "is empty"),
+    ("train --project p --data binary.csv", 2, "binary"),
+    ("train --project p --data sheet.csv", 2, "Excel"),
+    ("train --project p --data notes.pdf", 2, "unsupported file type"),
+    ("train --project p --data missing.csv", 2, "No file at"),
+    ("train --project p --data train.csv --text-column body", 2, "no column called 'body'"),
+    ("train --project p --data train.csv --label-column text", 2, "--label-column"),
+    ("train --project q --data train.csv --classes pos", 2, "at least 2 classes"),
+    ("train --project q --data train.csv --classes pos,NEG", 2, "did you mean 'NEG'?"),
+    ("train --project q --data in.csv --classes pos,neg", 2, "Label 2 more “pos” and 1 more “neg”"),
+    ("train --project p --data train.csv --backbone {m}-gone", 2, "No model file or folder"),
+    ("train --project p --data train.csv --backbone no-such-name", 2, "Unknown backbone"),
+    ("train --project p --data train.csv --max-length 5", 2, "between 8 and 4096 tokens"),
+    ("train --project p --data train.csv --prompt no-placeholder", 2, "{text}"),
+    ("train --project p --data train.csv --mode bogus", 2, "invalid choice"),
+    ("train --project p", 2, "required: --data"),
+    ("train --project p --data ragged.csv", 3, "skipped line 3: has 3 cells"),
+    ("train --project p --data odd-labels.jsonl", 3, "lines 1, 2, 3"),
+    ("train --project p --data long.csv --max-length 16", 0, "was cut to 5,000"),
+    ("predict --project p --data in.csv --out in.csv", 2, "same file as --data"),
+    ("predict --project p --data in.csv --out ./in.csv", 2, "same file as --data"),
+    ("predict --project p --data in.csv --out {db}", 2, "same file as --db"),
+    ("predict --project p --data in.csv --out no-folder/o.csv", 2, "does not exist"),
+    ("predict --project p --data in.csv --out out", 2, "is a folder"),
+    ("predict --project p --data in.csv --out a-file/o.csv", 2, "not a folder"),
+    ("predict --project ghost --data in.csv --out out/o.csv", 2, "ghost"),
+    ("predict --bundle train.csv --data in.csv --out out/o.csv", 2, "not a tenshot model bundle"),
+    ("predict --bundle nothing.zip --data in.csv --out out/o.csv", 2, "nothing.zip"),
+    ("predict --project p --data header.csv --out out/o.csv", 2, "only a header"),
+    ("predict --project p --data broken.jsonl --out out/o.csv", 3, "3 of 5 rows were skipped"),
+    ("predict --project p --data ragged.csv --out out/o.csv", 3, "skipped line 5"),
+    ("predict --project p --data in.csv --out out/o.jsonl", 0, "wrote 2 predictions"),
+    ("export --project p --out {db}", 2, "same file as --db"),
+    ("export --project p --out no-folder/m.zip", 2, "does not exist"),
+    ("export --project ghost --out out/m.zip", 2, "ghost"),
+    ("eval --data . --json no-folder/r.json", 2, "does not exist"),
+    ("--db no-folder/w.db train --project p --data train.csv", 2, "does not exist"),
+    ("--db out train --project p --data train.csv", 2, "is a folder"),
+    ("--db new.db train --project p --data header.csv", 2, "only a header"),
+    ("--db none.db projects", 2, "No workspace at"),
+    ("--db none.db predict --project p --data in.csv --out out/o.csv", 2, "No workspace at"),
+    ("TENSHOT_MAX_TEXT_CHARS=lots projects", 2, "whole number above 0"),
+]
+
+
+def _snapshot(folder: Path, db: Path) -> tuple:
+    """The folder's files (bytes) and the workspace's content (SQL text): what a refusal
+    must leave as it was. The workspace's own files are compared by content, not bytes."""
+    import hashlib
+    import sqlite3
+
+    files = {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(db.name)}
+    conn = sqlite3.connect(db)
+    try:
+        return files, list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def _run_cli(line: str, folder: Path, db: Path, model: str, monkeypatch, capsys) -> tuple[int, str]:
+    import shlex
+
+    from core.cli import main
+
+    words = shlex.split(line.format(m=model, db=db))
+    env = {}
+    while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # NAME=value before the command: the environment
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    argv = words if words[0] == "--db" else ["--db", str(db), *words]
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's usage errors
+        code = stop.code
+    finally:
+        for key in env:
+            monkeypatch.delenv(key)
+    return code, capsys.readouterr().err
+
+
+def _check_cli(line, expected_code, phrase, folder, db, model, monkeypatch, capsys) -> None:
+    before = _snapshot(folder, db)
+    code, err = _run_cli(line, folder, db, model, monkeypatch, capsys)
+    assert code == expected_code, (code, err[-500:])
+    assert phrase in err, err[-500:]
+    assert "Traceback" not in err and "Warning:" not in err, err[-500:]
+    for message in (ln[len("error: "):] for ln in err.splitlines() if ln.startswith("error: ")):
+        assert is_plain(message), message
+    if code == 2:  # a refusal writes nothing: no file changed or added, the workspace as it was
+        assert _snapshot(folder, db) == before
+    _CLI_TALLY[{2: "refused", 3: "skipped"}.get(code, "done")] += 1
+
+
+def test_broken_and_hostile_command_lines_refuse_plainly_and_change_nothing(
+        tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _cli_files(tmp_path)
+    db = tmp_path / "w.db"
+    assert main(["--db", str(db), "train", "--project", "p", "--data", "train.csv", "--backbone",
+                 tiny_model_dir, "--prompt", "", "--mode", "layer"]) == 0
+    capsys.readouterr()
+    for line, code, phrase in CLI_CASES:
+        _CLI_TALLY["tried"] += 1
+        try:
+            _check_cli(line, code, phrase, tmp_path, db, tiny_model_dir, monkeypatch, capsys)
+        except Exception as err:  # collected, so every command line is tried and reported
+            _CLI_TALLY["failures"].append(f"{line}: {type(err).__name__}: {err}"[:400])
+    assert not _CLI_TALLY["failures"], "\n".join(_CLI_TALLY["failures"])
 
 
 # --- model bundles ------------------------------------------------------------------------

@@ -120,3 +120,20 @@ def test_limits_are_passed_not_global():
     with pytest.raises(InputError, match="the limit is"):
         read_records(b"x" * 101, "x.txt", limits=small)
     assert read_records(b"text\nabcdefgh\n", "x.csv").texts == ["abcdefgh"]
+
+
+def test_every_text_keeps_the_line_its_row_starts_on():
+    data = b'text,label\none,pos\n\n"two\nlines",neg\nbad,row,extra\nthree,\n'
+    r = read_records(data, "x.csv")
+    assert r.texts == ["one", "two\nlines", "three"] and r.lines == [2, 4, 7]
+    assert r.skipped == [(6, "has 3 cells but the header has 2")]
+    assert read_records(b"a\n\nb\n", "x.txt").lines == [1, 3]
+
+
+def test_labels_that_are_not_class_names_are_reported_by_line():
+    # regression: list/object/boolean labels were dropped without naming the rows
+    lines = [json.dumps({"text": "a", "label": "pos"}), json.dumps({"text": "b", "label": ["pos"]}),
+             json.dumps({"text": "c", "label": False})]
+    r = read_records("\n".join(lines).encode(), "x.jsonl")
+    assert r.labels == ["pos", None, None] and r.dropped_labels == [2, 3]
+    assert "2 rows (lines 2, 3) had a label that is not a single class name" in r.warnings[0]
