@@ -40,7 +40,7 @@ from tests.helpers import SECTIONS, figures_dir, record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = (".venv/bin/python -m pytest tests/test_reliability.py tests/test_hostile_inputs.py "
-           "tests/test_injection.py --reliability-report RELIABILITY.md")
+           "tests/test_injection.py tests/test_sessions.py --reliability-report RELIABILITY.md")
 KILLS = 25
 OPS_PER_ROUND = 10_000  # far more than a round can finish, so every kill lands mid-stream
 WRITERS, PER_WRITER = 5, 100
