@@ -66,7 +66,9 @@ def _report(collected: dict[str, dict]) -> str:
         "Crash safety means: after each kill the file passes `PRAGMA integrity_check`, reopens,",
         "and holds every change the killed process had acknowledged, and nothing else but the",
         "one change in flight. Hostile inputs must end in a plain-language error or in a",
-        "partial import whose imported and skipped rows account for every row.",
+        "partial import whose imported and skipped rows account for every row. Two sessions",
+        "must never undo each other's labels, nor publish a model on older labels as the",
+        "latest; a killed job must keep what it read and continue from there.",
         "",
     ])
 
