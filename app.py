@@ -8,6 +8,11 @@ import streamlit as st
 from pages._shared import current_project, escape_markdown, percent, store
 
 st.set_page_config(page_title="tenshot", page_icon=":material/target:", layout="wide")
+# No "Download as CSV" in the tables' toolbars: that CSV keeps cells such as
+# "=cmd|' /C calc'!A0" live for a spreadsheet. The Export page writes neutralised files.
+# .streamlit/config.toml sets it from the first page; this covers a server started
+# from another folder (it then applies from the session's next run).
+st.set_option("client.disableDataExport", True)
 
 PAGES = [
     st.Page("pages/projects.py", title="Projects", icon=":material/folder:", default=True),

@@ -5,31 +5,46 @@ app stays usable and a reload still finds the progress. Each job thread opens it
 own ``Store``, because SQLite connections are bound to the thread that opened them.
 A job never raises: an error ends it with status ``failed`` and a plain message.
 
+Each batch's features are stored as it finishes, so a job that is cut short keeps
+what it had read and a new job over the same texts resumes from there. A job row
+records its process (pid and start time): ``mark_interrupted`` (the app calls it
+whenever it opens the workspace) marks jobs whose process is gone, or whose pid now
+belongs to another process, as ``interrupted`` at once, and ``progress_of`` reports
+them so even before that.
+
 Shortcuts: only embedding runs as a job so far, and jobs of one process run one at
 a time (a lock), since two forward passes on the same few CPU cores are no faster
-than one after the other. A job whose process died stays ``running`` in the table;
-``progress_of`` reports it as interrupted once it has been silent for a while.
+than one after the other. The process check assumes the app that reads the workspace
+runs on the machine that ran the job; jobs recorded without a process (older files)
+are reported as interrupted once they have been silent for a while.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
+
+import psutil
 
 from core.learn.classifier import Settings, features_for, n_truncated
 from core.errors import StoreError, TenshotError
 from core.model.cache import MemoryCache
 from core.store import Store
 
-__all__ = ["EMBED", "JobProgress", "start_embedding", "run_embedding", "progress_of", "wait",
-           "is_alive"]
+__all__ = ["EMBED", "INTERRUPTED_MESSAGE", "JobProgress", "start_embedding", "run_embedding",
+           "progress_of", "wait", "is_alive", "process_gone", "mark_interrupted"]
 
 EMBED = "embed"
 # a running job writes progress after every batch (seconds apart); this much silence
 # from a job that no thread here is running means its process is gone
 _STALE_S = 120.0
+# a pid's start time read twice agrees to the clock tick; a reused pid started later
+_SAME_START_S = 0.05
+INTERRUPTED_MESSAGE = ("This job was interrupted (the app stopped before it finished). "
+                       "What it had read is saved: continue to read the rest.")
 
 # this process's running job threads, by job id; a thread removes itself when it ends
 _threads: dict[int, threading.Thread] = {}
@@ -67,7 +82,8 @@ def start_embedding(db_path: str, project_id: int, texts: Sequence[str], setting
     """
     texts = list(texts)
     with Store.open(db_path) as store:
-        job_id = store.start_job(project_id, EMBED, len(texts))
+        job_id = store.start_job(project_id, EMBED, len(texts), pid=os.getpid(),
+                                 process_started=_started(os.getpid()))
     thread = threading.Thread(target=_run_then_forget, args=(job_id, db_path, texts, settings, backbone),
                               kwargs={"memory": memory}, name=f"tenshot-job-{job_id}", daemon=True)
     _threads[job_id] = thread
@@ -153,6 +169,44 @@ def wait(job_id: int, timeout: float | None = None) -> bool:
     return True
 
 
+def _started(pid: int) -> float | None:
+    """The start time of process ``pid`` (epoch seconds); None when there is none."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped by its parent
+            return None
+        return process.create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+
+
+def process_gone(job) -> bool | None:
+    """Whether the process that ran a job has exited (its pid free, or reused by another).
+
+    None when the job recorded no process (written by an older tenshot), or when the
+    process cannot be inspected: then nobody can tell.
+    """
+    if job.pid is None or job.process_started is None:
+        return None
+    try:
+        started = _started(job.pid)
+    except psutil.Error:
+        return None
+    return started is None or abs(started - job.process_started) > _SAME_START_S
+
+
+def mark_interrupted(store: Store) -> list[int]:
+    """Mark every running job of the workspace whose process is gone as interrupted.
+
+    Returns the ids of the jobs it marked. Cheap when no job is running: one query.
+    """
+    marked = []
+    for job in store.running_jobs():
+        if process_gone(job) and store.interrupt_job(job.id, INTERRUPTED_MESSAGE):
+            marked.append(job.id)
+    return marked
+
+
 def progress_of(job, *, now: datetime | None = None) -> JobProgress:
     """A store ``Job`` -> what to show: state, progress and the estimated seconds left.
 
@@ -163,9 +217,12 @@ def progress_of(job, *, now: datetime | None = None) -> JobProgress:
     elapsed = (now - datetime.fromisoformat(job.created_at)).total_seconds()
     silent = (now - datetime.fromisoformat(job.updated_at)).total_seconds()
     state, message = job.status, job.message or ""
-    if state == "running" and not is_alive(job.id) and silent > _STALE_S:
-        state = "interrupted"
-        message = "This job was interrupted (the app stopped before it finished)."
+    if state == "running" and not is_alive(job.id):
+        gone = process_gone(job)
+        # our own process is alive, but no thread of it runs the job: trust the silence
+        unsure = gone is None or job.pid == os.getpid()
+        if gone or (unsure and silent > _STALE_S):
+            state, message = "interrupted", INTERRUPTED_MESSAGE
     eta = None
     if state == "running" and 0 < job.done < job.total and elapsed > 0:
         eta = elapsed / job.done * (job.total - job.done)

@@ -3,6 +3,11 @@
 ``retrain`` is what runs on every submit: labelled texts -> cached features ->
 (reused or re-selected) feature spec -> head with C chosen by CV -> a new model
 version in the store -> predictions for every unlabelled text.
+
+Two retrains of one project may run at once (two browser tabs labelling) and finish
+out of order; the store keeps a head only when no saved version was trained on newer
+labels (``Store.save_model``'s ``label_generation``), so "the latest model" never goes
+back to older data.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class TrainOutcome:
     n_predicted: int
     reselected: bool
     seconds: float
+    # True when a version trained on newer labels was saved first: this head was dropped,
+    # and version/metrics describe that newer latest version instead
+    superseded: bool = False
 
     @property
     def accuracy_change(self) -> float | None:
@@ -77,6 +85,9 @@ def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
     cache = cache if cache is not None else store
     settings = settings_of(project)
     classes = store.classes(project.id)
+    # read before the labels: a label that lands in between makes the model newer than
+    # its generation says, never older
+    generation = store.label_generation(project.id)
     labelled = store.labelled(project.id)
     counts = store.label_counts(project.id)
     if not labelled:
@@ -90,7 +101,12 @@ def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
     clf.metrics["counts"] = counts
     params, arrays = clf.to_state()
     version = store.save_model(project.id, params=params, metrics=clf.metrics, state=arrays,
-                               n_labels=len(labelled))
+                               n_labels=len(labelled), label_generation=generation)
+    if version is None:
+        newer = store.latest_model(project.id)
+        return TrainOutcome(newer.version, newer.metrics,
+                            previous.metrics.get("cv_accuracy") if previous else None,
+                            counts, 0, spec is None, time.perf_counter() - start, superseded=True)
     model_id = next(m.id for m in store.models(project.id) if m.version == version)
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache)
     return TrainOutcome(version, clf.metrics,

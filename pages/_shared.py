@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Sequence
 
@@ -24,7 +25,7 @@ from core.project import TrainOutcome, retrain, settings_of
 from core.limits import Limits
 from core.store import Store
 
-__all__ = ["db_path", "store", "backbone", "feature_cache", "current_project", "require_project",
+__all__ = ["db_path", "store", "labeller", "backbone", "feature_cache", "current_project", "require_project",
            "page_header", "select_project", "show_error", "escape_markdown", "new_project_settings",
            "train", "start_embedding", "flash", "show_flashes", "percent"]
 
@@ -40,8 +41,17 @@ def store() -> Store:
     key = ("_store", db_path(), threading.get_ident())
     cached = st.session_state.get("_store")
     if cached is None or cached[0] != key:
-        st.session_state["_store"] = (key, Store.open(db_path(), limits=Limits.from_env()))
+        opened = Store.open(db_path(), limits=Limits.from_env())
+        # a job whose process is gone (the app was killed or restarted) says so at once
+        jobs.mark_interrupted(opened)
+        st.session_state["_store"] = (key, opened)
     return st.session_state["_store"][1]
+
+
+def labeller() -> str:
+    """This browser session's labeller id: label events carry it, so undo reverts only
+    the labels made in this tab, never another tab's or another person's."""
+    return st.session_state.setdefault("_labeller", uuid.uuid4().hex)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -184,6 +194,10 @@ def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
     except TenshotError as err:
         flash(str(err), "error")
         return None
+    if outcome.superseded:
+        flash(f"Model v{outcome.version}, trained on newer labels (from another tab or "
+              "person), is already the latest; this training was not kept.", "info")
+        return outcome
     change = outcome.accuracy_change
     delta = "" if change is None else f" ({change * 100:+.0f} points since the last model)"
     flash(f"Model v{outcome.version} trained on {outcome.metrics['n_labels']} labels: "

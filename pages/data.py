@@ -9,7 +9,8 @@ import core.jobs as jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
 from core.io import columns_of, read_records
-from pages._shared import escape_markdown, flash, page_header, show_error, start_embedding, store
+from pages._shared import (escape_markdown, flash, labeller, page_header, show_error,
+                           start_embedding, store)
 
 
 UPLOAD_TYPES = ["csv", "tsv", "txt", "jsonl", "ndjson", "json"]
@@ -25,7 +26,8 @@ def add(project, texts: list[str], *, labels=None, source: str, warnings=(), new
     background, then redraw."""
     s = store()
     try:  # the store refuses the whole batch when the project would exceed its limits
-        result = s.add_texts(project.id, texts, source=source, labels=labels, new_classes=new_classes)
+        result = s.add_texts(project.id, texts, source=source, labels=labels,
+                             new_classes=new_classes, session=labeller())
     except TenshotError as err:
         show_error(err)
         return
@@ -36,9 +38,12 @@ def add(project, texts: list[str], *, labels=None, source: str, warnings=(), new
         parts.append(f"{plural(result.duplicates, 'duplicate')} skipped (already there).")
     if result.empty:
         parts.append(f"{plural(result.empty, 'empty line')} ignored.")
-    n_labelled = sum(1 for lab in labels or [] if lab)
-    if n_labelled:
-        parts.append(f"{plural(n_labelled, 'label')} imported.")
+    # only labels that changed count: re-importing a file imports none again
+    if result.labelled:
+        parts.append(f"{plural(result.labelled, 'label')} imported.")
+    unchanged = sum(1 for lab in labels or [] if lab) - result.labelled
+    if unchanged > 0:
+        parts.append(f"{plural(unchanged, 'label')} unchanged (already set).")
     flash(" ".join(parts), "success" if result.added else "info")
     for warning in warnings:
         flash(warning, "warning")
@@ -184,11 +189,21 @@ def job_panel(project) -> None:
         else:
             st.error(escape_markdown(p.message or "Reading the sentences stopped."),
                      icon=":material/error:")
-            if st.button("Read all sentences again", icon=":material/refresh:", key="embed_again"):
+            # sentences already read are stored, so a new job only reads the rest
+            label = ("Continue reading" if p.state == "interrupted"
+                     else "Read all sentences again")
+            if st.button(label, icon=":material/refresh:", key="embed_again"):
                 start_embedding(project, [r.text for r in store().texts(project.id)])
                 st.rerun()
 
     panel()
+
+
+def export_hint() -> None:
+    """Tables have no download button (``client.disableDataExport``): their CSV would
+    keep formula cells live; the Export page's files neutralise them."""
+    st.page_link("pages/export.py", label="Download sentences, labels and predictions as "
+                 "CSV or JSONL on the Export page", icon=":material/download:")
 
 
 def sentence_table(project) -> None:
@@ -202,6 +217,7 @@ def sentence_table(project) -> None:
     frame = pd.DataFrame({"Sentence": [r.text for r in rows], "Label": [r.label or "" for r in rows],
                           "Model guess": [r.predicted or "" for r in rows]})
     st.dataframe(frame, hide_index=True, height=min(400, 38 + 35 * len(rows)))
+    export_hint()
     if n_labelled < len(rows):
         st.page_link("pages/label.py", label="Label them", icon=":material/label:")
 

@@ -11,7 +11,7 @@ from core.active import filter_rows, next_for_project, table_rows
 from core.learn.head import MIN_LABELS_PER_CLASS, labels_missing, not_enough_labels
 from core.errors import TenshotError
 from pages._shared import (
-    escape_markdown, flash, page_header, percent, show_error, store, train,
+    escape_markdown, flash, labeller, page_header, percent, show_error, store, train,
 )
 
 
@@ -69,7 +69,7 @@ def stale(project, model) -> bool:
 
 
 def on_label(project_id: int, text_id: int, label: str, text: str) -> None:
-    store().set_label(project_id, text_id, label)
+    store().set_label(project_id, text_id, label, session=labeller())
     st.session_state.setdefault(f"recent_{project_id}", []).append(text)
     st.session_state.pop(f"current_{project_id}", None)
     train(store().project(project_id), say_missing=False)
@@ -82,12 +82,12 @@ def on_skip(project_id: int, text_id: int) -> None:
 
 def on_undo(project_id: int) -> None:
     try:
-        undone = store().undo_last_label(project_id)
+        undone = store().undo_last_label(project_id, session=labeller())
     except TenshotError as err:
         flash(str(err), "error")
         return
     if undone is None:
-        flash("There is no label to undo.", "info")
+        flash("There is no label of yours to undo in this tab.", "info")
         return
     text_id, restored = undone
     st.session_state[f"current_{project_id}"] = text_id
@@ -189,7 +189,8 @@ def table_mode(project, classes: list[str]) -> None:
     if button_col.button(f"{verb} {len(chosen)} selected", type="primary", disabled=not chosen,
                          icon=":material/done_all:", width="stretch", key="table_apply"):
         try:
-            store().set_labels(project.id, chosen, None if target == REMOVE else target)
+            store().set_labels(project.id, chosen, None if target == REMOVE else target,
+                               session=labeller())
         except TenshotError as err:
             show_error(err)
             return

@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.export import SORTS, filter_predictions, prediction_changes
 from core.errors import TenshotError
-from pages._shared import page_header, percent, show_error, store, train
+from pages._shared import labeller, page_header, percent, show_error, store, train
 from pages._views import labels_from_edits, no_model_yet
 
 
@@ -36,7 +36,8 @@ def save_edits(project, shown, key: str) -> None:
     s = store()
     try:
         for label in dict.fromkeys(lab for _, lab in pairs):
-            s.set_labels(project.id, [t for t, lab in pairs if lab == label], label)
+            s.set_labels(project.id, [t for t, lab in pairs if lab == label], label,
+                         session=labeller())
     except TenshotError as err:
         show_error(err)
         return
@@ -77,6 +78,9 @@ def review(project, latest, preds, classes) -> None:
                            width="small", help="The prediction is right: keep it as a label."),
                        YOUR_LABEL: st.column_config.SelectboxColumn(
                            options=classes, help="The right class, when the prediction is wrong.")})
+    # the table has no download button (app.py): its CSV would keep formula cells live
+    st.page_link("pages/export.py", label="Download the predictions as CSV or JSONL on the "
+                 "Export page", icon=":material/download:")
     n_edits = len(labels_from_edits(shown, st.session_state.get(key, {}).get("edited_rows", {}),
                                     label_column=YOUR_LABEL, accept_column=ACCEPT))
     if st.button(f"Save {n_edits} label{'s' * (n_edits != 1)} and retrain", type="primary",

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.errors import TenshotError
 from core.io import read_path
-from pages._shared import (current_project, escape_markdown, flash, new_project_settings,
+from pages._shared import (current_project, escape_markdown, flash, labeller, new_project_settings,
                            percent, select_project, show_error, show_flashes, start_embedding,
                            store)
 
@@ -53,7 +53,8 @@ def load_demo() -> None:
     rows = read_path(DEMO_FILE)
     classes = sorted({lab for lab in rows.labels if lab})
     project = s.create_project(DEMO_NAME, classes, settings=new_project_settings())
-    added = s.add_texts(project.id, rows.texts, source="demo", labels=rows.labels)
+    added = s.add_texts(project.id, rows.texts, source="demo", labels=rows.labels,
+                        session=labeller())
     start_embedding(project, rows.texts)
     flash(f"Loaded the demo: {added.added} review sentences, "
           f"{sum(1 for lab in rows.labels if lab)} of them labelled. Open Label to continue.")

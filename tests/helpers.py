@@ -140,6 +140,9 @@ SECTIONS = {
     "injection_pages": "Script, HTML, markdown and Streamlit tricks on every page (AppTest)",
     "injection_browser": "The same tricks in Chromium (Playwright): dialogs and live elements",
     "degradation": "Missing backbone, damaged model cache, out of memory, size limits",
+    "sessions": "Two browser sessions labelling one project: undo, retrains finishing out of order",
+    "resumed_jobs": "Embedding job killed with SIGKILL mid-way, then continued",
+    "export_paths": "Tables' CSV download and the Export page's CSV: live spreadsheet formulas",
 }
 
 

@@ -174,3 +174,27 @@ def test_failed_job_is_shown_with_a_retry(project):
     _finish_jobs(path, pid)
     with Store.open(path) as store:
         assert store.latest_job(pid, jobs.EMBED).status == "done"
+
+
+def test_reimporting_the_same_file_counts_only_labels_that_changed(project):
+    # regression: re-uploading a file after an interruption said "10 labels imported"
+    # although no label changed
+    path, pid = project
+    csv = "text,label\ngood movie,pos\nbad film,neg\na wonderful plot,pos\n".encode()
+    at = _data_page(pid)
+    for generation, expected in ((0, "Added 3 new sentences. 3 labels imported."),
+                                 (1, "Added 0 new sentences. 3 duplicates skipped (already "
+                                     "there). 3 labels unchanged (already set).")):
+        at.file_uploader(key=f"upload_{generation}").set_value(("l.csv", csv, "text/csv")).run()
+        at.button(key="import_btn").click().run()
+        assert not at.exception
+        assert expected in page_text(at)
+        _finish_jobs(path, pid)
+    assert "labels imported" not in page_text(at)
+    # one label changed in a third upload: exactly one is counted
+    changed = csv.replace(b"bad film,neg", b"bad film,pos")
+    at.file_uploader(key="upload_2").set_value(("l.csv", changed, "text/csv")).run()
+    at.button(key="import_btn").click().run()
+    assert "1 label imported. 2 labels unchanged (already set)." in page_text(at)
+    assert sql(path, "SELECT COUNT(*) FROM label_events") == [(4,)]
+    _finish_jobs(path, pid)

@@ -4,6 +4,7 @@ import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
+import psutil
 import pytest
 
 import core.jobs as jobs
@@ -12,6 +13,7 @@ from core.model.cache import cache_key
 from core.errors import BackboneError
 from core.store import Job, Store
 from core.hashing import text_hash
+from tests.helpers import WORDS
 
 TEXTS = ["good movie", "bad film", "a wonderful plot", "the worst review", "it was fine"]
 SETTINGS = Settings(backbone="tiny", prompt=None)
@@ -155,3 +157,41 @@ def test_a_finished_job_leaves_no_thread_behind(db, tiny_backbone):
     assert not any(jobs.is_alive(j) for j in job_ids)
     with Store.open(path) as store:
         assert all(store.job(j).status == "done" for j in job_ids)
+
+
+def test_a_job_whose_process_is_gone_is_interrupted_at_once():
+    # regression: a dead job looked alive ("About 25 s left") for two minutes after a restart
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    started, last = (now - timedelta(seconds=30)).isoformat(), (now - timedelta(seconds=1)).isoformat()
+    dead = Job(999_003, 1, "embed", "running", 32, 70, "Reading", started, last,
+               pid=2 ** 22 + 11, process_started=1.0)  # above Linux's largest pid: no such process
+    p = jobs.progress_of(dead, now=now)
+    assert (p.state, p.eta_seconds, p.message) == ("interrupted", None, jobs.INTERRUPTED_MESSAGE)
+    me = psutil.Process()
+    alive = Job(999_004, 1, "embed", "running", 32, 70, "Reading", started, last,
+                pid=me.pid, process_started=me.create_time())
+    assert jobs.progress_of(alive, now=now).state == "running"
+
+
+def test_a_job_that_fails_mid_way_keeps_the_batches_it_finished(db, tiny_backbone):
+    # regression: features were written only when the whole job ended
+    path, pid = db
+
+    class FailsOnSecondBatch(type(tiny_backbone)):
+        calls = 0
+
+        def hidden_states(self, input_ids, attention_mask):
+            type(self).calls += 1
+            if type(self).calls == 2:
+                raise RuntimeError("killed")
+            return super().hidden_states(input_ids, attention_mask)
+
+    flaky = FailsOnSecondBatch(tiny_backbone.name, tiny_backbone.model, tiny_backbone.tokenizer,
+                               tiny_backbone.fingerprint)
+    texts = [f"{a} {b}" for a in WORDS[:8] for b in WORDS[10:15]]  # 40: two batches of <= 32
+    job_id = _job(path, pid, len(texts))
+    jobs.run_embedding(path, job_id, texts, SETTINGS, flaky)
+    with Store.open(path) as store:
+        assert store.job(job_id).status == "failed"
+        (n,) = store.db.execute("SELECT COUNT(*) FROM features").fetchone()
+    assert n == 32  # the first batch's features were kept

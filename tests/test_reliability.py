@@ -40,7 +40,7 @@ from tests.helpers import SECTIONS, figures_dir, record_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = (".venv/bin/python -m pytest tests/test_reliability.py tests/test_hostile_inputs.py "
-           "tests/test_injection.py --reliability-report RELIABILITY.md")
+           "tests/test_injection.py tests/test_sessions.py --reliability-report RELIABILITY.md")
 KILLS = 25
 OPS_PER_ROUND = 10_000  # far more than a round can finish, so every kill lands mid-stream
 WRITERS, PER_WRITER = 5, 100
@@ -66,7 +66,9 @@ def _report(collected: dict[str, dict]) -> str:
         "Crash safety means: after each kill the file passes `PRAGMA integrity_check`, reopens,",
         "and holds every change the killed process had acknowledged, and nothing else but the",
         "one change in flight. Hostile inputs must end in a plain-language error or in a",
-        "partial import whose imported and skipped rows account for every row.",
+        "partial import whose imported and skipped rows account for every row. Two sessions",
+        "must never undo each other's labels, nor publish a model on older labels as the",
+        "latest; a killed job must keep what it read and continue from there.",
         "",
     ])
 

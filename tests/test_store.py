@@ -1,7 +1,6 @@
 """Tests of core.store against real SQLite files under tmp_path (no mocks)."""
 
 import io
-import os
 import signal
 import sqlite3
 import subprocess
@@ -343,6 +342,56 @@ def test_undo_last_label_walks_back_in_order(store, pid):
     assert store.labelled(pid) == []
 
 
+def test_undo_reverts_only_the_labellers_own_changes(store, pid):
+    # regression: undo took the project's newest event, so one tab undid another's label
+    a1, a2, b1 = store.add_texts(pid, ["a1", "a2", "b1"]).text_ids
+    store.set_label(pid, a1, "pos", session="tab-a")
+    store.set_label(pid, a2, "neg", session="tab-a")
+    store.set_label(pid, b1, "pos", session="tab-b")
+    store.set_label(pid, b1, "pos")  # unchanged: the API's labeller has nothing to undo
+    assert store.undo_last_label(pid) is None
+    assert store.undo_last_label(pid, session="tab-a") == (a2, None)
+    assert {r.text: r.label for r in store.labelled(pid)} == {"a1": "pos", "b1": "pos"}
+    assert store.undo_last_label(pid, session="tab-c") is None
+    assert store.undo_last_label(pid, session="tab-b") == (b1, None)
+    assert store.undo_last_label(pid, session="tab-a") == (a1, None)
+    assert store.labelled(pid) == []
+
+
+def test_undo_refuses_to_overwrite_a_later_change_by_someone_else(store, pid):
+    (text_id,) = store.add_texts(pid, ["shared"]).text_ids
+    store.set_label(pid, text_id, "pos", session="tab-a")
+    store.set_label(pid, text_id, "neg", session="tab-b")
+    with pytest.raises(InputError, match="was changed since .* would overwrite that change"):
+        store.undo_last_label(pid, session="tab-a")
+    assert store.labelled(pid)[0].label == "neg"  # tab-b's acknowledged label stays
+    assert store.undo_last_label(pid, session="tab-b") == (text_id, "pos")
+    # tab-b's change is undone, so tab-a's own label is the one in effect again
+    assert store.undo_last_label(pid, session="tab-a") == (text_id, None)
+
+
+def test_label_generation_counts_every_change_of_the_labels(store, pid):
+    a, b = store.add_texts(pid, ["a", "b"]).text_ids
+    store.add_class(pid, "meh")
+    seen = [store.label_generation(pid)]
+    for change in (lambda: store.set_label(pid, a, "pos"), lambda: store.set_label(pid, a, "neg"),
+                   lambda: store.undo_last_label(pid), lambda: store.set_labels(pid, [a, b], "neg"),
+                   lambda: store.add_texts(pid, ["c"], labels=["pos"]),
+                   lambda: store.delete_class(pid, "neg")):
+        change()
+        seen.append(store.label_generation(pid))
+    assert all(later > earlier for earlier, later in zip(seen, seen[1:])), seen
+    store.set_label(pid, a, None)  # a's label went with its class: nothing changes
+    assert store.label_generation(pid) == seen[-1]
+
+
+def test_add_texts_counts_only_labels_that_changed(store, pid):
+    texts, labels = ["a", "b", "c"], ["pos", "neg", None]
+    assert store.add_texts(pid, texts, labels=labels).labelled == 2
+    assert store.add_texts(pid, texts, labels=labels).labelled == 0
+    assert store.add_texts(pid, texts, labels=["pos", "pos", "neg"]).labelled == 2
+
+
 def test_single_label_is_enforced_by_the_database(store, pid):
     text_id = store.add_texts(pid, ["one"], labels=["pos"]).text_ids[0]
     neg = store.class_ids(pid)["neg"]
@@ -502,6 +551,21 @@ def test_models_round_trip(store, pid):
     assert store.latest_model(other) is None
 
 
+def test_a_model_trained_on_older_labels_is_not_published(store, pid):
+    # regression: v13 (18 labels) was saved after v12 (19 labels) and became "the latest"
+    def save(generation, n_labels):
+        return store.save_model(pid, params={}, metrics={}, state={"c": np.zeros(1)},
+                                n_labels=n_labels, label_generation=generation)
+
+    assert save(19, 19) == 1
+    assert save(18, 18) is None  # finished last, trained on older labels: not kept
+    assert [(m.version, m.n_labels) for m in store.models(pid)] == [(1, 19)]
+    assert store.latest_model(pid).n_labels == 19
+    assert save(19, 19) == 2  # the same labels again (two tabs, one submit) are kept
+    assert save(20, 20) == 3
+    assert save(None, 5) == 4  # a caller that says nothing is published as before
+
+
 def test_predictions_round_trip(store, pid):
     ids = store.add_texts(pid, ["good", "bad"]).text_ids
     model_id = _save_model(store, pid).id
@@ -536,6 +600,56 @@ def test_jobs_round_trip(store, pid):
         store.update_job(job_id, done=1, status="paused")
     with pytest.raises(StoreError, match="no job with id 999"):
         store.job(999)
+
+
+def test_running_jobs_and_interrupt_job(store, pid):
+    job_id = store.start_job(pid, "embed", 10, pid=4242, process_started=1234.5)
+    done = store.start_job(pid, "embed", 1)
+    store.update_job(done, done=1, status="done")
+    running = store.running_jobs()
+    assert [(j.id, j.pid, j.process_started) for j in running] == [(job_id, 4242, 1234.5)]
+    assert store.interrupt_job(job_id, "stopped") is True
+    assert store.interrupt_job(job_id, "again") is False  # only a running job is interrupted
+    assert store.interrupt_job(done, "late") is False
+    job = store.job(job_id)
+    assert (job.status, job.message) == ("interrupted", "stopped")
+    assert store.running_jobs() == []
+
+
+def test_a_version_2_workspace_migrates_keeping_everything(path):
+    db = Database(sqlite3.connect(str(path), isolation_level=None))
+    migrate(db, MIGRATIONS[:2])
+    now = "2026-01-01T00:00:00+00:00"
+    db.execute("INSERT INTO projects (id, name, created_at, updated_at) VALUES (1, 'p', ?, ?)",
+               [now, now])
+    for class_id, name in ((1, "neg"), (2, "pos")):
+        db.execute("INSERT INTO classes (id, project_id, name, position, created_at) "
+                   "VALUES (?, 1, ?, ?, ?)", [class_id, name, class_id, now])
+    db.execute("INSERT INTO texts (id, project_id, hash, text, source, created_at) "
+               "VALUES (1, 1, 'h', 'good', 'typed', ?)", [now])
+    db.execute("INSERT INTO labels VALUES (1, 1, 2, ?)", [now])
+    db.execute("INSERT INTO label_events (project_id, text_id, class_id, created_at) "
+               "VALUES (1, 1, 2, ?)", [now])
+    db.execute("INSERT INTO models (project_id, version, created_at, params, metrics, n_labels, "
+               "state) VALUES (1, 1, ?, '{}', '{}', 1, ?)", [now, pack_arrays({"c": np.ones(2)})])
+    db.execute("INSERT INTO jobs (project_id, kind, status, done, total, created_at, updated_at) "
+               "VALUES (1, 'embed', 'running', 3, 9, ?, ?)", [now, now])
+    db.close()
+    with Store.open(path) as store:
+        assert schema_version(store.db) == SCHEMA_VERSION == 3
+        assert store.classes(1) == ["neg", "pos"]
+        assert [(r.text, r.label) for r in store.labelled(1)] == [("good", "pos")]
+        assert store.latest_model(1).version == 1
+        job = store.running_jobs()[0]
+        assert (job.done, job.total, job.pid, job.process_started) == (3, 9, None, None)
+        # an old event has no labeller: the API's (session None) undo reaches it
+        assert store.undo_last_label(1, session="tab") is None
+        assert store.undo_last_label(1) == (1, None)
+        generation = store.label_generation(1)
+        assert generation == 1  # the undo changed a label
+        assert store.interrupt_job(job.id, "gone")  # the new status is allowed
+        assert store.save_model(1, params={}, metrics={}, state={}, n_labels=0,
+                                label_generation=generation) == 2
 
 
 # --- explanation results -----------------------------------------------------------

@@ -78,7 +78,9 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
     """Pooled features of every text for each pooling.
 
     Returns {pooling: float32 array of shape (n_texts, n_layers, hidden)}. Texts whose
-    features are all cached cost no forward pass; duplicates are computed once.
+    features are all cached cost no forward pass; duplicates are computed once. Each
+    batch's features go into the cache as soon as the batch is done, so work that is
+    interrupted (a killed job) resumes from what it had finished.
     progress(done, total) is called after each batch with counts of texts to compute.
     """
     for p in poolings:
@@ -92,13 +94,17 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
             found[p] = cache.get_features(key, prompt, p, list(dict.fromkeys(hashes)))
     todo = {h: t for h, t in zip(hashes, texts) if any(h not in found[p] for p in poolings)}
     if todo:
-        fresh = _compute(backbone, list(todo.values()), prompt=prompt, poolings=poolings,
-                         batch_size=batch_size, max_length=max_length, progress=progress)
-        for p in poolings:
-            new = dict(zip(todo, fresh[p]))
-            found[p].update(new)
-            if cache is not None:
-                cache.put_features(key, prompt, p, new)
+        todo_hashes = list(todo)
+
+        def keep(idx: list[int], pooled: dict[str, np.ndarray]) -> None:
+            for p in poolings:
+                new = {todo_hashes[i]: pooled[p][j] for j, i in enumerate(idx)}
+                found[p].update(new)
+                if cache is not None:
+                    cache.put_features(key, prompt, p, new)
+
+        _compute(backbone, list(todo.values()), prompt=prompt, poolings=poolings,
+                 batch_size=batch_size, max_length=max_length, progress=progress, keep=keep)
     shape = (0, backbone.n_layers, backbone.hidden_size)
     return {p: np.stack([found[p][h] for h in hashes]) if hashes else np.zeros(shape, np.float32)
             for p in poolings}
@@ -110,7 +116,9 @@ def embed(backbone, texts: Sequence[str], *, pooling: str = "mean", **kwargs) ->
 
 
 def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_length,
-             progress) -> dict[str, np.ndarray]:
+             progress, keep=None) -> dict[str, np.ndarray]:
+    """{pooling: (n_texts, n_layers, hidden)}; keep(indices, {pooling: (batch, n_layers,
+    hidden)}) is called with each batch's features, before ``progress``."""
     encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length)
     n_cut = sum(e.truncated for e in encoded)
     if n_cut:
@@ -123,6 +131,8 @@ def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_le
         pooled = pool(states, mask, poolings)
         for p in poolings:
             out[p][idx] = pooled[p]
+        if keep is not None:
+            keep(idx, pooled)
         done += len(idx)
         if progress:
             progress(done, len(texts))

@@ -16,7 +16,8 @@ keeps one ``Database`` with a module per concern):
 Every public method that writes runs in one transaction and returns after it is
 committed, so an acknowledged label survives a crash. Shortcuts: projects are
 single-label only for now (the schema allows multi-label), and undo of labels
-and undo of class changes are two separate stacks.
+and undo of class changes are two separate stacks; label undo is per labeller
+(``session``), class undo is per project.
 
 Example::
 

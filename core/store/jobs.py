@@ -1,4 +1,8 @@
-"""The jobs table: progress of long work (embedding, SHAP, bootstrap) that pages poll."""
+"""The jobs table: progress of long work (embedding, SHAP, bootstrap) that pages poll.
+
+A job row records the process that runs it (``pid`` and that process's start time), so
+a job whose process is gone can be told apart from a slow one (``core.jobs``).
+"""
 
 from core.errors import InputError, StoreError
 from core.store.codec import utc_now
@@ -7,21 +11,29 @@ from core.store.rows import JOB_STATUSES, Job
 
 __all__ = ["JobsMixin"]
 
-_JOB_COLUMNS = "id, project_id, kind, status, done, total, message, created_at, updated_at"
+_JOB_COLUMNS = ("id, project_id, kind, status, done, total, message, created_at, updated_at, "
+                "pid, process_started")
 
 
 class JobsMixin(StoreBase):
     """Starting, updating and reading jobs."""
 
     @transactional
-    def start_job(self, project_id: int, kind: str, total: int) -> int:
-        """Record a running job of ``total`` steps and return its id."""
+    def start_job(
+        self, project_id: int, kind: str, total: int, *, pid: int | None = None,
+        process_started: float | None = None,
+    ) -> int:
+        """Record a running job of ``total`` steps and return its id.
+
+        pid, process_started: the process that will run it and its start time (seconds
+        since the epoch); None when unknown.
+        """
         self._project_name(project_id)
         now = utc_now()
         cursor = self.db.execute(
-            "INSERT INTO jobs (project_id, kind, status, done, total, created_at, updated_at) "
-            "VALUES (?, ?, 'running', 0, ?, ?, ?)",
-            [project_id, kind, int(total), now, now],
+            "INSERT INTO jobs (project_id, kind, status, done, total, created_at, updated_at, "
+            "pid, process_started) VALUES (?, ?, 'running', 0, ?, ?, ?, ?, ?)",
+            [project_id, kind, int(total), now, now, pid, process_started],
         )
         return cursor.lastrowid
 
@@ -46,6 +58,21 @@ class JobsMixin(StoreBase):
         if row is None:
             raise _no_job(job_id)
         return Job(*row)
+
+    def running_jobs(self) -> list[Job]:
+        """Every job of the workspace still recorded as running, oldest first."""
+        rows = self._all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY id")
+        return [Job(*row) for row in rows]
+
+    @transactional
+    def interrupt_job(self, job_id: int, message: str) -> bool:
+        """Mark a running job ``interrupted``; False when it is no longer running."""
+        cursor = self.db.execute(
+            "UPDATE jobs SET status = 'interrupted', message = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'running'",
+            [message, utc_now(), job_id],
+        )
+        return cursor.rowcount == 1
 
     def latest_job(self, project_id: int, kind: str) -> Job | None:
         """Return the project's most recently started job of ``kind``, or None."""

@@ -26,18 +26,31 @@ class ModelsMixin(StoreBase):
         metrics: dict[str, Any],
         state: dict[str, np.ndarray],
         n_labels: int,
-    ) -> int:
-        """Save a trained head as the project's next version and return that version number."""
+        label_generation: int | None = None,
+    ) -> int | None:
+        """Save a trained head as the project's next version and return that version number.
+
+        label_generation: ``Store.label_generation`` read before the training labels.
+        When a saved version was trained on newer labels (a higher generation), this
+        head is not saved at all and None is returned: two retrains that finish out of
+        order (two tabs labelling) must not make older data the latest model. The
+        check and the insert run in one write transaction, so it holds across processes.
+        """
         self._project_name(project_id)
+        if label_generation is not None and self._one(
+            "SELECT 1 FROM models WHERE project_id = ? AND label_generation > ? LIMIT 1",
+            [project_id, int(label_generation)],
+        ):
+            return None
         (version,) = self._one(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE project_id = ?", [project_id]
         )
         self.db.execute(
             "INSERT INTO models "
-            "(project_id, version, created_at, params, metrics, n_labels, state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "(project_id, version, created_at, params, metrics, n_labels, state, label_generation) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [project_id, version, utc_now(), dump_json(params), dump_json(metrics),
-             int(n_labels), pack_arrays(state)],
+             int(n_labels), pack_arrays(state), label_generation],
         )
         return version
 

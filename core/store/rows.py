@@ -17,7 +17,8 @@ __all__ = [
 ]
 
 #: Allowed values of ``Job.status``; a job starts as ``"running"``.
-JOB_STATUSES = ("running", "done", "failed", "cancelled")
+#: ``interrupted``: the process running it is gone (see ``core.jobs.mark_interrupted``).
+JOB_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,14 @@ class AddResult:
     occurrence kept, input order), and includes the ids of texts the project
     already had. Example: inputs ``["a", " ", "b", "a"]`` in a project that
     already holds ``"b"`` give ``added=1, duplicates=2, empty=1`` and two ids.
+    ``labelled`` counts the labels that changed: a label a text already had is not one.
     """
 
     added: int
     duplicates: int
     empty: int
     text_ids: list[int]
+    labelled: int = 0
 
 
 class TextRow(NamedTuple):
@@ -106,3 +109,5 @@ class Job:
     message: str | None
     created_at: str
     updated_at: str
+    pid: int | None = None  # the process running the job, and its start time (epoch seconds)
+    process_started: float | None = None

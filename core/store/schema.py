@@ -177,10 +177,63 @@ def _v2_explanations(db: Database) -> None:
     db.executescript(_V2_TABLES)
 
 
+_V3_SESSIONS = """
+ALTER TABLE label_events ADD COLUMN session TEXT;
+CREATE INDEX label_events_session ON label_events(project_id, session, undone, id);
+ALTER TABLE projects ADD COLUMN label_generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE models ADD COLUMN label_generation INTEGER;
+CREATE TRIGGER labels_generation_insert AFTER INSERT ON labels BEGIN
+    UPDATE projects SET label_generation = label_generation + 1 WHERE id = NEW.project_id;
+END;
+CREATE TRIGGER labels_generation_delete AFTER DELETE ON labels BEGIN
+    UPDATE projects SET label_generation = label_generation + 1 WHERE id = OLD.project_id;
+END;
+CREATE TRIGGER labels_generation_update AFTER UPDATE ON labels BEGIN
+    UPDATE projects SET label_generation = label_generation + 1 WHERE id = NEW.project_id;
+END;
+CREATE TABLE jobs_v3 (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('running', 'done', 'failed', 'cancelled', 'interrupted')),
+    done INTEGER NOT NULL DEFAULT 0 CHECK (done >= 0),
+    total INTEGER NOT NULL CHECK (total >= 0),
+    message TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    pid INTEGER,
+    process_started REAL
+);
+INSERT INTO jobs_v3 (id, project_id, kind, status, done, total, message, created_at, updated_at)
+    SELECT id, project_id, kind, status, done, total, message, created_at, updated_at FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v3 RENAME TO jobs;
+CREATE INDEX jobs_project_kind ON jobs(project_id, kind, id);
+"""
+
+
+def _v3_sessions(db: Database) -> None:
+    """Who made each label change, what a model was trained on, which process runs a job.
+
+    - ``label_events.session``: the labeller (a browser session's id; NULL for the
+      Python API and the CLI, and for every event older than this migration), so undo
+      reverts only the labeller's own changes.
+    - ``projects.label_generation``: counts every change of the ``labels`` table
+      (triggers, so no code path can forget it); ``models.label_generation`` is the
+      count a model was trained on (NULL before this migration), so a retrain that
+      finishes after one on newer labels is not published as the latest.
+    - ``jobs.pid`` and ``jobs.process_started``: the process running a job, so a job
+      whose process is gone is marked ``interrupted`` at once. The jobs table is
+      rebuilt because its status CHECK gains ``interrupted``; nothing references it.
+    """
+    db.executescript(_V3_SESSIONS)
+
+
 Migration = Callable[[Database], None]
 
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations)
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions)
 
 #: The version a file has once every migration this code knows has run.
 SCHEMA_VERSION = len(MIGRATIONS)

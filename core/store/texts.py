@@ -1,8 +1,10 @@
 """The texts, labels and label_events tables: adding texts, labelling, and undo.
 
-Every label change is appended to ``label_events`` with the class it replaced, so
-``undo_last_label`` can revert it; changes made by class edits carry their
-schema event and are reverted by ``undo_schema_change`` (core.store.classes).
+Every label change is appended to ``label_events`` with the class it replaced and the
+labeller who made it (``session``: a browser session's id, or None for the Python API
+and the CLI), so ``undo_last_label`` can revert that labeller's own last change and
+never another labeller's; changes made by class edits carry their schema event and are
+reverted by ``undo_schema_change`` (core.store.classes).
 """
 
 from typing import Sequence
@@ -28,6 +30,7 @@ class TextsMixin(StoreBase):
         source: str = "typed",
         labels: list[str | None] | None = None,
         new_classes: Sequence[str] = (),
+        session: str | None = None,
     ) -> AddResult:
         """Add texts, stripped and de-duplicated by hash; optionally label them (None: no label).
 
@@ -37,6 +40,8 @@ class TextsMixin(StoreBase):
         its last non-None label; a text the project already had is relabelled.
         Refused as a whole (InputError) when the project would hold more than
         ``self.limits.project_texts`` texts (``Store.open(..., limits=...)``).
+        session: the labeller the label changes are recorded for (see ``set_labels``).
+        ``AddResult.labelled`` counts only labels that changed.
         """
         self._project_name(project_id)
         for name in dict.fromkeys(new_classes):
@@ -57,10 +62,12 @@ class TextsMixin(StoreBase):
         if added:
             self._refuse_over_limit(project_id, added)
         class_ids = self.class_ids(project_id)
-        for text_id, (_, label) in zip(text_ids, unique.values()):
-            if label is not None:
-                self._change_label(project_id, text_id, class_ids[label])
-        return AddResult(added, len(texts) - empty - added, empty, text_ids)
+        changed = sum(
+            self._change_label(project_id, text_id, class_ids[label], session=session)
+            for text_id, (_, label) in zip(text_ids, unique.values())
+            if label is not None
+        )
+        return AddResult(added, len(texts) - empty - added, empty, text_ids, changed)
 
     def text_id(self, project_id: int, text: str) -> int | None:
         """Return the id of ``text`` (after stripping) in the project, or None."""
@@ -78,37 +85,58 @@ class TextsMixin(StoreBase):
         return [TextRow(*r) for r in rows]
 
     @transactional
-    def set_label(self, project_id: int, text_id: int, label: str | None) -> None:
+    def set_label(
+        self, project_id: int, text_id: int, label: str | None, *, session: str | None = None
+    ) -> None:
         """Label one text; ``None`` removes its label. Setting the current label records nothing."""
-        self.set_labels(project_id, [text_id], label)
+        self.set_labels(project_id, [text_id], label, session=session)
 
     @transactional
-    def set_labels(self, project_id: int, text_ids: list[int], label: str | None) -> None:
-        """Give several texts the same label (``None``: unlabel them) in one transaction."""
+    def set_labels(
+        self, project_id: int, text_ids: list[int], label: str | None, *, session: str | None = None
+    ) -> None:
+        """Give several texts the same label (``None``: unlabel them) in one transaction.
+
+        session: who is labelling (the app passes its browser session's id); undo with
+        the same ``session`` reverts these changes. None is the Python API's and the
+        CLI's labeller, shared by every caller that passes none.
+        """
         class_id = None if label is None else self._class_id(project_id, label)
         for text_id in text_ids:
             self._check_text(project_id, text_id)
         for text_id in text_ids:
-            self._change_label(project_id, text_id, class_id)
+            self._change_label(project_id, text_id, class_id, session=session)
 
     @transactional
-    def undo_last_label(self, project_id: int) -> tuple[int, str | None] | None:
-        """Revert the latest label change not yet undone; return ``(text_id, restored label)``.
+    def undo_last_label(
+        self, project_id: int, *, session: str | None = None
+    ) -> tuple[int, str | None] | None:
+        """Revert ``session``'s latest label change not yet undone; return ``(text_id, restored label)``.
 
-        Returns None when there is nothing to undo. Label changes made by class
-        changes are reverted by ``undo_schema_change`` instead.
+        Only the changes recorded for ``session`` are candidates (None: those made
+        without one, i.e. by the Python API, the CLI, or before labellers were
+        recorded), so one labeller never undoes another's acknowledged label.
+        Returns None when there is nothing to undo. Raises InputError when another
+        labeller has changed that text's label since: undoing would overwrite theirs.
+        Label changes made by class changes are reverted by ``undo_schema_change``.
         """
         row = self._one(
             "SELECT e.id, e.text_id, e.previous_class_id, c.name, c.deleted_at "
             "FROM label_events e LEFT JOIN classes c ON c.id = e.previous_class_id "
-            "WHERE e.project_id = ? AND e.undone = 0 AND e.schema_event_id IS NULL "
-            "ORDER BY e.id DESC LIMIT 1",
-            [project_id],
+            "WHERE e.project_id = ? AND e.session IS ? AND e.undone = 0 "
+            "AND e.schema_event_id IS NULL ORDER BY e.id DESC LIMIT 1",
+            [project_id, session],
         )
         if row is None:
             self._project_name(project_id)
             return None
         event_id, text_id, previous, previous_name, deleted_at = row
+        if self._changed_since(text_id, event_id):
+            raise InputError(
+                f"Cannot undo: the label of text {text_id} was changed since (in another tab, by "
+                "someone else, or by a class change), and undo would overwrite that change. "
+                "Set the label you want on the Label page's table instead."
+            )
         if deleted_at is not None:
             raise InputError(
                 f"Cannot undo: text {text_id} would go back to class {previous_name!r}, which "
@@ -117,6 +145,17 @@ class TextsMixin(StoreBase):
         self._write_label(project_id, text_id, previous)
         self.db.execute("UPDATE label_events SET undone = 1 WHERE id = ?", [event_id])
         return text_id, previous_name
+
+    def label_generation(self, project_id: int) -> int:
+        """How many times the project's labels have changed (any way, undo included).
+
+        A retrain reads it before the labels and saves it with the model, so of two
+        models the one with the higher number was trained on newer labels.
+        """
+        row = self._one("SELECT label_generation FROM projects WHERE id = ?", [project_id])
+        if row is None:
+            self._project_name(project_id)
+        return row[0]
 
     def labelled(self, project_id: int) -> list[Label]:
         """Return ``(text_id, text, class name)`` of every labelled text, by text id."""
@@ -204,6 +243,14 @@ class TextsMixin(StoreBase):
                 text_ids.append(row[0])
         return text_ids, added
 
+    def _changed_since(self, text_id: int, event_id: int) -> bool:
+        """Whether a later change of the text's label (by anyone) is still in effect."""
+        later = self._one(
+            "SELECT 1 FROM label_events WHERE text_id = ? AND id > ? AND undone = 0 LIMIT 1",
+            [text_id, event_id],
+        )
+        return later is not None
+
     def _current_class(self, text_id: int) -> int | None:
         row = self._one("SELECT class_id FROM labels WHERE text_id = ?", [text_id])
         return None if row is None else row[0]
@@ -224,6 +271,8 @@ class TextsMixin(StoreBase):
         text_id: int,
         class_id: int | None,
         schema_event_id: int | None = None,
+        *,
+        session: str | None = None,
     ) -> bool:
         """Relabel a text and append the change to ``label_events``; False if nothing changed."""
         previous = self._current_class(text_id)
@@ -232,8 +281,8 @@ class TextsMixin(StoreBase):
         self._write_label(project_id, text_id, class_id)
         self.db.execute(
             "INSERT INTO label_events (project_id, text_id, class_id, previous_class_id, "
-            "schema_event_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [project_id, text_id, class_id, previous, schema_event_id, utc_now()],
+            "schema_event_id, session, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [project_id, text_id, class_id, previous, schema_event_id, session, utc_now()],
         )
         return True
 
