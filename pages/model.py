@@ -186,10 +186,11 @@ def diagnostics_section(project, latest) -> None:
             st.info("The learning curve needs at least 3 labels in every class.",
                     icon=":material/school:")
             return
-        best = int(round(float(diag.curve.mean.max()) * 100))
+        cv = latest.metrics.get("cv_accuracy")
+        best = int(round(max(float(diag.curve.mean.max()), cv or 0.0) * 100))
         target = st.slider("Target accuracy", 50, 99, min(99, max(50, best + 5)), 1,
                            format="%d%%", key="m_target")
-        est = labels_needed(diag.curve, target / 100)
+        est = labels_needed(diag.curve, target / 100, current=cv)
         st.plotly_chart(curve_figure(diag.curve, est), key="m_curve")
     st.markdown(describe_estimate(est))
 

@@ -214,15 +214,17 @@ def _extra(per_class: float, counts: Sequence[int]) -> float:
 
 
 def labels_needed(curve: LearningCurve, target: float, *, n_boot: int = 100,
-                  random_state: int = 0) -> LabelsNeeded:
+                  random_state: int = 0, current: float | None = None) -> LabelsNeeded:
     """Fit acc(n) = a - b n^-c to the curve and solve acc(n) = target for n.
 
     n is labels per class; the extra labels are summed over classes from their current
-    counts. When the curve's best observed accuracy already meets the target, 0.
+    counts. When the curve's best observed accuracy, or ``current`` (the model's own CV
+    accuracy on all its labels, which the curve's smaller training sets lie below),
+    already meets the target, 0.
     Uncertainty: the same fit on bootstrap resamples of the (seed, fold) runs.
     """
     kind, params = _fit_curve(curve.sizes, curve.mean)
-    if float(curve.mean.max()) >= target:
+    if max(float(curve.mean.max()), current if current is not None else 0.0) >= target:
         a = params[0] if kind == "saturating" else None
         return LabelsNeeded(target, 0.0, 0.0, 0.0, float(curve.sizes[curve.mean.argmax()]), a,
                             None, kind, True, params)
