@@ -105,7 +105,8 @@ def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Set
                 features_for(model, list(texts), settings, cache=cache, progress=progress)
                 cut = n_truncated(model, list(texts), settings)
             store.update_job(job_id, done=total, status="done",
-                             message=f"All {total} sentences are ready for the model."
+                             message=f"{total} sentence{'' if total == 1 else 's'} read and "
+                             "ready for the model."
                              + _truncation_note(cut, settings.max_length))
         except Exception as err:  # the thread must record every failure, whatever its type
             _record_failure(store, job_id, err)

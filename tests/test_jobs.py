@@ -33,7 +33,7 @@ def test_embedding_job_completes_and_fills_the_cache(db, tiny_backbone):
     with Store.open(path) as store:
         job = store.job(job_id)
         assert (job.status, job.done, job.total, job.kind) == ("done", 5, 5, jobs.EMBED)
-        assert "All 5 sentences" in job.message
+        assert "5 sentences read" in job.message
         key = cache_key(tiny_backbone, SETTINGS.max_length)
         cached = store.get_features(key, None, "mean", [text_hash(t) for t in TEXTS])
         assert len(cached) == 5
@@ -54,7 +54,7 @@ def test_a_job_says_how_many_sentences_lost_their_end(db, tiny_backbone):
     assert jobs.wait(job_id, timeout=60)
     with Store.open(path) as store:
         message = store.job(job_id).message
-    assert message == ("All 4 sentences are ready for the model. 2 of them were longer than 8 "
+    assert message == ("4 sentences read and ready for the model. 2 of them were longer than 8 "
                        "tokens and lost their end; raise “Longest sentence” on the Model page to "
                        "keep them whole.")
 
