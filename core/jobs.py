@@ -24,7 +24,7 @@ from core.model.cache import MemoryCache
 from core.store import Store
 
 __all__ = ["EMBED", "JobProgress", "start_embedding", "run_embedding", "progress_of", "wait",
-           "is_alive"]
+           "is_alive", "seconds_left"]
 
 EMBED = "embed"
 # a running job writes progress after every batch (seconds apart); this much silence
@@ -157,8 +157,8 @@ def wait(job_id: int, timeout: float | None = None) -> bool:
 def progress_of(job, *, now: datetime | None = None) -> JobProgress:
     """A store ``Job`` -> what to show: state, progress and the estimated seconds left.
 
-    The ETA extrapolates the average speed since the job started; it is None until
-    something is done.
+    The ETA is ``seconds_left``: the pace of the items finished so far, counted down
+    while the next batch runs; None until something is done.
     """
     now = now or datetime.now(timezone.utc)
     elapsed = (now - datetime.fromisoformat(job.created_at)).total_seconds()
@@ -168,7 +168,21 @@ def progress_of(job, *, now: datetime | None = None) -> JobProgress:
         state = "interrupted"
         message = "This job was interrupted (the app stopped before it finished)."
     eta = None
-    if state == "running" and 0 < job.done < job.total and elapsed > 0:
-        eta = elapsed / job.done * (job.total - job.done)
+    if state == "running":
+        eta = seconds_left(job.done, job.total, elapsed - silent, silent)
     return JobProgress(job.id, state, job.done, job.total, message, eta)
+
+
+def seconds_left(done: int, total: int, working: float, since: float) -> float | None:
+    """Seconds left at the pace of the work finished so far; None until some is done.
+
+    working: seconds from the job's start to its last progress report; since: seconds
+    since that report. The time per item comes from finished items only, so waiting for
+    a batch counts the estimate down instead of stretching the pace; it rises only when
+    a batch really took longer than the ones before.
+    Example: 2 of 10 done 10 s after the start, 3 s ago -> 5 s each, 8 left: 40 - 3 = 37.
+    """
+    if not 0 < done < total or working <= 0:
+        return None
+    return max(0.0, working / done * (total - done) - max(0.0, since))
 

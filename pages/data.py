@@ -167,6 +167,8 @@ def upload(project) -> None:
 def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    if seconds < 1:  # the batch under way runs longer than the ones before
+        return " Almost done with this batch."
     return f" About {seconds:.0f} s left." if seconds < 90 else f" About {seconds / 60:.0f} min left."
 
 

@@ -63,6 +63,8 @@ def test_labels_needed_agrees_with_the_cv_accuracy_shown(workspace):
 
 def test_layer_profile_has_one_line_per_pooling(workspace):
     at = open_page("model")
+    # issue 15 bug 3: a reload during the profile lost it without warning
+    assert any("a reload loses the profile" in c.value for c in at.caption)
     at.button(key="m_layers").click().run()
     assert not at.exception
     lines = _chart(at, "each layer")["data"]

@@ -112,6 +112,20 @@ def test_layer_profile_finds_the_informative_layer():
     assert prof["max"][1] == prof["mean"][1]
 
 
+def test_layer_profile_progress_names_a_real_layer():
+    # issue 15 bug 3: the progress read "Layer 40/93" on a 30-layer model
+    from core.learn.curves import PROFILE_POOLINGS, profile_position
+
+    assert profile_position(40, 93) == ("last", 8, 30)
+    assert profile_position(1, 93) == ("mean", 0, 30) and profile_position(93, 93) == ("max", 30, 30)
+    Z, y = _blobs(n_per_class=6, n_classes=2, d=4, shift=4.0)
+    X = np.stack([Z, Z, Z, Z], axis=1)  # 3 layers and the embedding layer
+    seen = []
+    layer_profile({p: X for p in PROFILE_POOLINGS}, y, penalty="l2",
+                  progress=lambda d, t: seen.append(profile_position(d, t)))
+    assert seen == [(p, layer, 3) for p in PROFILE_POOLINGS for layer in range(4)]
+
+
 
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "the best film", "superb movie"]
