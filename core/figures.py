@@ -149,7 +149,8 @@ def describe_estimate(est: LabelsNeeded) -> str:
     else:  # "at least 0" would say nothing
         spread = ((f"at least {est.low:,.0f}; " if est.low >= 1 else "")
                   + "some refits never reach the target")
-    text = (f"About **{est.extra:,.0f} more labels** ({math.ceil(est.per_class):,} per class) "
+    text = (f"About **{est.extra:,.0f} more label{'' if est.extra == 1 else 's'}** "
+            f"({math.ceil(est.per_class):,} per class) "
             f"to reach {est.target:.0%}, estimated {how} and solving for the target; "
             f"{spread} (10th–90th percentile over bootstrap refits of the curve).")
     if est.plateau is not None and est.plateau_interval is not None:

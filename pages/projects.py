@@ -148,14 +148,14 @@ def confirm_class_delete(project, name: str, n_labels: int) -> None:
     """The second step of deleting a class that has labels."""
     st.warning(escape_markdown(f"Delete the class “{name}” and remove its {labels_text(n_labels)}?"),
                icon=":material/warning:")
-    yes, no = st.columns(2)
-    if yes.button(escape_markdown(f"Delete “{name}” and its {labels_text(n_labels)}"), type="primary",
-                  key="delete_class_yes"):
+    # stacked, full width: the class column is narrow
+    if st.button(escape_markdown(f"Delete “{name}” and its {labels_text(n_labels)}"), type="primary",
+                 key="delete_class_yes", width="stretch"):
         st.session_state.pop("_confirm_class_delete", None)
         schema_action(lambda: store().delete_class(project.id, name),
                       f"Deleted the class “{name}” and its {labels_text(n_labels)}.",
                       " “Undo last class change” brings both back.")
-    if no.button("Cancel", key="delete_class_no"):
+    if st.button("Cancel", key="delete_class_no", width="stretch"):
         st.session_state.pop("_confirm_class_delete", None)
         st.rerun()
 
