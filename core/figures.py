@@ -144,9 +144,13 @@ def describe_estimate(est: LabelsNeeded) -> str:
                  else " rises too slowly")
         return (f"The fitted curve{where}, below the {est.target:.0%} target: more labels alone "
                 "are unlikely to get there. Try another prompt, backbone or feature mode.")
-    spread = (f"likely between {est.low:,.0f} and {est.high:,.0f}" if math.isfinite(est.high)
-              else f"at least {est.low:,.0f}; some refits never reach the target")
-    text = (f"About **{est.extra:,.0f} more labels** ({math.ceil(est.per_class):,} per class) "
+    if math.isfinite(est.high):
+        spread = f"likely between {est.low:,.0f} and {est.high:,.0f}"
+    else:  # "at least 0" would say nothing
+        spread = ((f"at least {est.low:,.0f}; " if est.low >= 1 else "")
+                  + "some refits never reach the target")
+    text = (f"About **{est.extra:,.0f} more label{'' if est.extra == 1 else 's'}** "
+            f"({math.ceil(est.per_class):,} per class) "
             f"to reach {est.target:.0%}, estimated {how} and solving for the target; "
             f"{spread} (10th–90th percentile over bootstrap refits of the curve).")
     if est.plateau is not None and est.plateau_interval is not None:

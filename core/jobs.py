@@ -35,7 +35,7 @@ from core.model.cache import MemoryCache
 from core.store import Store
 
 __all__ = ["EMBED", "INTERRUPTED_MESSAGE", "JobProgress", "start_embedding", "run_embedding",
-           "progress_of", "wait", "is_alive", "process_gone", "mark_interrupted"]
+           "progress_of", "wait", "is_alive", "process_gone", "mark_interrupted", "seconds_left"]
 
 EMBED = "embed"
 # a running job writes progress after every batch (seconds apart); this much silence
@@ -121,7 +121,8 @@ def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Set
                 features_for(model, list(texts), settings, cache=cache, progress=progress)
                 cut = n_truncated(model, list(texts), settings)
             store.update_job(job_id, done=total, status="done",
-                             message=f"All {total} sentences are ready for the model."
+                             message=f"{total} sentence{'' if total == 1 else 's'} read and "
+                             "ready for the model."
                              + _truncation_note(cut, settings.max_length))
         except Exception as err:  # the thread must record every failure, whatever its type
             _record_failure(store, job_id, err)
@@ -210,8 +211,8 @@ def mark_interrupted(store: Store) -> list[int]:
 def progress_of(job, *, now: datetime | None = None) -> JobProgress:
     """A store ``Job`` -> what to show: state, progress and the estimated seconds left.
 
-    The ETA extrapolates the average speed since the job started; it is None until
-    something is done.
+    The ETA is ``seconds_left``: the pace of the items finished so far, counted down
+    while the next batch runs; None until something is done.
     """
     now = now or datetime.now(timezone.utc)
     elapsed = (now - datetime.fromisoformat(job.created_at)).total_seconds()
@@ -224,7 +225,21 @@ def progress_of(job, *, now: datetime | None = None) -> JobProgress:
         if gone or (unsure and silent > _STALE_S):
             state, message = "interrupted", INTERRUPTED_MESSAGE
     eta = None
-    if state == "running" and 0 < job.done < job.total and elapsed > 0:
-        eta = elapsed / job.done * (job.total - job.done)
+    if state == "running":
+        eta = seconds_left(job.done, job.total, elapsed - silent, silent)
     return JobProgress(job.id, state, job.done, job.total, message, eta)
+
+
+def seconds_left(done: int, total: int, working: float, since: float) -> float | None:
+    """Seconds left at the pace of the work finished so far; None until some is done.
+
+    working: seconds from the job's start to its last progress report; since: seconds
+    since that report. The time per item comes from finished items only, so waiting for
+    a batch counts the estimate down instead of stretching the pace; it rises only when
+    a batch really took longer than the ones before.
+    Example: 2 of 10 done 10 s after the start, 3 s ago -> 5 s each, 8 left: 40 - 3 = 37.
+    """
+    if not 0 < done < total or working <= 0:
+        return None
+    return max(0.0, working / done * (total - done) - max(0.0, since))
 

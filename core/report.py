@@ -289,10 +289,11 @@ def build_report(project_name: str, model, examples: Sequence[Example], *, diagn
         confusion = confusion_figure(diagnostics).update_traces(colorscale=[[0, "#EEF2FF"], [1, INDIGO]])
         charts = [fig(style_figure(confusion))]
         if diagnostics.curve is not None:
-            best = float(diagnostics.curve.mean.max())
+            cv = model.metrics.get("cv_accuracy")
+            best = max(float(diagnostics.curve.mean.max()), cv or 0.0)
             target = min(0.99, max(0.5, round(best + 0.05, 2)))
-            charts.append(fig(style_figure(curve_figure(diagnostics.curve,
-                                                        labels_needed(diagnostics.curve, target)))))
+            charts.append(fig(style_figure(curve_figure(
+                diagnostics.curve, labels_needed(diagnostics.curve, target, current=cv)))))
         parts.append(f'<div class="grid">{"".join(charts)}</div>')
     else:
         parts.append('<p class="note">Learning curve not included.</p>')

@@ -152,9 +152,15 @@ def upload(project) -> None:
     st.caption("Preview:" if len(rows.texts) <= 5 else f"The first 5 of {len(rows.texts):,} rows:")
     st.dataframe(pd.DataFrame(preview), hide_index=True)
     n_labelled = sum(1 for lab in labels or [] if lab and (add_classes or lab in classes))
-    button = f"Import {plural(len(rows.texts), 'sentence')}" + (
+    counts = store().count_new_texts(project.id, rows.texts)  # as add_texts will count them
+    button = (f"Import {plural(counts.added, 'new sentence')}, skip "
+              f"{plural(counts.duplicates, 'duplicate')}" if counts.duplicates
+              else f"Import {plural(counts.added, 'sentence')}") + (
         f" ({n_labelled:,} labelled)" if labels is not None else "")
-    if st.button(button, type="primary", icon=":material/upload:", disabled=not rows.texts,
+    nothing_new = counts.added == 0 and not n_labelled
+    if nothing_new and rows.texts:
+        st.info("Every sentence in this file is already in the project.", icon=":material/info:")
+    if st.button(button, type="primary", icon=":material/upload:", disabled=nothing_new,
                  key="import_btn"):
         if labels is not None and not add_classes:
             labels = [lab if lab in classes else None for lab in labels]
@@ -166,11 +172,14 @@ def upload(project) -> None:
 def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    if seconds < 1:  # the batch under way runs longer than the ones before
+        return " Almost done with this batch."
     return f" About {seconds:.0f} s left." if seconds < 90 else f" About {seconds / 60:.0f} min left."
 
 
 def job_panel(project) -> None:
-    """Progress of the latest reading job; polls while it runs, the rest of the page stays usable."""
+    """Progress of the latest reading job; polls while it runs, the rest of the page stays usable.
+    A finished job that read fewer sentences than the project holds is called the last batch."""
     job = store().latest_job(project.id, jobs.EMBED)
     if job is None:
         return
@@ -185,7 +194,8 @@ def job_panel(project) -> None:
                 f"{eta_text(p.eta_seconds)} You can keep working meanwhile.")
             st.progress(p.fraction, text=escape_markdown(text))
         elif p.state == "done":
-            st.caption(escape_markdown(f"✓ {p.message}"))
+            batch = "" if p.total == len(store().texts(project.id)) else "Last batch: "
+            st.caption(escape_markdown(f"✓ {batch}{p.message}"))
         else:
             st.error(escape_markdown(p.message or "Reading the sentences stopped."),
                      icon=":material/error:")

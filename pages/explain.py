@@ -18,7 +18,7 @@ from core.explain.attributions import class_phrases, layer_weights_by_backbone, 
 from core.explain.sentence import sentence_attribution, sentence_stability
 from core.explain.shapley import SHAP_MAX_EVALS, shap_attributions, warm_up
 from core.explain.stability import load_stability
-from core.explain.words import view_agreement, word_attributions
+from core.explain.words import probability_effects, view_agreement, word_attributions
 from core.figures import layer_weights_figure, phrases_figure, probability_figure, word_figure
 from core.hashing import text_hash
 from core.report import example_of, exactness_text, report_filename, stakeholder_report
@@ -194,7 +194,14 @@ def sandbox(bb, clf, latest, text, ex) -> None:
         if variant == text:
             st.caption("Change a word to see how the contributions and the probabilities move.")
         else:
-            heatmap(variant, ex_v.pieces, scale=max((abs(p.score) for p in ex.pieces), default=None))
+            # colours by the effect on the probability, so they agree with the numbers beside them
+            name = clf.classes[ex.class_index]
+            effects = probability_effects(attr_v, variant, ex.class_index)
+            before = probability_effects(explain_text(bb, clf, latest.id, text)[1], text, ex.class_index)
+            heatmap(variant, effects, scale=max((abs(p.score) for p in before + effects), default=None))
+            legend(name)
+            st.caption(escape_markdown(f"Each word's colour: how much it raises or lowers the "
+                                       f"probability of “{name}” (the class picked above)."))
         if ex_v.predicted != ex.predicted:
             st.markdown(":material/swap_horiz: " + escape_markdown(
                 f"The prediction flips from “{ex.predicted}” to “{ex_v.predicted}”."))

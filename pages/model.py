@@ -12,7 +12,8 @@ from core.model.registry import REGISTRY, resolve_packaged
 from core.model.group import group_parts, is_fused
 from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, features_for, with_settings)
 from core.figures import (confusion_figure, curve_figure, describe_estimate, history_figure, layer_figure, noise_note)
-from core.learn.curves import (accuracy_noise, compare_prompts, diagnose, labels_needed, profile_layers)
+from core.learn.curves import (accuracy_noise, compare_prompts, diagnose, labels_needed, profile_layers,
+                               profile_position)
 from core.model.embed import POOLINGS
 from core.errors import TenshotError
 from core.learn.features import FeatureSpec
@@ -186,10 +187,11 @@ def diagnostics_section(project, latest) -> None:
             st.info("The learning curve needs at least 3 labels in every class.",
                     icon=":material/school:")
             return
-        best = int(round(float(diag.curve.mean.max()) * 100))
+        cv = latest.metrics.get("cv_accuracy")
+        best = int(round(max(float(diag.curve.mean.max()), cv or 0.0) * 100))
         target = st.slider("Target accuracy", 50, 99, min(99, max(50, best + 5)), 1,
                            format="%d%%", key="m_target")
-        est = labels_needed(diag.curve, target / 100)
+        est = labels_needed(diag.curve, target / 100, current=cv)
         st.plotly_chart(curve_figure(diag.curve, est), key="m_curve")
     st.markdown(describe_estimate(est))
 
@@ -205,7 +207,7 @@ def layer_section(project, latest) -> None:
             st.session_state[key] = profile_layers(
                 backbone(clf.settings.backbone), [r.text for r in rows], [r.label for r in rows],
                 clf, cache=feature_cache(store()),
-                progress=lambda d, t: bar.progress(d / t, text=f"Layer {d}/{t}"))
+                progress=lambda d, t: bar.progress(d / t, text=profile_step(d, t)))
         except TenshotError as err:
             show_error(err)
         bar.empty()
@@ -213,12 +215,20 @@ def layer_section(project, latest) -> None:
     if profile is None:
         st.caption("Trains the head on each single layer, for mean, last-token and max pooling: "
                    "where in the network your classes are told apart. Reads every labelled "
-                   "sentence again; takes up to a minute.")
+                   "sentence again; takes up to a minute. Stay on this page while it runs: "
+                   "leaving or reloading the page stops it, and a reload loses the profile.")
         return
     st.plotly_chart(layer_figure(profile, model_spec(latest).layers), key="m_layer_chart")
     st.caption("Dotted lines: the layers the current model uses.")
     best = max(float(acc.max()) for acc in profile.values())
     st.caption(noise_note(best, latest.n_labels, "between layers"))
+
+
+def profile_step(done: int, total: int) -> str:
+    """'Last token: layer 8 of 30', what the layer profile is fitting now."""
+    pooling, layer, n_layers = profile_position(done, total)
+    where = "the embedding layer" if layer == 0 else f"layer {layer} of {n_layers}"
+    return f"{POOLING_NAMES[pooling]}: {where}"
 
 
 def suggested_prompt(classes) -> str:

@@ -104,15 +104,61 @@ def class_table(project) -> None:
                  hide_index=True, width="content")
 
 
-def schema_action(action, done: str) -> None:
-    """Run one class change; on success flash ``done`` and redraw."""
+def schema_action(action, done: str,
+                  after: str = " Labels were carried along; the model updates at the next label.") -> None:
+    """Run one class change; on success flash ``done`` + ``after`` and redraw."""
     try:
         action()
     except TenshotError as err:
         show_error(err)
         return
-    flash(done + " Labels were carried along; the model updates at the next label.")
+    flash(done + after)
     st.rerun()
+
+
+UNDO_HINT = " “Undo last class change” brings it back."
+
+
+def labels_text(n: int) -> str:
+    return f"{n:,} label" + ("" if n == 1 else "s")
+
+
+def delete_class(project) -> None:
+    """Pick a class and delete it. A class with labels asks first, naming the class and
+    its labels; the answer acts on that class's id, whatever the picker shows by then."""
+    s = store()
+    counts, ids = s.label_counts(project.id), s.class_ids(project.id)
+    gone = st.selectbox("Delete a class", list(counts), key="delete_class_name",
+                        format_func=lambda c: f"{c} ({labels_text(counts[c])})",
+                        on_change=lambda: st.session_state.pop("_confirm_class_delete", None))
+    pending = st.session_state.get("_confirm_class_delete")
+    names = {class_id: name for name, class_id in ids.items()}
+    if pending is not None and pending[0] == project.id and pending[1] in names:
+        confirm_class_delete(project, names[pending[1]], counts[names[pending[1]]])
+        return
+    if st.button("Delete", icon=":material/delete:", key="delete_class_btn", disabled=gone is None):
+        if counts[gone] == 0:
+            schema_action(lambda: s.delete_class(project.id, gone),
+                          f"Deleted the class “{gone}” (it had no labels).", UNDO_HINT)
+            return
+        st.session_state["_confirm_class_delete"] = (project.id, ids[gone])
+        st.rerun()
+
+
+def confirm_class_delete(project, name: str, n_labels: int) -> None:
+    """The second step of deleting a class that has labels."""
+    st.warning(escape_markdown(f"Delete the class “{name}” and remove its {labels_text(n_labels)}?"),
+               icon=":material/warning:")
+    # stacked, full width: the class column is narrow
+    if st.button(escape_markdown(f"Delete “{name}” and its {labels_text(n_labels)}"), type="primary",
+                 key="delete_class_yes", width="stretch"):
+        st.session_state.pop("_confirm_class_delete", None)
+        schema_action(lambda: store().delete_class(project.id, name),
+                      f"Deleted the class “{name}” and its {labels_text(n_labels)}.",
+                      " “Undo last class change” brings both back.")
+    if st.button("Cancel", key="delete_class_no", width="stretch"):
+        st.session_state.pop("_confirm_class_delete", None)
+        st.rerun()
 
 
 def class_editor(project) -> None:
@@ -138,15 +184,8 @@ def class_editor(project) -> None:
         if st.form_submit_button("Merge", icon=":material/merge:", key="merge_btn"):
             schema_action(lambda: s.merge_classes(project.id, sources, into),
                           f"Merged {', '.join(f'“{c}”' for c in sources)} into “{into}”.")
-    with delete.form("delete_class", clear_on_submit=True):
-        gone = st.selectbox("Delete a class", classes, key="delete_class_name")
-        sure = st.checkbox("Also remove its labels", key="delete_class_sure")
-        if st.form_submit_button("Delete", icon=":material/delete:", key="delete_class_btn"):
-            if not sure:
-                st.warning("Tick the box to confirm: the class's labels are removed too.")
-            else:
-                schema_action(lambda: s.delete_class(project.id, gone),
-                              f"Deleted the class “{gone}”.")
+    with delete.container(border=True):
+        delete_class(project)
     if st.button("Undo last class change", icon=":material/undo:", key="undo_schema"):
         try:
             message = s.undo_schema_change(project.id)

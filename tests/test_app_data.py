@@ -64,7 +64,49 @@ def test_type_and_paste_sentences_with_duplicates(project):
     assert at.dataframe[-1].value["Sentence"].tolist() == ["good movie", "bad film", "a wonderful plot"]
     _finish_jobs(path, pid)
     at.run()
-    assert "All 3 sentences are ready for the model" in page_text(at)
+    assert "✓ 3 sentences read and ready for the model" in page_text(at)
+
+
+def test_the_ready_message_counts_what_the_table_counts(project):
+    # issue 15 bug 5: "All 300 sentences are ready" under a table of 303 sentences
+    path, pid = project
+    at = _data_page(pid)
+    at.text_input(key="type_text").input("good movie")
+    at.button(key="type_btn").click().run()
+    at.text_area(key="paste_text").input("bad film\na wonderful plot\n")
+    at.button(key="paste_btn").click().run()
+    _finish_jobs(path, pid)
+    at.run()
+    assert not at.exception
+    text = page_text(at)
+    assert "**3 sentences**" in text
+    assert "All 2 sentences" not in text
+    assert "Last batch: 2 sentences read and ready for the model." in text
+
+
+def test_the_import_button_counts_new_sentences_and_duplicates(project):
+    # issue 15 bug 5: a second upload of the same file said "0 new, 300 duplicates
+    # skipped" after a click on a button labelled "Import 300"
+    path, pid = project
+    at = _data_page(pid)
+    at.file_uploader(key="upload_0").set_value(("a.txt", b"good movie\nbad film\n", "text/plain")).run()
+    assert at.button(key="import_btn").label == "Import 2 sentences"
+    at.button(key="import_btn").click().run()
+    at.file_uploader(key="upload_1").set_value(
+        ("b.txt", b"good movie\nbad film\nbad film\na wonderful plot\n", "text/plain")).run()
+    assert not at.exception
+    assert at.button(key="import_btn").label == "Import 1 new sentence, skip 3 duplicates"
+    at.button(key="import_btn").click().run()
+    assert "Added 1 new sentence. 3 duplicates skipped" in page_text(at)
+    at.file_uploader(key="upload_2").set_value(("c.txt", b"good movie\nbad film\n", "text/plain")).run()
+    button = at.button(key="import_btn")
+    assert button.label == "Import 0 new sentences, skip 2 duplicates" and button.disabled
+    assert "Every sentence in this file is already in the project." in page_text(at)
+    csv = b"text,label\ngood movie,pos\nbad film,neg\n"
+    at.file_uploader(key="upload_2").set_value(("c.csv", csv, "text/csv")).run()
+    button = at.button(key="import_btn")
+    assert button.label == "Import 0 new sentences, skip 2 duplicates (2 labelled)" and not button.disabled
+    _finish_jobs(path, pid)
 
 
 def test_a_too_long_sentence_is_cut_with_a_warning(project):

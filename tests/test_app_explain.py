@@ -169,6 +169,33 @@ def test_editing_the_sentence_updates_the_probabilities(workspace, tiny_model_di
     assert "bad movie film plot" in html_text(at)
 
 
+def test_sandbox_colours_follow_the_probability_of_the_class_named(workspace, tiny_model_dir):
+    # issue 15 bug 4: the sandbox coloured words "away from" a class whose probability rose
+    from core.model.loading import load_backbone
+    from core.explain.attributions import coefficient_attributions
+    from core.explain.words import probability_effects
+    from core.project import load_classifier
+
+    db, pid, _ = workspace
+    at = open_page("explain")
+    variant = "bad movie awful film terrible plot"
+    (box,) = [t for t in at.text_area if t.label == "Your version"]
+    box.input(variant).run()
+    assert not at.exception
+    bodies = [h.proto.body for h in at.get("html")]
+    (sandbox_map,) = [b for b in bodies if "tenshot-heatmap" in b and "awful" in b]
+    legend_after = bodies[bodies.index(sandbox_map) + 1]
+    name = html.unescape(re.search(r"towards “(.+?)”", legend_after).group(1))
+    tips = {w: float(v) for w, v in re.findall(r'title="([^":]+): ([+-][0-9.]+)"', sandbox_map)}
+    with Store.open(db) as store:
+        clf = load_classifier(store.latest_model(pid))
+    attr = coefficient_attributions(load_backbone(tiny_model_dir), clf, variant)
+    effects = {p.text: p.score for p in probability_effects(attr, variant, clf.classes.index(name))}
+    assert set(tips) == set(effects) and len(tips) == 6
+    for word, score in tips.items():
+        assert score == pytest.approx(effects[word], abs=1e-4), word
+
+
 def test_a_typed_sentence_is_explained(workspace):
     at = open_page("explain")
     at.button_group(key="ex_source").set_value("Type your own").run()

@@ -44,8 +44,27 @@ def test_diagnostics_draw_confusion_matrix_and_learning_curve(workspace):
     _chart(at, "Confusion matrix")
 
 
+def test_labels_needed_agrees_with_the_cv_accuracy_shown(workspace):
+    # issue 15 bug 5: "19 more labels to reach 55%" while the page showed CV accuracy 56%
+    db, pid, _ = workspace
+    with Store.open(db) as store:
+        cv = store.latest_model(pid).metrics["cv_accuracy"]
+    at = open_page("model")
+    at.button(key="m_diag").click().run()
+    measured = next(t for t in _chart(at, "Learning curve")["data"]
+                    if t.get("name") == "held-out accuracy")
+    target = max(50, int(cv * 100))
+    assert plotly_array(measured["y"]).max() < target / 100, "the curve's points lie below the CV accuracy"
+    at.slider(key="m_target").set_value(target).run()
+    assert not at.exception
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"The model already reaches {target}%" in text and "more labels" not in text
+
+
 def test_layer_profile_has_one_line_per_pooling(workspace):
     at = open_page("model")
+    # issue 15 bug 3: a reload during the profile lost it without warning
+    assert any("a reload loses the profile" in c.value for c in at.caption)
     at.button(key="m_layers").click().run()
     assert not at.exception
     lines = _chart(at, "each layer")["data"]

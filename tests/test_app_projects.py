@@ -97,11 +97,9 @@ def test_edit_classes_rename_merge_delete_and_undo(labelled_project):
 
     at.selectbox(key="delete_class_name").set_value("meh")
     at.button(key="delete_class_btn").click().run()
-    assert "Tick the box to confirm" in page_text(at)
+    assert "Delete the class “meh” and remove its 1 label?" in page_text(at)
     assert "meh" in Store.open(path).classes(pid), "nothing is deleted without confirmation"
-    at.selectbox(key="delete_class_name").set_value("meh")
-    at.checkbox(key="delete_class_sure").check()
-    at.button(key="delete_class_btn").click().run()
+    at.button(key="delete_class_yes").click().run()
     assert not at.exception
     assert "fine" not in _labels(path, pid)
     at.button(key="undo_schema").click().run()
@@ -110,6 +108,54 @@ def test_edit_classes_rename_merge_delete_and_undo(labelled_project):
     at.button(key="add_class_btn").click().run()
     assert Store.open(path).classes(pid) == ["neg", "positive", "meh", "mixed"]
     assert at.dataframe[0].value["Class"].tolist() == ["neg", "positive", "meh", "mixed"]
+
+
+def test_deleting_a_class_deletes_the_class_confirmed(labelled_project):
+    # issue 15 bug 1: the first Delete reset the picker to the first class, so confirming
+    # deleted "neg" (with its labels) instead of the class the user had picked
+    path, pid = labelled_project
+    at = _app(project_id=pid)
+    at.selectbox(key="delete_class_name").set_value("pos")
+    at.button(key="delete_class_btn").click().run()
+    assert not at.exception
+    assert at.selectbox(key="delete_class_name").value == "pos", "the picker stays on the class"
+    assert "Delete the class “pos” and remove its 2 labels?" in page_text(at)
+    assert Store.open(path).classes(pid) == ["neg", "pos", "meh"]
+    assert at.button(key="delete_class_yes").label.replace("\\", "") == "Delete “pos” and its 2 labels"
+    at.button(key="delete_class_yes").click().run()
+    assert not at.exception
+    assert Store.open(path).classes(pid) == ["neg", "meh"]
+    assert _labels(path, pid) == {"bad": "neg", "awful": "neg", "fine": "meh"}
+    text = page_text(at)
+    assert "Deleted the class “pos” and its 2 labels" in text and "carried along" not in text
+    at.button(key="undo_schema").click().run()
+    assert _labels(path, pid)["good"] == "pos"
+
+
+def test_picking_another_class_cancels_a_pending_delete(labelled_project):
+    path, pid = labelled_project
+    at = _app(project_id=pid)
+    at.selectbox(key="delete_class_name").set_value("pos")
+    at.button(key="delete_class_btn").click().run()
+    at.selectbox(key="delete_class_name").set_value("meh").run()
+    assert not at.exception
+    assert "delete_class_yes" not in [b.key for b in at.button]
+    assert Store.open(path).classes(pid) == ["neg", "pos", "meh"]
+
+
+def test_a_class_without_labels_is_deleted_at_once(labelled_project):
+    # issue 15 bug 1: a class with 0 labels needs no confirmation; undo still brings it back
+    path, pid = labelled_project
+    with Store.open(path) as store:
+        store.add_class(pid, "spare")
+    at = _app(project_id=pid)
+    at.selectbox(key="delete_class_name").set_value("spare")
+    at.button(key="delete_class_btn").click().run()
+    assert not at.exception
+    assert Store.open(path).classes(pid) == ["neg", "pos", "meh"]
+    assert "Deleted the class “spare” (it had no labels)" in page_text(at)
+    at.button(key="undo_schema").click().run()
+    assert Store.open(path).classes(pid) == ["neg", "pos", "meh", "spare"]
 
 
 def test_schema_errors_are_plain_messages(labelled_project):

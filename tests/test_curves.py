@@ -112,6 +112,20 @@ def test_layer_profile_finds_the_informative_layer():
     assert prof["max"][1] == prof["mean"][1]
 
 
+def test_layer_profile_progress_names_a_real_layer():
+    # issue 15 bug 3: the progress read "Layer 40/93" on a 30-layer model
+    from core.learn.curves import PROFILE_POOLINGS, profile_position
+
+    assert profile_position(40, 93) == ("last", 8, 30)
+    assert profile_position(1, 93) == ("mean", 0, 30) and profile_position(93, 93) == ("max", 30, 30)
+    Z, y = _blobs(n_per_class=6, n_classes=2, d=4, shift=4.0)
+    X = np.stack([Z, Z, Z, Z], axis=1)  # 3 layers and the embedding layer
+    seen = []
+    layer_profile({p: X for p in PROFILE_POOLINGS}, y, penalty="l2",
+                  progress=lambda d, t: seen.append(profile_position(d, t)))
+    assert seen == [(p, layer, 3) for p in PROFILE_POOLINGS for layer in range(4)]
+
+
 
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "the best film", "superb movie"]
@@ -198,3 +212,30 @@ def test_describe_estimate_says_how_and_how_sure():
     assert "more labels" in text and "a − b·n^(−c)" in text and "percentile" in text
     assert "already reaches" in describe_estimate(labels_needed(curve, 0.5, n_boot=20))
     assert "levels off near" in describe_estimate(labels_needed(curve, 0.99, n_boot=20))
+
+
+def test_labels_needed_is_reached_when_the_models_cv_accuracy_meets_the_target():
+    # issue 15 bug 5: "19 more labels to reach 55%" while the model's CV accuracy was 56%
+    # (the curve's points train on fewer labels than the model has, so they lie lower)
+    from core.figures import describe_estimate
+
+    curve = _known_curve()
+    target = round(float(curve.mean.max()) + 0.02, 2)
+    assert not labels_needed(curve, target, n_boot=20).reached
+    est = labels_needed(curve, target, n_boot=20, current=target + 0.01)
+    assert est.reached and est.extra == 0 and est.low == 0 and est.high == 0
+    text = describe_estimate(est)
+    assert "already reaches" in text and "more labels" not in text
+
+
+def test_describe_estimate_never_says_at_least_zero():
+    # issue 15 bug 5: "at least 0; some refits never reach the target"
+    from core.figures import describe_estimate
+    from core.learn.curves import LabelsNeeded
+
+    est = LabelsNeeded(0.85, 12.0, 0.0, math.inf, 22.0, None, None, "log", False)
+    text = describe_estimate(est)
+    assert "at least 0" not in text and "About **12 more labels**" in text
+    assert "some refits never reach the target" in text
+    est = LabelsNeeded(0.85, 12.0, 4.0, math.inf, 22.0, None, None, "log", False)
+    assert "at least 4" in describe_estimate(est)

@@ -31,7 +31,7 @@ def test_create_paste_label_with_keys_and_reload(server, page):
     page.get_by_role("textbox", name="Sentences, one per line").fill("\n".join(POSITIVE + NEGATIVE))
     page.get_by_role("button", name="Add sentences").click()
     _see(page, "Added 20 new sentences")
-    _see(page, "All 20 sentences are ready for the model")
+    _see(page, "20 sentences read and ready for the model")
     _shot(page, "03-data")
 
     _go(page, "Label", "Label")

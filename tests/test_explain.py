@@ -207,6 +207,35 @@ def test_shap_refuses_empty_text_and_half_a_store(tiny_backbone, classifiers):
         shap_attributions(tiny_backbone, classifiers["layer"], TEXT, model_id=3)
 
 
+def test_a_words_colour_has_the_sign_of_its_effect_on_the_class_probability():
+    # issue 15 bug 4: the what-if sandbox coloured a new word "away from tech" (its own
+    # logit contribution was negative) while tech's probability went up: the word lowered
+    # the other classes' logits more. An edit that removes the word must move the class's
+    # probability against the sign of the word's colour.
+    from core.explain.attributions import Attribution
+    from core.explain.words import probability_effects
+    from scipy.special import softmax
+
+    text = "shares of chips rally"
+    spans = [None, (0, 6), (7, 9), (10, 15), (16, 21)]  # the sink, then one token a word
+    values = np.array([[0.0, 0.0, 0.0], [0.2, 0.1, 0.0], [0.0, 0.0, 0.1],
+                       [1.5, -0.5, 0.3], [-0.4, -2.0, -1.8]])  # "rally": -0.4 for class 0
+    constant = np.array([0.1, 0.3, 0.2])
+    attr = Attribution(["<s>", "shares", " of", " chips", " rally"], spans, values, constant,
+                       values.sum(0) + constant, True)
+    for k in range(3):
+        effects = probability_effects(attr, text, k)
+        assert [p.text for p in effects] == ["shares", "of", "chips", "rally"]
+        for i, piece in enumerate(effects):
+            kept = np.ones(len(spans), bool)
+            kept[i + 1] = False  # the sandbox edit: remove this word
+            edited = softmax(values[kept].sum(0) + constant)[k]
+            change = softmax(attr.logits)[k] - edited  # what the word adds to p_k
+            assert np.sign(piece.score) == np.sign(change) and piece.score == pytest.approx(change)
+    rally = word_attributions(attr, text, 0)[-1]
+    assert rally.score < 0 < probability_effects(attr, text, 0)[-1].score
+
+
 def test_rank_agreement_is_spearman_and_undefined_for_constant_scores():
     assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rank_agreement([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

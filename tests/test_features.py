@@ -149,3 +149,35 @@ def test_select_refuses_too_few_labels():
     y = np.array([0, 0, 0, 0, 1])
     with pytest.raises(NotEnoughLabels, match="1 more “class 1” sentence"):
         select_features(X, y)
+
+
+@pytest.mark.parametrize("mode", ["layer", "fusion", "stc", "auto"])
+def test_a_constant_layer_does_not_break_selection(mode):
+    # issue 15 bug 2: last-token pooling under a prompt ending in a fixed token gives the
+    # same embedding-layer state for every text; the layer scan then stopped with
+    # "degenerate hidden states (a singular Gram matrix)" and no model was trained
+    X, y = _states(n=40)
+    X[:, 0, :] = X[0, 0, :]  # the embedding layer: one row for every text
+    X[:, 2, :] = 3.0  # and a layer with no variation at all
+    spec, report = select_features(X, y, mode=mode)
+    assert 0 not in spec.layers
+    assert report["layer_scores"][0] is not None and report["layer_scores"][2] is not None
+    # a constant layer scores no better than guessing; the planted layer does much better
+    assert report["layer_scores"][5] > report["layer_scores"][0] + 0.3
+    if mode == "layer":
+        assert spec.layers == (5,)
+
+
+def test_constant_last_token_states_of_a_real_model_train(tiny_backbone):
+    # issue 15 bug 2 on real hidden states: a tiny transformer, last-token pooling and a
+    # prompt that ends in the same token for every sentence
+    from core.learn.classifier import Settings, features_for, train
+    from tests.helpers import NEG, POS
+
+    settings = Settings(backbone="tiny", prompt="{text} review :", pooling="last", mode="layer",
+                        penalty="l2")
+    X = features_for(tiny_backbone, POS + NEG, settings)
+    assert np.ptp(X[:, 0], axis=0).max() == 0, "the embedding layer's last token is constant"
+    clf = train(X, ["pos"] * len(POS) + ["neg"] * len(NEG), ["neg", "pos"], settings)
+    assert clf.spec.layers != (0,)
+    assert 0.0 <= clf.metrics["cv_accuracy"] <= 1.0

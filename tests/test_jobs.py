@@ -35,7 +35,7 @@ def test_embedding_job_completes_and_fills_the_cache(db, tiny_backbone):
     with Store.open(path) as store:
         job = store.job(job_id)
         assert (job.status, job.done, job.total, job.kind) == ("done", 5, 5, jobs.EMBED)
-        assert "All 5 sentences" in job.message
+        assert "5 sentences read" in job.message
         key = cache_key(tiny_backbone, SETTINGS.max_length)
         cached = store.get_features(key, None, "mean", [text_hash(t) for t in TEXTS])
         assert len(cached) == 5
@@ -56,7 +56,7 @@ def test_a_job_says_how_many_sentences_lost_their_end(db, tiny_backbone):
     assert jobs.wait(job_id, timeout=60)
     with Store.open(path) as store:
         message = store.job(job_id).message
-    assert message == ("All 4 sentences are ready for the model. 2 of them were longer than 8 "
+    assert message == ("4 sentences read and ready for the model. 2 of them were longer than 8 "
                        "tokens and lost their end; raise “Longest sentence” on the Model page to "
                        "keep them whole.")
 
@@ -127,6 +127,38 @@ def test_progress_eta_and_interrupted_jobs():
     gone = Job(999_002, 1, "embed", "running", 2, 10, "Reading", silent, silent)
     p = jobs.progress_of(gone, now=now)
     assert p.state == "interrupted" and p.eta_seconds is None and "interrupted" in p.message
+
+
+def _polled_etas(batches: list[float], *, total: int = 300, batch: int = 32, load: float = 10.0):
+    """The ETA a page polling once a second sees while a job reads ``total`` items in
+    batches taking the given seconds each, after ``load`` seconds loading the model."""
+    start = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    etas, done, last, t = [], 0, load, 0.0
+    for seconds in batches:
+        finished = last + seconds
+        while t < finished:
+            job = Job(999_003, 1, "embed", "running", done, total, "Reading", start.isoformat(),
+                      (start + timedelta(seconds=last)).isoformat())
+            etas.append(jobs.progress_of(job, now=start + timedelta(seconds=t)).eta_seconds)
+            t += 1.0
+        done, last = min(total, done + batch), finished
+    return [e for e in etas if e is not None]
+
+
+def test_the_eta_counts_down_between_batches():
+    # issue 15 bug 3: the ETA counted up while a batch ran ("72 s left" -> "84 s left")
+    etas = _polled_etas([4.0] * 9)
+    assert len(etas) > 20
+    assert all(later <= earlier + 1e-9 for earlier, later in zip(etas, etas[1:])), etas
+    assert jobs.seconds_left(2, 10, 10.0, 3.0) == pytest.approx(37.0)
+    assert jobs.seconds_left(0, 10, 10.0, 3.0) is None and jobs.seconds_left(10, 10, 9.0, 0) is None
+
+
+def test_the_eta_rises_only_when_a_batch_really_was_slower():
+    steady = _polled_etas([4.0] * 6)
+    slowed = _polled_etas([4.0] * 4 + [40.0, 4.0])
+    # the slow batch counts down to zero meanwhile, then its pace shows in the estimate
+    assert min(slowed) == 0.0 and min(slowed[-4:]) > max(steady[-4:])
 
 
 def _job(path: str, pid: int, total: int) -> int:

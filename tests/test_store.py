@@ -278,6 +278,18 @@ def test_add_texts_strips_dedups_and_aligns_ids(store, pid):
     assert sources == [("csv",), ("typed",), ("typed",)]
 
 
+def test_count_new_texts_counts_as_add_texts_does_and_writes_nothing(store, pid):
+    # issue 15 bug 5: the import button must say what the import will do
+    store.add_texts(pid, ["b"])
+    texts = ["  a ", "", "b", "a", "   ", "c"]
+    preview = store.count_new_texts(pid, texts)
+    assert store.texts(pid) == [(1, "b")]
+    result = store.add_texts(pid, texts)
+    assert (preview.added, preview.duplicates, preview.empty) == (result.added, result.duplicates,
+                                                                 result.empty) == (2, 2, 2)
+    assert store.count_new_texts(pid, texts).added == 0
+
+
 def test_same_text_in_two_projects_is_two_rows_with_one_hash(store, pid):
     other = store.create_project("other", ["a", "b"]).id
     store.add_texts(pid, ["shared"])

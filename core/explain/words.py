@@ -16,8 +16,8 @@ import numpy as np
 
 from core.errors import InputError
 
-__all__ = ["Agreement", "Piece", "piece_totals", "pieces_of", "rank_agreement", "spearman_rows",
-           "text_segments", "view_agreement", "word_attributions", "word_scores"]
+__all__ = ["Agreement", "Piece", "piece_totals", "pieces_of", "probability_effects", "rank_agreement",
+           "spearman_rows", "text_segments", "view_agreement", "word_attributions", "word_scores"]
 
 # word pieces: runs of word characters (with inner apostrophes/hyphens), or of punctuation
 _PIECE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]+")
@@ -68,6 +68,28 @@ def piece_totals(text: str, spans, values: np.ndarray) -> tuple[list[tuple[int, 
             overlap[min(int(np.searchsorted(starts, b)), len(bounds) - 1)] = 1.0
         totals += np.multiply.outer(overlap / overlap.sum(), value)
     return bounds, totals
+
+
+def probability_effects(attribution, text: str, class_index: int) -> list[Piece]:
+    """Word pieces of ``text`` scored by how much each raises the probability of one class.
+
+    A piece's score is p_k(z) - p_k(z - c): z the (K,) logits, c the piece's summed
+    contribution to every class logit, so the score says how much lower (negative: higher)
+    the class's probability would be without the piece. Its sign is the direction of
+    the word's effect on that probability: a word that lowers every logit, but the
+    other classes' more, raises the class, though its own logit contribution is negative.
+    attribution: an ``Attribution`` of ``text`` (``spans``, ``values`` (n_tokens, K), ``logits`` (K,)).
+    """
+    bounds, totals = piece_totals(text, attribution.spans, np.asarray(attribution.values, dtype=float))
+    logits = np.asarray(attribution.logits, dtype=float)
+    p_k = _softmax(logits)[class_index]
+    return [Piece(a, b, text[a:b], float(p_k - _softmax(logits - c)[class_index]))
+            for (a, b), c in zip(bounds, totals)]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
 
 
 def word_attributions(result, text: str, class_index: int) -> list[Piece]:

@@ -30,8 +30,11 @@ from core.model.group import is_fused
 
 __all__ = ["LearningCurve", "LabelsNeeded", "PromptResult", "Diagnostics", "encode_labels",
            "fixed_head", "cv_confusion", "learning_curve", "labels_needed", "saturating",
-           "layer_profile", "diagnose", "profile_layers", "compare_prompts", "accuracy_noise"]
+           "layer_profile", "diagnose", "profile_layers", "compare_prompts", "accuracy_noise",
+           "PROFILE_POOLINGS", "profile_position"]
 
+#: the poolings the layer profile compares, in the order it fits them
+PROFILE_POOLINGS = ("mean", "last", "max")
 #: make_model(random_state) -> an unfitted estimator with fit(Z, y) and predict(Z)
 ModelFactory = Callable[[int], object]
 Progress = Callable[[int, int], None]
@@ -214,15 +217,17 @@ def _extra(per_class: float, counts: Sequence[int]) -> float:
 
 
 def labels_needed(curve: LearningCurve, target: float, *, n_boot: int = 100,
-                  random_state: int = 0) -> LabelsNeeded:
+                  random_state: int = 0, current: float | None = None) -> LabelsNeeded:
     """Fit acc(n) = a - b n^-c to the curve and solve acc(n) = target for n.
 
     n is labels per class; the extra labels are summed over classes from their current
-    counts. When the curve's best observed accuracy already meets the target, 0.
+    counts. When the curve's best observed accuracy, or ``current`` (the model's own CV
+    accuracy on all its labels, which the curve's smaller training sets lie below),
+    already meets the target, 0.
     Uncertainty: the same fit on bootstrap resamples of the (seed, fold) runs.
     """
     kind, params = _fit_curve(curve.sizes, curve.mean)
-    if float(curve.mean.max()) >= target:
+    if max(float(curve.mean.max()), current if current is not None else 0.0) >= target:
         a = params[0] if kind == "saturating" else None
         return LabelsNeeded(target, 0.0, 0.0, 0.0, float(curve.sizes[curve.mean.argmax()]), a,
                             None, kind, True, params)
@@ -244,6 +249,19 @@ def labels_needed(curve: LearningCurve, target: float, *, n_boot: int = 100,
                 if plateau is not None and boot_plateau else None)
     return LabelsNeeded(target, extra, float(low), float(high), per_class, plateau, interval,
                         kind, extra == 0, params)
+
+
+def profile_position(done: int, total: int,
+                     poolings: Sequence[str] = PROFILE_POOLINGS) -> tuple[str, int, int]:
+    """Where a layer profile is, from its progress(done, total): (pooling, layer, n_layers).
+
+    The profile fits every hidden state (index 0 the embedding layer) once per pooling,
+    in order. Example: a 30-layer model has 31 states, so 3 poolings make 93 fits, and
+    fit 40 of 93 is ("last", 8, 30).
+    """
+    n_states = max(1, total // max(1, len(poolings)))
+    step = min(max(done, 1), total) - 1
+    return poolings[min(step // n_states, len(poolings) - 1)], step % n_states, n_states - 1
 
 
 def layer_profile(features: dict[str, np.ndarray], y: np.ndarray, *, penalty: str = "l1",
@@ -337,7 +355,7 @@ def diagnose(clf, X: np.ndarray, labels: Sequence[str], *, seeds: int = 3, rando
 
 
 def profile_layers(backbone, texts: Sequence[str], labels: Sequence[str], clf, *, cache=None,
-                   poolings: Sequence[str] = ("mean", "last", "max"), random_state: int = 0,
+                   poolings: Sequence[str] = PROFILE_POOLINGS, random_state: int = 0,
                    progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Per-layer accuracy for each pooling, under the model's prompt (see layer_profile).
 

@@ -287,7 +287,7 @@ def _scan(X, y, layers):
     """Leave-one-out squared error and accuracy of ridge per layer; NaN where not scanned.
 
     One-hot targets, standardised features, ridge strength _SCAN_ALPHA times the mean
-    eigenvalue of Z Z^T. Closed form from one Cholesky inverse per layer, of the Gram
+    eigenvalue of Z Z^T (at least _SCAN_ALPHA, so a constant layer scans too). Closed form from one Cholesky inverse per layer, of the Gram
     matrix on the smaller side. A strong ridge made the squared error the steadiest
     guide to the best layer on the benchmark sets.
     """
@@ -298,7 +298,11 @@ def _scan(X, y, layers):
     Y -= prior
     for layer in layers:
         Z = standardise(X[:, layer].astype(np.float64))[0]
-        lam = _SCAN_ALPHA * (Z ** 2).sum() / n
+        # (Z ** 2).sum() / n counts the layer's non-constant neurons; a layer that is the
+        # same for every text (last-token pooling under a prompt ending in a fixed token)
+        # has none, and the floor of one keeps the Gram matrix invertible: such a layer
+        # scores as the intercept alone
+        lam = _SCAN_ALPHA * max((Z ** 2).sum() / n, 1.0)
         if n <= Z.shape[1]:
             # dual: residual = lam * A @ Y and 1 - hat = lam * diag(A), A = (Z Z^T + lam I)^-1
             A = _inverse_pd(Z @ Z.T + lam * np.eye(n))

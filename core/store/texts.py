@@ -77,6 +77,17 @@ class TextsMixin(StoreBase):
         )
         return None if row is None else row[0]
 
+    def count_new_texts(self, project_id: int, texts: list[str]) -> AddResult:
+        """What ``add_texts`` would count for ``texts``, writing nothing: new texts,
+        duplicates (of the project's texts or of each other) and empty ones; no ids."""
+        self._project_name(project_id)
+        cleaned = [_clean_text(t) for t in texts]
+        hashes = {text_hash(t) for t in cleaned if t}
+        known = {r[0] for r in self._all("SELECT hash FROM texts WHERE project_id = ?", [project_id])}
+        empty = cleaned.count("")
+        added = len(hashes - known)
+        return AddResult(added, len(texts) - empty - added, empty, [])
+
     def texts(self, project_id: int) -> list[TextRow]:
         """Return every ``(text_id, text)`` of the project in the order they were added."""
         rows = self._all(
