@@ -120,3 +120,12 @@ def test_limits_are_passed_not_global():
     with pytest.raises(InputError, match="the limit is"):
         read_records(b"x" * 101, "x.txt", limits=small)
     assert read_records(b"text\nabcdefgh\n", "x.csv").texts == ["abcdefgh"]
+
+
+def test_a_text_column_of_numbers_gets_a_warning():
+    # issue 15 item 8: a wrong-column import ("0.5", "0.7", ...) went in without a word
+    data = b"score,review\n0.5,great phone\n0.7,awful battery\n1e3,fine\n"
+    wrong = read_records(data, "r.csv", text_column="score")
+    assert any("'score' holds mostly numbers (0.5, 0.7, 1e3" in w for w in wrong.warnings)
+    right = read_records(data, "r.csv", text_column="review")
+    assert not any("numbers" in w for w in right.warnings)

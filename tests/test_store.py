@@ -1,7 +1,6 @@
 """Tests of core.store against real SQLite files under tmp_path (no mocks)."""
 
 import io
-import os
 import signal
 import sqlite3
 import subprocess
