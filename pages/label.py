@@ -16,6 +16,7 @@ from pages._shared import (
 
 
 SKIP_KEY, UNDO_KEY = "S", "U"
+ACCEPT_KEY = "A"  # accept the model's guess
 TABLE_KEY = "label_table"
 REMOVE = "(remove the label)"
 
@@ -120,22 +121,29 @@ def one_at_a_time(project, classes: list[str]) -> None:
                                        f"({percent(current.confidence)} sure)"))
         else:
             st.caption("No model guess yet." if current.uncertainty is None else "Not predicted yet.")
+    # every class button looks the same: highlighting the model's guess anchors the labeller
     buttons = st.columns(min(len(classes), 5) or 1)
     for i, name in enumerate(classes):
         buttons[i % len(buttons)].button(
             escape_markdown(name), key=f"label_{i}", shortcut=str(i + 1) if i < 9 else None,
             on_click=on_label, args=(project.id, current.text_id, name, current.text),
-            type="primary" if name == current.guess else "secondary", width="stretch")
-    skip, undo_col, _ = st.columns([1, 1, 3])
+            width="stretch")
+    skip, accept, undo_col, _ = st.columns([1, 1.3, 1, 1.7])
     skip.button("Skip", key="skip", shortcut=SKIP_KEY, icon=":material/skip_next:",
                 on_click=on_skip, args=(project.id, current.text_id), width="stretch")
+    if current.guess in classes:
+        accept.button("Accept guess", key="accept", shortcut=ACCEPT_KEY, icon=":material/check:",
+                      help=escape_markdown(f"Label it “{current.guess}”, the model's guess."),
+                      on_click=on_label, args=(project.id, current.text_id, current.guess,
+                                               current.text), width="stretch")
     with undo_col:
         undo_button(project)
     n = min(len(classes), 9)
-    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo. "
+    accept_help = f" · {ACCEPT_KEY} accept the model's guess" if current.guess in classes else ""
+    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo{accept_help}. "
                + ("Picked at random until there is a model." if current.guess is None
-                  else "Picked where the model is least sure, avoiding repeats of what you "
-                       "just labelled."))
+                  else "Picked where the model is least sure, favouring classes with fewer "
+                       "labels and avoiding repeats of what you just labelled."))
 
 
 def undo_button(project) -> None:

@@ -184,3 +184,27 @@ def test_imported_labels_can_be_trained_at_once(project):
     assert "Model v1 trained on 4 labels" in page_text(at)
     assert sql(path, "SELECT version, n_labels FROM models") == [(1, 4)]
     assert "train_now" not in [b.key for b in at.button]
+
+
+def test_accept_the_guess_key_and_no_class_is_highlighted(project):
+    # issue 15 item 7: the model's guess was pre-highlighted as the primary button (it
+    # anchors the labeller), and there was no key to accept it
+    path, pid = project
+    with Store.open(path) as store:
+        for text in ("good movie", "great film", "bad movie", "awful film"):
+            store.set_label(pid, store.text_id(pid, text), TRUTH[text])
+    at = _label_page(pid)
+    at.button(key="train_now").click().run()
+    assert not at.exception
+    assert "Model's guess:" in page_text(at)
+    assert {b.proto.type for b in at.button if b.key.startswith("label_")} == {"secondary"}
+    accept = at.button(key="accept")
+    assert accept.proto.shortcut == "a"
+    assert "A accept the model's guess" in page_text(at)
+    text_id = at.session_state[f"current_{pid}"]
+    (guess,) = sql(path, "SELECT c.name FROM predictions p JOIN classes c ON c.id = p.class_id "
+                         "WHERE p.text_id = ? ORDER BY p.model_id DESC LIMIT 1", text_id)[0]
+    accept.click().run()
+    assert not at.exception
+    assert sql(path, "SELECT c.name FROM labels l JOIN classes c ON c.id = l.class_id "
+                     "WHERE l.text_id = ?", text_id) == [(guess,)]
