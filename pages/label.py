@@ -8,8 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from core.active import filter_rows, next_for_project, table_rows
+from core.learn.curves import accuracy_range
 from core.learn.head import MIN_LABELS_PER_CLASS, labels_missing, not_enough_labels
 from core.errors import TenshotError
+from core.project import accuracy_change
 from pages._shared import (
     escape_markdown, flash, page_header, percent, show_error, store, train,
 )
@@ -33,11 +35,7 @@ def model_summary(project) -> None:
     per_class = len(counts) <= 6  # more classes do not fit as metrics; they get one line
     cols = st.columns([2] + [1] * (len(counts) if per_class else 1))
     if models:
-        latest = models[-1].metrics.get("cv_accuracy")
-        before = models[-2].metrics.get("cv_accuracy") if len(models) > 1 else None
-        delta = None if before is None else f"{(latest - before) * 100:+.0f} pts"
-        cols[0].metric(f"Accuracy (cross-validated), model v{models[-1].version}", percent(latest),
-                       delta=delta, help="Estimated by cross-validation on your labels.")
+        accuracy_metric(cols[0], models)
     else:
         cols[0].metric("Accuracy (cross-validated)", "–", help=f"Trained after {MIN_LABELS_PER_CLASS} labels per class.")
     if per_class:
@@ -57,6 +55,23 @@ def model_summary(project) -> None:
         if st.button("Train now", icon=":material/model_training:", key="train_now"):
             train(project, say_missing=False)
             st.rerun()
+
+
+def accuracy_metric(col, models) -> None:
+    """The latest accuracy with its likely range; a change is shown only when beyond the noise."""
+    latest = models[-1]
+    accuracy = latest.metrics.get("cv_accuracy")
+    change = accuracy_change(models[-2], latest) if len(models) > 1 else None
+    clear = change is not None and change.clear
+    col.metric(f"Accuracy, model v{latest.version}", percent(accuracy),
+               delta=None if change is None else str(change),
+               delta_color="normal" if clear else "off", delta_arrow="auto" if clear else "off",
+               help="Estimated by cross-validation on your labels. With few labels it moves by "
+                    "many points from one label to the next; a change is shown only when it is "
+                    "larger than that noise.")
+    if accuracy is not None:
+        low, high = accuracy_range(accuracy, latest.n_labels)
+        col.caption(f"Likely between {low:.0%} and {high:.0%} with {latest.n_labels} labels.")
 
 
 def stale(project, model) -> bool:
