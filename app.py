@@ -7,7 +7,9 @@ import streamlit as st
 
 from pages._shared import current_project, escape_markdown, percent, store
 
-st.set_page_config(page_title="tenshot", page_icon=":material/target:", layout="wide")
+# an emoji favicon is drawn in the page; a :material/...: one is fetched from fonts.gstatic.com,
+# and nothing may leave the machine (tests/test_e2e_offline.py)
+st.set_page_config(page_title="tenshot", page_icon="🎯", layout="wide")
 
 PAGES = [
     st.Page("pages/projects.py", title="Projects", icon=":material/folder:", default=True),
