@@ -272,7 +272,10 @@ except TenshotError as err:
     st.stop()
 models = s.models(project.id)
 latest = s.latest_model(project.id)
-quality, build, prompts = st.tabs(["Quality", "Settings", "Compare prompts"])
+# keyed tabs that track state: a rerun (choosing any setting) keeps the open tab instead of
+# jumping back to Quality
+quality, build, prompts = st.tabs(["Quality", "Settings", "Compare prompts"], key="model_tab",
+                                  on_change="rerun")
 with build:
     settings_form(project, settings)
 with quality:
