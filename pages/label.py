@@ -37,7 +37,8 @@ def model_summary(project) -> None:
     if models:
         accuracy_metric(cols[0], models)
     else:
-        cols[0].metric("Accuracy (cross-validated)", "–", help=f"Trained after {MIN_LABELS_PER_CLASS} labels per class.")
+        cols[0].metric("Accuracy", "–", help=f"Estimated by cross-validation once there is a "
+                       f"model: after {MIN_LABELS_PER_CLASS} labels per class.")
     if per_class:
         for col, (name, n) in zip(cols[1:], counts.items()):
             col.metric(escape_markdown(name), n)
