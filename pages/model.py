@@ -140,9 +140,9 @@ def summary(latest) -> None:
                    help="F1 averaged over classes, so a small class counts as much as a big one.")
     cols[3].metric("Labels", f"{latest.n_labels:,}")
     # "of N" as a grey note under the number: as part of the value it was cut to "253 of 2…"
-    cols[4].metric("Features used", f"{m.get('n_selected', 0):,}",
+    cols[4].metric("Features", f"{m.get('n_selected', 0):,}",
                    delta=f"of {m.get('n_features', 0):,}", delta_color="off", delta_arrow="off",
-                   help="Features with a non-zero weight in the head.")
+                   help="Features with a non-zero weight in the head, of all it was offered.")
     s = settings_of_model(latest)
     st.caption(escape_markdown(f"Backbone {s.get('backbone')} · features: {model_spec(latest).describe()} "
                                f"· penalty {s.get('penalty')} (C = {m.get('C', 0):.3g}) · pooling "

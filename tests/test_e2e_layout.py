@@ -37,10 +37,12 @@ def test_metrics_grid_and_settings_tab_are_findable(server, page, tiny_model_dir
     _trained(db, tiny_model_dir)
     _open(page, url)
     _see(page, "Reviews")
+    page.set_viewport_size({"width": 1024, "height": 900})  # a laptop screen
     for title in ("Label", "Model", "Predictions"):
         _go(page, title, title)
         page.wait_for_load_state("networkidle")
         assert page.evaluate(CUT_OFF) == [], f"cut-off metric text on the {title} page"
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # the grid draws on a canvas; its accessible table mirrors the column order
     page.wait_for_function("() => document.querySelectorAll('th[role=columnheader]').length")
