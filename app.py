@@ -7,7 +7,9 @@ import streamlit as st
 
 from pages._shared import current_project, escape_markdown, percent, store
 
-st.set_page_config(page_title="tenshot", page_icon=":material/target:", layout="wide")
+# an emoji favicon is drawn in the page; a :material/...: one is fetched from fonts.gstatic.com,
+# and nothing may leave the machine (tests/test_e2e_offline.py)
+st.set_page_config(page_title="tenshot", page_icon="🎯", layout="wide")
 # No "Download as CSV" in the tables' toolbars: that CSV keeps cells such as
 # "=cmd|' /C calc'!A0" live for a spreadsheet. The Export page writes neutralised files.
 # .streamlit/config.toml sets it from the first page; this covers a server started

@@ -6,6 +6,10 @@ unlabelled sentences, the next one is the most *uncertain* (smallest margin
 between the two most probable classes), discounted by its *similarity* to the
 sentences labelled recently and to those already picked in the same batch, so
 that near-duplicates of what was just labelled do not come up again and again.
+When some classes have far more labels than others, the score also rewards the
+probability that a text belongs to a class with few labels (``balance_need``):
+labellers skip suggestions for classes they consider full, which wasted 29 of
+70 suggestions in one session.
 
 Shortcut: similarity is measured on hashed character trigrams of the text, not
 on the backbone's features. It needs no model in memory and catches the
@@ -21,13 +25,14 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Suggestion", "TableRow", "margin_uncertainty",
+__all__ = ["Suggestion", "TableRow", "margin_uncertainty", "balance_need",
            "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
            "table_rows", "filter_rows"]
 
 _DIM = 1024  # hashed trigram buckets: plenty for sentence-length texts
 _POOL = 30  # only the most uncertain candidates compete on diversity
 _RECENT = 20  # how many recently labelled texts the diversity term looks at
+_BALANCE = 0.7  # weight of class balance when one class has all labels and another none
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -89,6 +94,27 @@ def text_vectors(texts: Sequence[str], dim: int = _DIM) -> np.ndarray:
     return out / np.maximum(norms, 1e-12)
 
 
+def balance_need(probs: dict[int, dict[str, float]],
+                 counts: dict[str, int]) -> tuple[dict[int, float], float]:
+    """How much each text would help the scarcest classes, and how imbalanced the labels are.
+
+    probs: {text_id: {class: probability}}; counts: {class: number of labels}.
+    A class's need is 1 for the class with fewest labels, 0 for the one with most,
+    linear in between; a text's need is its expected need under its probabilities.
+    The imbalance is 1 - fewest / most labels (0 when the classes are even).
+    Example: counts {"a": 20, "b": 20, "c": 2}, probs {7: {"a": 0.1, "b": 0.1, "c": 0.8}}
+    -> ({7: 0.8}, 0.9).
+    """
+    if not counts or max(counts.values()) == 0:
+        return {tid: 0.0 for tid in probs}, 0.0
+    most, fewest = max(counts.values()), min(counts.values())
+    spread = max(most - fewest, 1)
+    need = {c: (most - n) / spread for c, n in counts.items()}
+    per_text = {tid: sum(p * need.get(c, 0.0) for c, p in class_probs.items())
+                for tid, class_probs in probs.items()}
+    return per_text, 1.0 - fewest / most
+
+
 def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None = None, *,
          n: int = 1, diversity: float = 0.5, pool: int = _POOL) -> list[int]:
     """Greedy uncertainty-with-diversity selection; returns up to n row indices.
@@ -115,12 +141,16 @@ def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None
 
 def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, float]] | None,
             recent_texts: Sequence[str] = (), *, n: int = 1, diversity: float = 0.5,
+            counts: dict[str, int] | None = None, balance: float = _BALANCE,
             random_state: int = 0) -> list[Suggestion]:
     """The next n texts to label among ``candidates`` ((text_id, text) pairs).
 
     probs: {text_id: {class: probability}} from the latest model, or None when there
     is no model yet; then the order is a random permutation seeded by random_state.
     Candidates the model has not predicted (added after it) count as fully uncertain.
+    counts: labels per class; when given and uneven, the score is
+    ``(1 - w) * uncertainty + w * need`` with ``w = balance * imbalance``
+    (see ``balance_need``), so texts likely in under-labelled classes come first.
     """
     candidates = list(candidates)
     if not candidates:
@@ -130,6 +160,12 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
         order = rng.permutation(len(candidates))[:n]
         return [Suggestion(*candidates[i], None, "random: no model yet") for i in order]
     scores = np.array([_uncertainty_of(probs.get(tid)) for tid, _ in candidates])
+    if counts:
+        need, imbalance = balance_need(probs, counts)
+        weight = balance * imbalance
+        unknown = float(np.mean(list(need.values()))) if need else 0.0  # not predicted yet
+        scores = (1 - weight) * scores + weight * np.array([need.get(t, unknown)
+                                                            for t, _ in candidates])
     # only the most uncertain compete on diversity, so only they need vectors
     pool = np.argsort(-scores, kind="stable")[:max(_POOL, n)]
     vectors = text_vectors([candidates[i][1] for i in pool])
@@ -154,6 +190,7 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
     whose label was just undone), so the page does not jump between reruns.
     """
     rows = [(r.id, r.text) for r in store.unlabelled(project_id)]
+    counts = store.label_counts(project_id)
     model = store.latest_model(project_id)
     preds = {p.text_id: p for p in store.predictions(model.id)} if model is not None else {}
     probs = {tid: p.probs for tid, p in preds.items()} if model is not None else None
@@ -163,7 +200,7 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
     picked = [Suggestion(*first[0], None, "on screen")] if first else []
     if len(picked) < n:
         picked += suggest(fresh or [r for r in rows if r[0] != prefer], probs, recent_texts,
-                          n=n - len(picked), random_state=random_state)
+                          n=n - len(picked), counts=counts, random_state=random_state)
     return [_with_guess(s, preds.get(s.text_id)) for s in picked]
 
 

@@ -25,7 +25,7 @@ from core.errors import InputError
 from core.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["ImportResult", "read_records", "read_path", "decode_bytes",
-           "columns_of"]
+           "columns_of", "is_number"]
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
             ".json": "jsonl"}
@@ -37,6 +37,7 @@ _QUOTED = re.compile(r'"[^"]*"')
 # appended as a last line: if it comes back inside a cell, a quote was never closed
 _END = "tenshot end of file 7d1c"
 _LISTED_LINES = 5
+_NUMERIC_SHARE = 0.5  # more numbers than this among the texts: likely the wrong column
 # control characters that text files do not hold (tab, line breaks, form feed and ESC
 # are allowed), and the replacement character of undecodable bytes
 _BINARY = re.compile("[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
@@ -159,6 +160,28 @@ def _cut_warning(lines: list[tuple[int, int]], limit: int) -> str:
             f"{limit:,} ({_lines_listed([line for line, _ in lines])}).")
 
 
+def is_number(text: str) -> bool:
+    """True when a text is only a number, e.g. "0.5", "1,200", "30%"; never for a sentence."""
+    try:
+        float(text.replace(",", "").replace("%", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _numeric_warning(texts: list[str], column: str) -> str | None:
+    """A warning when most texts are numbers: the wrong column was probably picked.
+
+    Example: texts ["0.5", "0.7", "great"] from column "score" -> a warning naming "score".
+    """
+    numbers = [t for t in texts if is_number(t)]
+    if not texts or len(numbers) < _NUMERIC_SHARE * len(texts):
+        return None
+    shown = ", ".join(numbers[:3])
+    return (f"The text column '{column}' holds mostly numbers ({shown}, ...), not sentences. "
+            "If that is the wrong column, pick the one with the sentences before importing.")
+
+
 def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, label_column,
                result: ImportResult, limits: Limits) -> ImportResult:
     result.columns = columns
@@ -188,6 +211,9 @@ def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, la
                 result.dropped_labels.append(line)
     if cut:
         result.warnings.append(_cut_warning(cut, limits.text_chars))
+    numeric = _numeric_warning(result.texts, result.text_column)
+    if numeric:
+        result.warnings.append(numeric)
     if result.dropped_labels:
         bad = result.dropped_labels
         many = len(bad) > 1

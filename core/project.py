@@ -19,16 +19,42 @@ from typing import Callable
 import numpy as np
 
 from core.learn.classifier import Classifier, Settings, features_for, train
+from core.learn.curves import clear_change
 from core.errors import InputError
 from core.learn.features import FeatureSpec
 from core.learn.head import labels_missing, not_enough_labels
 
-__all__ = ["TrainOutcome", "load_classifier", "predict_texts", "retrain",
-           "settings_of"]
+__all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "load_classifier",
+           "predict_texts", "retrain", "settings_of"]
 
 # Re-select layers/mode by CV when the label count has grown by this factor since the
 # last selection; in between, a submit only refits the head (fast).
 _RESELECT_GROWTH = 1.25
+
+
+@dataclass(frozen=True)
+class AccuracyChange:
+    """How a model's cross-validated accuracy moved from the previous one.
+
+    points: the difference in percentage points; clear: whether it is beyond the
+    noise of that many labels (``core.learn.curves.clear_change``).
+    """
+
+    points: float
+    clear: bool
+
+    def __str__(self) -> str:
+        return f"{self.points:+.0f} pts" if self.clear else "no clear change"
+
+
+def accuracy_change(before, after) -> AccuracyChange | None:
+    """The change between two model versions (``ModelVersion``s, oldest first); None
+    when either has no cross-validated accuracy."""
+    old, new = before.metrics.get("cv_accuracy"), after.metrics.get("cv_accuracy")
+    if old is None or new is None:
+        return None
+    return AccuracyChange((new - old) * 100,
+                          clear_change((old, before.n_labels), (new, after.n_labels)))
 
 
 @dataclass(frozen=True)
@@ -45,12 +71,22 @@ class TrainOutcome:
     # True when a version trained on newer labels was saved first: this head was dropped,
     # and version/metrics describe that newer latest version instead
     superseded: bool = False
+    previous_labels: int | None = None
 
     @property
     def accuracy_change(self) -> float | None:
         if self.previous_accuracy is None:
             return None
         return self.metrics["cv_accuracy"] - self.previous_accuracy
+
+    @property
+    def change(self) -> AccuracyChange | None:
+        """The change since the previous model, with whether it is beyond the noise."""
+        if self.previous_accuracy is None or self.previous_labels is None:
+            return None
+        return AccuracyChange(self.accuracy_change * 100, clear_change(
+            (self.previous_accuracy, self.previous_labels),
+            (self.metrics["cv_accuracy"], self.metrics["n_labels"])))
 
 
 def settings_of(project) -> Settings:
@@ -106,12 +142,14 @@ def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
         newer = store.latest_model(project.id)
         return TrainOutcome(newer.version, newer.metrics,
                             previous.metrics.get("cv_accuracy") if previous else None,
-                            counts, 0, spec is None, time.perf_counter() - start, superseded=True)
+                            counts, 0, spec is None, time.perf_counter() - start, superseded=True,
+                            previous_labels=previous.n_labels if previous else None)
     model_id = next(m.id for m in store.models(project.id) if m.version == version)
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache)
     return TrainOutcome(version, clf.metrics,
                         previous.metrics.get("cv_accuracy") if previous else None,
-                        counts, n_predicted, spec is None, time.perf_counter() - start)
+                        counts, n_predicted, spec is None, time.perf_counter() - start,
+                        previous_labels=previous.n_labels if previous else None)
 
 
 def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache) -> int:

@@ -198,8 +198,11 @@ def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
         flash(f"Model v{outcome.version}, trained on newer labels (from another tab or "
               "person), is already the latest; this training was not kept.", "info")
         return outcome
-    change = outcome.accuracy_change
-    delta = "" if change is None else f" ({change * 100:+.0f} points since the last model)"
+    change = outcome.change
+    delta = "" if change is None else (
+        f" ({change.points:+.0f} points since the last model)" if change.clear else
+        f" (no clear change since the last model: {change.points:+.0f} points is within the "
+        "noise of this many labels)")
     flash(f"Model v{outcome.version} trained on {outcome.metrics['n_labels']} labels: "
           f"cross-validated accuracy {percent(outcome.metrics['cv_accuracy'])}{delta}.", "success")
     return outcome

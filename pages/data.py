@@ -8,7 +8,7 @@ import streamlit as st
 import core.jobs as jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
-from core.io import columns_of, read_records
+from core.io import columns_of, is_number, read_records
 from pages._shared import (escape_markdown, flash, labeller, page_header, show_error,
                            start_embedding, store)
 
@@ -232,6 +232,76 @@ def sentence_table(project) -> None:
         st.page_link("pages/label.py", label="Label them", icon=":material/label:")
 
 
+EDIT_PICK = "edit_pick"
+
+
+def on_pick_numbers(ids: list[int]) -> None:
+    st.session_state[EDIT_PICK] = ids
+
+
+def on_delete(project_id: int, ids: list[int]) -> None:
+    try:
+        n = store().delete_texts(project_id, ids)
+    except TenshotError as err:
+        flash(str(err), "error")
+        return
+    st.session_state.pop(EDIT_PICK, None)
+    flash(f"Deleted {plural(n, 'sentence')} with their labels. Undo brings them back.", "info")
+
+
+def on_save(project_id: int, text_id: int, key: str) -> None:
+    try:
+        saved = store().edit_text(project_id, text_id, st.session_state.get(key, ""))
+    except TenshotError as err:
+        flash(str(err), "error")
+        return
+    st.session_state["edit_saved"] = saved
+    flash("Saved the new wording; its label is kept. The model reads it again and uses it "
+          "from its next training.", "success")
+
+
+def on_undo_edit(project_id: int) -> None:
+    try:
+        message = store().undo_text_change(project_id)
+    except TenshotError as err:
+        flash(str(err), "error")
+        return
+    flash(message or "There is no edit or deletion to undo.", "info")
+
+
+def edit_sentences(project) -> None:
+    """Fix the wording of a sentence, or delete sentences (a wrong-column import); undoable."""
+    rows = store().texts(project.id)
+    if not rows:
+        return
+    saved = st.session_state.pop("edit_saved", None)
+    if saved is not None:  # the edited text needs its features read; the label stays
+        start_embedding(project, [saved])
+    texts = {r.id: r.text for r in rows}
+    with st.expander("Edit or delete sentences", icon=":material/edit:"):
+        numbers = [r.id for r in rows if is_number(r.text)]
+        picked = st.multiselect("Sentences", list(texts), format_func=texts.__getitem__,
+                                key=EDIT_PICK, placeholder="Type to find sentences")
+        picked = [i for i in picked if i in texts]
+        if len(picked) == 1:
+            key = f"edit_text_{picked[0]}"
+            st.text_input("Wording", value=texts[picked[0]], key=key)
+        save, delete, numbers_col, undo = st.columns(4)
+        if len(picked) == 1:
+            save.button("Save wording", icon=":material/save:", key="edit_save", width="stretch",
+                        on_click=on_save, args=(project.id, picked[0], key))
+        delete.button(f"Delete {plural(len(picked), 'sentence')}", icon=":material/delete:",
+                      key="edit_delete", disabled=not picked, width="stretch",
+                      on_click=on_delete, args=(project.id, picked))
+        if numbers:
+            numbers_col.button(f"Pick the {plural(len(numbers), 'number')}", key="edit_numbers",
+                               icon=":material/pin:", width="stretch",
+                               help="Sentences that are only a number, as a wrong text column "
+                                    "gives.", on_click=on_pick_numbers, args=(numbers,))
+        undo.button("Undo edit or delete", icon=":material/undo:", key="edit_undo",
+                    width="stretch", on_click=on_undo_edit, args=(project.id,))
+
+
 project = page_header("Data")
 typed, pasted, uploaded = st.tabs(["Type one", "Paste many", "Upload a file"], key="data_tab",
                                   on_change="rerun")
@@ -246,3 +316,4 @@ st.caption(f"Limits: files up to {store().limits.upload_bytes / 2**20:.0f} MB, s
            f"{store().limits.project_texts:,} sentences per project. Duplicates are skipped.")
 job_panel(project)
 sentence_table(project)
+edit_sentences(project)

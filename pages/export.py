@@ -1,13 +1,17 @@
-"""Export: labels and predictions as CSV or JSONL, and the trained model as a bundle
-that `tenshot predict --bundle FILE` and `core.learn.bundle.load_bundle` read."""
+"""Export: labels and predictions as CSV or JSONL, the trained model as a bundle
+that `tenshot predict --bundle FILE` and `core.learn.bundle.load_bundle` read, and
+the stakeholder report (also on the Explain page; a report built on either page
+can be downloaded on both)."""
 
 import pandas as pd
 import streamlit as st
 
 from core.learn.bundle import bundle_bytes
 from core.export import export_rows, file_stem, to_csv, to_jsonl
+from core.errors import TenshotError
 from core.project import load_classifier
-from pages._shared import escape_markdown, page_header, store
+from core.report import report_filename, stakeholder_report
+from pages._shared import backbone, escape_markdown, feature_cache, page_header, show_error, store
 
 
 INCLUDE = {"both": "Labels and predictions", "labels": "Your labels only",
@@ -76,9 +80,43 @@ def bundle_section(project, latest) -> None:
             language="bash", wrap_lines=True)
 
 
+def report_section(project, latest) -> None:
+    st.subheader("Report for stakeholders", anchor=False)
+    if latest is None:
+        st.caption("The report describes a trained model: train one first.")
+        return
+    st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
+               "example explanations and the stored stability run. It opens in any browser, "
+               "offline.")
+    key = ("ex_report", latest.id)  # the Explain page's key: a report built there shows here
+    with_profile = st.checkbox("Include the layer profile", value=True,
+                               key="export_report_profile",
+                               help="Re-reads every labelled sentence: up to a minute.")
+    if st.button("Build the report", key="export_report_build", icon=":material/description:"):
+        bar = st.progress(0.0, text="Scoring held-out labels...")
+        try:
+            clf = load_classifier(latest)
+            st.session_state[key] = stakeholder_report(
+                store(), project, backbone(clf.settings.backbone), clf, latest,
+                with_profile=with_profile, cache=feature_cache(store()),
+                diagnostics=st.session_state.get(("diag", project.id, latest.id)),
+                profile=st.session_state.get(("layers", project.id, latest.id)),
+                progress=lambda share, what: bar.progress(share, text=what))
+        except TenshotError as err:
+            show_error(err)
+        bar.empty()
+    if key in st.session_state:
+        st.download_button("Download report (HTML)", st.session_state[key],
+                           file_name=report_filename(project.name, latest.version),
+                           mime="text/html", key="export_report_download", type="primary",
+                           icon=":material/download:", on_click="ignore")
+
+
 project = page_header("Export")
 s = store()
 latest = s.latest_model(project.id)
 table_section(project, s, latest)
 st.divider()
 bundle_section(project, latest)
+st.divider()
+report_section(project, latest)

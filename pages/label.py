@@ -8,14 +8,17 @@ import pandas as pd
 import streamlit as st
 
 from core.active import filter_rows, next_for_project, table_rows
+from core.learn.curves import accuracy_range
 from core.learn.head import MIN_LABELS_PER_CLASS, labels_missing, not_enough_labels
 from core.errors import TenshotError
+from core.project import accuracy_change
 from pages._shared import (
     escape_markdown, flash, labeller, page_header, percent, show_error, store, train,
 )
 
 
 SKIP_KEY, UNDO_KEY = "S", "U"
+ACCEPT_KEY = "A"  # accept the model's guess
 TABLE_KEY = "label_table"
 REMOVE = "(remove the label)"
 
@@ -32,13 +35,10 @@ def model_summary(project) -> None:
     per_class = len(counts) <= 6  # more classes do not fit as metrics; they get one line
     cols = st.columns([2] + [1] * (len(counts) if per_class else 1))
     if models:
-        latest = models[-1].metrics.get("cv_accuracy")
-        before = models[-2].metrics.get("cv_accuracy") if len(models) > 1 else None
-        delta = None if before is None else f"{(latest - before) * 100:+.0f} pts"
-        cols[0].metric(f"Accuracy (cross-validated), model v{models[-1].version}", percent(latest),
-                       delta=delta, help="Estimated by cross-validation on your labels.")
+        accuracy_metric(cols[0], models)
     else:
-        cols[0].metric("Accuracy (cross-validated)", "–", help=f"Trained after {MIN_LABELS_PER_CLASS} labels per class.")
+        cols[0].metric("Accuracy", "–", help=f"Estimated by cross-validation once there is a "
+                       f"model: after {MIN_LABELS_PER_CLASS} labels per class.")
     if per_class:
         for col, (name, n) in zip(cols[1:], counts.items()):
             col.metric(escape_markdown(name), n)
@@ -56,6 +56,23 @@ def model_summary(project) -> None:
         if st.button("Train now", icon=":material/model_training:", key="train_now"):
             train(project, say_missing=False)
             st.rerun()
+
+
+def accuracy_metric(col, models) -> None:
+    """The latest accuracy with its likely range; a change is shown only when beyond the noise."""
+    latest = models[-1]
+    accuracy = latest.metrics.get("cv_accuracy")
+    change = accuracy_change(models[-2], latest) if len(models) > 1 else None
+    clear = change is not None and change.clear
+    col.metric(f"Accuracy, model v{latest.version}", percent(accuracy),
+               delta=None if change is None else str(change),
+               delta_color="normal" if clear else "off", delta_arrow="auto" if clear else "off",
+               help="Estimated by cross-validation on your labels. With few labels it moves by "
+                    "many points from one label to the next; a change is shown only when it is "
+                    "larger than that noise.")
+    if accuracy is not None:
+        low, high = accuracy_range(accuracy, latest.n_labels)
+        col.caption(f"Likely between {low:.0%} and {high:.0%} with {latest.n_labels} labels.")
 
 
 def stale(project, model) -> bool:
@@ -120,22 +137,29 @@ def one_at_a_time(project, classes: list[str]) -> None:
                                        f"({percent(current.confidence)} sure)"))
         else:
             st.caption("No model guess yet." if current.uncertainty is None else "Not predicted yet.")
+    # every class button looks the same: highlighting the model's guess anchors the labeller
     buttons = st.columns(min(len(classes), 5) or 1)
     for i, name in enumerate(classes):
         buttons[i % len(buttons)].button(
             escape_markdown(name), key=f"label_{i}", shortcut=str(i + 1) if i < 9 else None,
             on_click=on_label, args=(project.id, current.text_id, name, current.text),
-            type="primary" if name == current.guess else "secondary", width="stretch")
-    skip, undo_col, _ = st.columns([1, 1, 3])
+            width="stretch")
+    skip, accept, undo_col, _ = st.columns([1, 1.3, 1, 1.7])
     skip.button("Skip", key="skip", shortcut=SKIP_KEY, icon=":material/skip_next:",
                 on_click=on_skip, args=(project.id, current.text_id), width="stretch")
+    if current.guess in classes:
+        accept.button("Accept guess", key="accept", shortcut=ACCEPT_KEY, icon=":material/check:",
+                      help=escape_markdown(f"Label it “{current.guess}”, the model's guess."),
+                      on_click=on_label, args=(project.id, current.text_id, current.guess,
+                                               current.text), width="stretch")
     with undo_col:
         undo_button(project)
     n = min(len(classes), 9)
-    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo. "
+    accept_help = f" · {ACCEPT_KEY} accept the model's guess" if current.guess in classes else ""
+    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo{accept_help}. "
                + ("Picked at random until there is a model." if current.guess is None
-                  else "Picked where the model is least sure, avoiding repeats of what you "
-                       "just labelled."))
+                  else "Picked where the model is least sure, favouring classes with fewer "
+                       "labels and avoiding repeats of what you just labelled."))
 
 
 def undo_button(project) -> None:

@@ -12,8 +12,8 @@ from core.model.registry import REGISTRY, resolve_packaged
 from core.model.group import group_parts, is_fused
 from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, features_for, with_settings)
 from core.figures import (confusion_figure, curve_figure, describe_estimate, history_figure, layer_figure, noise_note)
-from core.learn.curves import (accuracy_noise, compare_prompts, diagnose, labels_needed, profile_layers,
-                               profile_position)
+from core.learn.curves import (accuracy_noise, accuracy_range, compare_prompts, diagnose, labels_needed,
+                               profile_layers, profile_position)
 from core.model.embed import POOLINGS
 from core.errors import TenshotError
 from core.learn.features import FeatureSpec
@@ -131,13 +131,18 @@ def summary(latest) -> None:
     m = latest.metrics
     cols = st.columns(5)
     cols[0].metric("Model", f"v{latest.version}")
+    low, high = accuracy_range(m.get("cv_accuracy") or 0.0, latest.n_labels)
     cols[1].metric("CV accuracy", percent(m.get("cv_accuracy")),
-                   help="Accuracy on labels held out by repeated stratified cross-validation.")
+                   help="Accuracy on labels held out by repeated stratified cross-validation. "
+                        f"With {latest.n_labels} labels it is likely between {low:.0%} and "
+                        f"{high:.0%}.")
     cols[2].metric("CV macro-F1", percent(m.get("cv_macro_f1")),
                    help="F1 averaged over classes, so a small class counts as much as a big one.")
     cols[3].metric("Labels", f"{latest.n_labels:,}")
-    cols[4].metric("Features used", f"{m.get('n_selected', 0):,} of {m.get('n_features', 0):,}",
-                   help="Features with a non-zero weight in the head.")
+    # "of N" as a grey note under the number: as part of the value it was cut to "253 of 2…"
+    cols[4].metric("Features", f"{m.get('n_selected', 0):,}",
+                   delta=f"of {m.get('n_features', 0):,}", delta_color="off", delta_arrow="off",
+                   help="Features with a non-zero weight in the head, of all it was offered.")
     s = settings_of_model(latest)
     st.caption(escape_markdown(f"Backbone {s.get('backbone')} · features: {model_spec(latest).describe()} "
                                f"· penalty {s.get('penalty')} (C = {m.get('C', 0):.3g}) · pooling "
@@ -282,7 +287,10 @@ except TenshotError as err:
     st.stop()
 models = s.models(project.id)
 latest = s.latest_model(project.id)
-quality, build, prompts = st.tabs(["Quality", "Settings", "Compare prompts"])
+# keyed tabs that track state: a rerun (choosing any setting) keeps the open tab instead of
+# jumping back to Quality
+quality, build, prompts = st.tabs(["Quality", "Settings", "Compare prompts"], key="model_tab",
+                                  on_change="rerun")
 with build:
     settings_form(project, settings)
 with quality:

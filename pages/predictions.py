@@ -68,7 +68,9 @@ def review(project, latest, preds, classes) -> None:
     frame = pd.DataFrame({"Sentence": [p.text for p in shown], "Predicted": [p.label for p in shown],
                           "Confidence": [100 * p.confidence for p in shown], ACCEPT: False,
                           YOUR_LABEL: pd.Series([None] * len(shown), dtype=object)})
+    # the columns to edit come first, so they are on screen however long the sentences are
     st.data_editor(frame, key=key, hide_index=True, width="stretch",
+                   column_order=[ACCEPT, YOUR_LABEL, "Sentence", "Predicted", "Confidence"],
                    disabled=["Sentence", "Predicted", "Confidence"],
                    column_config={
                        "Sentence": st.column_config.TextColumn(width="large"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.active import (TableRow, entropy_uncertainty, filter_rows, margin_uncertainty, next_for_project, pick,
+from core.active import (TableRow, balance_need, entropy_uncertainty, filter_rows, margin_uncertainty, next_for_project, pick,
                          suggest, text_vectors)
 from core.learn.head import labels_missing
 from core.store import Store
@@ -140,3 +140,30 @@ def _fake_model(store, project_id, confident: dict[int, float]) -> int:
             for r in store.unlabelled(project_id)]
     store.save_predictions(model_id, rows)
     return model_id
+
+
+def test_balance_need_is_expected_shortfall_and_imbalance():
+    need, imbalance = balance_need({7: {"a": 0.1, "b": 0.1, "c": 0.8}}, {"a": 20, "b": 20, "c": 2})
+    assert need[7] == pytest.approx(0.8)
+    assert imbalance == pytest.approx(0.9)
+    assert balance_need({1: {"a": 0.5, "b": 0.5}}, {"a": 5, "b": 5}) == ({1: 0.0}, 0.0)
+
+
+def test_suggestions_favour_classes_with_few_labels_when_two_are_full():
+    # issue 15 item 7: 29 of 70 suggestions were skipped because two classes were already full
+    rng = np.random.default_rng(0)
+    classes = ["sport", "politics", "science", "arts"]
+    probs = {i: dict(zip(classes, rng.dirichlet(np.ones(4) * 0.7))) for i, _ in CANDIDATES}
+    counts = {"sport": 20, "politics": 20, "science": 3, "arts": 2}
+
+    def scarce(picked):
+        return sum(max(probs[s.text_id], key=probs[s.text_id].get) in ("science", "arts")
+                   for s in picked)
+
+    balanced = suggest(CANDIDATES, probs, n=10, counts=counts)
+    plain = suggest(CANDIDATES, probs, n=10)
+    assert scarce(balanced) >= 8
+    assert scarce(balanced) > scarce(plain)
+    even = {c: 10 for c in classes}  # even labels: plain uncertainty order
+    assert [s.text_id for s in suggest(CANDIDATES, probs, n=10, counts=even)] == \
+        [s.text_id for s in plain]

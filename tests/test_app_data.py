@@ -240,3 +240,38 @@ def test_reimporting_the_same_file_counts_only_labels_that_changed(project):
     assert "1 label imported. 2 labels unchanged (already set)." in page_text(at)
     assert sql(path, "SELECT COUNT(*) FROM label_events") == [(4,)]
     _finish_jobs(path, pid)
+
+
+def test_delete_edit_and_undo_single_sentences(project):
+    # issue 15 item 8: a wrong-column import ("0.5", "0.7", ...) could be neither deleted nor edited
+    path, pid = project
+    with Store.open(path) as store:
+        store.add_texts(pid, ["0.5", "godo movie", "0.7"], labels=["neg", "pos", None])
+    at = _data_page(pid)
+    at.button(key="edit_numbers").click().run()
+    assert at.multiselect(key="edit_pick").value == [1, 3]
+    at.button(key="edit_delete").click().run()
+    assert not at.exception
+    assert "Deleted 2 sentences" in page_text(at)
+    assert at.dataframe[-1].value["Sentence"].tolist() == ["godo movie"]
+    assert sql(path, "SELECT COUNT(*) FROM texts WHERE deleted_at IS NULL") == [(1,)]
+    at.button(key="edit_undo").click().run()
+    assert at.dataframe[-1].value["Sentence"].tolist() == ["0.5", "godo movie", "0.7"]
+    at.multiselect(key="edit_pick").set_value([2]).run()
+    at.text_input(key="edit_text_2").input("good movie")
+    at.button(key="edit_save").click().run()
+    assert not at.exception
+    assert sql(path, "SELECT t.text, c.name FROM texts t JOIN labels l ON l.text_id = t.id "
+                     "JOIN classes c ON c.id = l.class_id WHERE t.id = 2") == [("good movie", "pos")]
+    _finish_jobs(path, pid)
+
+
+def test_a_numeric_text_column_is_warned_about_before_import(project):
+    # issue 15 item 8: picking a column of scores as the text column imported "0.5", "0.7", ...
+    path, pid = project
+    at = _data_page(pid)
+    csv = b"score,review\n0.5,good movie\n0.7,bad film\n"
+    at.file_uploader(key="upload_0").set_value(("r.csv", csv, "text/csv")).run()
+    at.selectbox(key="upload_text_col").set_value("score").run()
+    assert not at.exception
+    assert any("holds mostly numbers" in w.value for w in at.warning)

@@ -73,3 +73,15 @@ def test_empty_project_explains_the_next_step(fresh_workspace, tiny_model_dir, w
     assert not at.exception
     assert "Nothing to export yet" in at.info[0].value
     assert "No model yet" in at.info[1].value
+
+
+def test_the_stakeholder_report_is_on_the_export_page(workspace, downloads):
+    # issue 15 item 9: the report could only be found on the Explain page
+    at = open_page("export")
+    at.checkbox(key="export_report_profile").uncheck()
+    at.button(key="export_report_build").click().run()
+    assert not at.exception
+    (name,) = [n for n in downloads if n.endswith(".html")]
+    assert name == "tenshot-report-reviews-v2.html"
+    report = downloads[name].decode()
+    assert "Model card" in report and "Learning curve" in report

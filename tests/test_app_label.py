@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from streamlit.proto.Metric_pb2 import Metric
 from streamlit.testing.v1 import AppTest
 
 from core.store import Store
@@ -77,7 +78,7 @@ def test_label_with_shortcuts_until_a_model_appears_then_undo(project):
         assert len(labelled) <= 8
     assert "Model v1 trained on" in page_text(at)
     metric = at.metric[0]
-    assert metric.label == "Accuracy (cross-validated), model v1"
+    assert metric.label == "Accuracy, model v1"  # shortened: the old label was cut off (issue 15 item 9)
     assert metric.value.endswith("%")
     assert "Model's guess:" in page_text(at)
     assert len(sql(path, "SELECT * FROM predictions")) == len(TRUTH) - len(labelled)
@@ -184,3 +185,46 @@ def test_imported_labels_can_be_trained_at_once(project):
     assert "Model v1 trained on 4 labels" in page_text(at)
     assert sql(path, "SELECT version, n_labels FROM models") == [(1, 4)]
     assert "train_now" not in [b.key for b in at.button]
+
+
+def test_accept_the_guess_key_and_no_class_is_highlighted(project):
+    # issue 15 item 7: the model's guess was pre-highlighted as the primary button (it
+    # anchors the labeller), and there was no key to accept it
+    path, pid = project
+    with Store.open(path) as store:
+        for text in ("good movie", "great film", "bad movie", "awful film"):
+            store.set_label(pid, store.text_id(pid, text), TRUTH[text])
+    at = _label_page(pid)
+    at.button(key="train_now").click().run()
+    assert not at.exception
+    assert "Model's guess:" in page_text(at)
+    assert {b.proto.type for b in at.button if b.key.startswith("label_")} == {"secondary"}
+    accept = at.button(key="accept")
+    assert accept.proto.shortcut == "a"
+    assert "A accept the model's guess" in page_text(at)
+    text_id = at.session_state[f"current_{pid}"]
+    (guess,) = sql(path, "SELECT c.name FROM predictions p JOIN classes c ON c.id = p.class_id "
+                         "WHERE p.text_id = ? ORDER BY p.model_id DESC LIMIT 1", text_id)[0]
+    accept.click().run()
+    assert not at.exception
+    assert sql(path, "SELECT c.name FROM labels l JOIN classes c ON c.id = l.class_id "
+                     "WHERE l.text_id = ?", text_id) == [(guess,)]
+
+
+@pytest.mark.parametrize("n_labels, before, after, delta, colour", [
+    (30, 0.31, 0.54, "no clear change", "GRAY"),  # issue 15 item 6: a ±23-point jump was badged
+    (200, 0.40, 0.60, "+20 pts", "GREEN"),
+])
+def test_accuracy_change_is_badged_only_beyond_the_noise(project, n_labels, before, after,
+                                                          delta, colour):
+    path, pid = project
+    with Store.open(path) as store:
+        for n, accuracy in ((n_labels, before), (n_labels + 1, after)):
+            store.save_model(pid, params={"classes": ["neg", "pos"]},
+                             metrics={"cv_accuracy": accuracy}, state={}, n_labels=n)
+    at = _label_page(pid)
+    assert not at.exception
+    metric = at.metric[0]
+    assert (metric.label, metric.delta) == ("Accuracy, model v2", delta)
+    assert Metric.MetricColor.Name(metric.proto.color) == colour
+    assert "Likely between" in page_text(at)

@@ -125,3 +125,29 @@ def test_compare_two_prompts_reports_both_accuracies(workspace):
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Prompt A"].endswith("%") and metrics["Prompt B"].endswith("%")
+
+
+def _open_tab(at) -> int:
+    """The index of the tab the browser is told to show (the tab container's default)."""
+    def containers(node):
+        proto = getattr(node, "proto", None)
+        fields = proto.DESCRIPTOR.fields_by_name if hasattr(proto, "DESCRIPTOR") else {}
+        if "tab_container" in fields and proto.HasField("tab_container"):
+            yield proto.tab_container
+        for child in getattr(node, "children", {}).values():
+            yield from containers(child)
+
+    (tabs,) = list(containers(at._tree))
+    return tabs.default_tab_index
+
+
+def test_choosing_a_setting_keeps_the_settings_tab_open(workspace):
+    # issue 15 item 9: any choice in Model settings jumped the view back to the Quality tab
+    at = open_page("model")
+    at.session_state["model_tab"] = "Settings"
+    at.run()
+    at.selectbox(key="m_mode").set_value("fusion").run()
+    assert not at.exception
+    assert _open_tab(at) == 1
+    at.selectbox(key="m_pooling").set_value("max").run()
+    assert _open_tab(at) == 1

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from core.learn.curves import (LearningCurve, cv_confusion, encode_labels, fixed_head, labels_needed, layer_profile, learning_curve, saturating)
+from core.learn.curves import (LearningCurve, accuracy_range, clear_change, cv_confusion, encode_labels, fixed_head, labels_needed, layer_profile, learning_curve, saturating)
 from core.errors import NotEnoughLabels
 from tests.helpers import DictCache
 
@@ -239,3 +239,20 @@ def test_describe_estimate_never_says_at_least_zero():
     assert "some refits never reach the target" in text
     est = LabelsNeeded(0.85, 12.0, 4.0, math.inf, 22.0, None, None, "log", False)
     assert "at least 4" in describe_estimate(est)
+
+
+def test_accuracy_range_is_a_wilson_interval_that_stays_inside_0_and_1():
+    low, high = accuracy_range(0.54, 30)
+    assert (round(low, 2), round(high, 2)) == (0.36, 0.71)
+    assert accuracy_range(1.0, 4) == pytest.approx((0.5, 1.0))
+    assert accuracy_range(0.0, 10)[0] == 0.0
+    narrow, wide = accuracy_range(0.8, 400), accuracy_range(0.8, 40)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_a_change_is_clear_only_beyond_the_noise():
+    # issue 15 item 6: 31 -> 54 -> 30 -> 47 % on consecutive labels was badged as real change
+    jumps = [(0.31, 30), (0.54, 31), (0.30, 32), (0.47, 33)]
+    assert not any(clear_change(a, b) for a, b in zip(jumps, jumps[1:]))
+    assert clear_change((0.40, 200), (0.60, 201))
+    assert clear_change((0.60, 201), (0.40, 200))

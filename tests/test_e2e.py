@@ -48,7 +48,7 @@ def test_create_paste_label_with_keys_and_reload(server, page):
         (project,) = store.projects()
         assert sum(store.label_counts(project.id).values()) == 10
         version = store.latest_model(project.id).version
-    _see(page, f"Accuracy (cross-validated), model v{version}")
+    _see(page, f"Accuracy, model v{version}")
     _see(page, f"20 sentences · 10 labelled · model v{version}:")  # the sidebar is up to date
     _see(page, "Model's guess:")
     _shot(page, "05-label-model")
@@ -71,7 +71,7 @@ def test_create_paste_label_with_keys_and_reload(server, page):
     page.get_by_role("heading", name="Predictions").first.wait_for()
     _see(page, "20 sentences · 9 labelled")
     _go(page, "Label", "Label")
-    _see(page, "Accuracy (cross-validated), model v")
+    _see(page, "Accuracy, model v")
     _shot(page, "08-after-reload")
     assert page.dialogs == []
 

@@ -137,3 +137,12 @@ def test_labels_that_are_not_class_names_are_reported_by_line():
     r = read_records("\n".join(lines).encode(), "x.jsonl")
     assert r.labels == ["pos", None, None] and r.dropped_labels == [2, 3]
     assert "2 rows (lines 2, 3) had a label that is not a single class name" in r.warnings[0]
+
+
+def test_a_text_column_of_numbers_gets_a_warning():
+    # issue 15 item 8: a wrong-column import ("0.5", "0.7", ...) went in without a word
+    data = b"score,review\n0.5,great phone\n0.7,awful battery\n1e3,fine\n"
+    wrong = read_records(data, "r.csv", text_column="score")
+    assert any("'score' holds mostly numbers (0.5, 0.7, 1e3" in w for w in wrong.warnings)
+    right = read_records(data, "r.csv", text_column="review")
+    assert not any("numbers" in w for w in right.warnings)

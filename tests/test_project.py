@@ -113,3 +113,17 @@ def test_memory_cache_serves_repeats_from_ram(project, tiny_backbone):
     b = features_for(tiny_backbone, POS, s, cache=fresh)
     assert_allclose(a, b)
     assert len(cache._items) == len(POS)
+
+
+def test_train_outcome_calls_a_change_only_beyond_the_noise():
+    # issue 15 item 6: "−23 pts" was flashed for a swing within the noise of 30 labels
+    from core.project import TrainOutcome
+
+    def outcome(before, after, n):
+        return TrainOutcome(2, {"cv_accuracy": after, "n_labels": n + 1}, before, {}, 0, False,
+                            0.1, previous_labels=n)
+
+    noisy = outcome(0.54, 0.31, 30).change
+    assert (round(noisy.points), noisy.clear, str(noisy)) == (-23, False, "no clear change")
+    real = outcome(0.40, 0.60, 200).change
+    assert (real.clear, str(real)) == (True, "+20 pts")

@@ -31,7 +31,7 @@ from core.model.group import is_fused
 __all__ = ["LearningCurve", "LabelsNeeded", "PromptResult", "Diagnostics", "encode_labels",
            "fixed_head", "cv_confusion", "learning_curve", "labels_needed", "saturating",
            "layer_profile", "diagnose", "profile_layers", "compare_prompts", "accuracy_noise",
-           "PROFILE_POOLINGS", "profile_position"]
+           "PROFILE_POOLINGS", "profile_position", "accuracy_range", "clear_change"]
 
 #: the poolings the layer profile compares, in the order it fits them
 PROFILE_POOLINGS = ("mean", "last", "max")
@@ -378,3 +378,29 @@ def profile_layers(backbone, texts: Sequence[str], labels: Sequence[str], clf, *
 def accuracy_noise(accuracy: float, n: int) -> float:
     """Two standard errors of an accuracy measured on n labels: differences below it are noise."""
     return 2.0 * math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / max(n, 1))
+
+
+def accuracy_range(accuracy: float, n: int) -> tuple[float, float]:
+    """The range an accuracy measured on n held-out labels is likely in: (low, high).
+
+    A Wilson score interval at two standard errors (about 95%), which, unlike
+    ``accuracy ± accuracy_noise``, stays honest at 0% and 100%.
+    Example: (0.54, 30) -> (0.36, 0.71); (1.0, 4) -> (0.5, 1.0).
+    """
+    z2, n = 4.0, max(int(n), 1)
+    centre = (accuracy + z2 / (2 * n)) / (1 + z2 / n)
+    half = math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / (1 + z2 / n) * 2.0
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clear_change(before: tuple[float, int], after: tuple[float, int]) -> bool:
+    """Whether two models' accuracies differ beyond noise: their ranges do not overlap.
+
+    before, after: (cross-validated accuracy, number of labels). With a few dozen
+    labels, cross-validated accuracy swings by 20 points between consecutive labels
+    (issue 15: 31 -> 54 -> 30 -> 47 %); only a change outside both ranges is called one.
+    Example: (0.31, 30) -> (0.54, 31) is not clear; (0.40, 200) -> (0.60, 201) is.
+    """
+    low_before, high_before = accuracy_range(*before)
+    low_after, high_after = accuracy_range(*after)
+    return low_after > high_before or high_after < low_before

@@ -7,6 +7,7 @@ keeps one ``Database`` with a module per concern):
 - :mod:`core.store.projects`: projects and their settings;
 - :mod:`core.store.classes`: classes, class changes and their undo;
 - :mod:`core.store.texts`: texts, labels, label events and label undo;
+- :mod:`core.store.edits`: deleting and editing single texts, and their undo;
 - :mod:`core.store.features`: the feature cache;
 - :mod:`core.store.models`: model versions, predictions and stored explanations;
 - :mod:`core.store.jobs`: progress of long work;
@@ -28,6 +29,7 @@ Example::
 """
 
 from core.store.classes import ClassesMixin
+from core.store.edits import TextEditsMixin
 from core.store.features import FeatureCacheMixin
 from core.store.jobs import JobsMixin
 from core.store.models import ModelsMixin
@@ -40,5 +42,6 @@ __all__ = ["SCHEMA_VERSION", "AddResult", "Job", "Label", "ModelVersion", "Predi
            "Store", "TextRow"]
 
 
-class Store(ProjectsMixin, ClassesMixin, TextsMixin, FeatureCacheMixin, ModelsMixin, JobsMixin):
+class Store(ProjectsMixin, ClassesMixin, TextsMixin, TextEditsMixin, FeatureCacheMixin, ModelsMixin,
+            JobsMixin):
     """A tenshot workspace. Open with ``Store.open(path)``; use one per thread."""

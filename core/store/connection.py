@@ -165,9 +165,12 @@ class StoreBase:
         raise InputError(f"There is no class {name!r} in this project; its classes are {known}.")
 
     def _check_text(self, project_id: int, text_id: int) -> None:
-        if self._one("SELECT 1 FROM texts WHERE id = ? AND project_id = ?", [text_id, project_id]):
+        if self._one(
+            "SELECT 1 FROM texts WHERE id = ? AND project_id = ? AND deleted_at IS NULL",
+            [text_id, project_id],
+        ):
             return
         raise InputError(
             f"Text {text_id} is not in project {self._project_name(project_id)!r}; "
-            "it may have been added to another project."
+            "it may have been deleted or added to another project."
         )

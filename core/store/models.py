@@ -120,7 +120,7 @@ class ModelsMixin(StoreBase):
         rows = self._all(
             "SELECT p.text_id, t.text, c.name, p.confidence, p.probs FROM predictions p "
             "JOIN texts t ON t.id = p.text_id JOIN classes c ON c.id = p.class_id "
-            "WHERE p.model_id = ? ORDER BY p.text_id",
+            "WHERE p.model_id = ? AND t.deleted_at IS NULL ORDER BY p.text_id",
             [model_id],
         )
         return [Prediction(r[0], r[1], r[2], r[3], load_json(r[4])) for r in rows]

@@ -16,6 +16,9 @@ Design notes on the layout:
   migration; single-label projects are held to one row per text by a trigger.
 - Composite foreign keys ``(text_id, project_id)`` and ``(class_id, project_id)``
   make it impossible for a label to join a text and a class of different projects.
+- ``texts`` are soft-deleted too (``deleted_at``, schema version 3): a deleted text
+  keeps its id, label and history, hidden from every read, so undo can bring it back.
+  ``text_events`` records deletions and edits (with the old wording) for that undo.
 - ``features`` is keyed by text hash, not text id, so it is shared by all projects.
 """
 
@@ -230,10 +233,34 @@ def _v3_sessions(db: Database) -> None:
     db.executescript(_V3_SESSIONS)
 
 
+_V4_TABLES = """
+ALTER TABLE texts ADD COLUMN deleted_at TEXT;
+CREATE TABLE text_events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    text_id INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('delete', 'edit')),
+    old_text TEXT NOT NULL,
+    new_text TEXT,
+    step INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0 CHECK (undone IN (0, 1)),
+    FOREIGN KEY (text_id, project_id) REFERENCES texts(id, project_id) ON DELETE CASCADE
+);
+CREATE INDEX text_events_project ON text_events(project_id, undone, id);
+CREATE INDEX text_events_step ON text_events(step);
+"""
+
+
+def _v4_text_edits(db: Database) -> None:
+    """Texts can be deleted (soft, like classes) and edited; both are undoable events."""
+    db.executescript(_V4_TABLES)
+
+
 Migration = Callable[[Database], None]
 
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions)
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions, _v4_text_edits)
 
 #: The version a file has once every migration this code knows has run.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -72,7 +72,7 @@ class TextsMixin(StoreBase):
     def text_id(self, project_id: int, text: str) -> int | None:
         """Return the id of ``text`` (after stripping) in the project, or None."""
         row = self._one(
-            "SELECT id FROM texts WHERE project_id = ? AND hash = ?",
+            "SELECT id FROM texts WHERE project_id = ? AND hash = ? AND deleted_at IS NULL",
             [project_id, text_hash(_clean_text(text))],
         )
         return None if row is None else row[0]
@@ -91,7 +91,8 @@ class TextsMixin(StoreBase):
     def texts(self, project_id: int) -> list[TextRow]:
         """Return every ``(text_id, text)`` of the project in the order they were added."""
         rows = self._all(
-            "SELECT id, text FROM texts WHERE project_id = ? ORDER BY id", [project_id]
+            "SELECT id, text FROM texts WHERE project_id = ? AND deleted_at IS NULL ORDER BY id",
+            [project_id],
         )
         return [TextRow(*r) for r in rows]
 
@@ -172,7 +173,8 @@ class TextsMixin(StoreBase):
         """Return ``(text_id, text, class name)`` of every labelled text, by text id."""
         rows = self._all(
             "SELECT l.text_id, t.text, c.name FROM labels l JOIN texts t ON t.id = l.text_id "
-            "JOIN classes c ON c.id = l.class_id WHERE l.project_id = ? ORDER BY l.text_id",
+            "JOIN classes c ON c.id = l.class_id WHERE l.project_id = ? AND t.deleted_at IS NULL "
+            "ORDER BY l.text_id",
             [project_id],
         )
         return [Label(*r) for r in rows]
@@ -180,7 +182,7 @@ class TextsMixin(StoreBase):
     def unlabelled(self, project_id: int) -> list[TextRow]:
         """Return ``(text_id, text)`` of every text without a label, by text id."""
         rows = self._all(
-            "SELECT t.id, t.text FROM texts t WHERE t.project_id = ? "
+            "SELECT t.id, t.text FROM texts t WHERE t.project_id = ? AND t.deleted_at IS NULL "
             "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.text_id = t.id) ORDER BY t.id",
             [project_id],
         )
@@ -191,6 +193,7 @@ class TextsMixin(StoreBase):
         rows = self._all(
             "SELECT c.name, COUNT(l.text_id) FROM classes c "
             "LEFT JOIN labels l ON l.class_id = c.id "
+            "AND l.text_id NOT IN (SELECT id FROM texts WHERE deleted_at IS NOT NULL) "
             "WHERE c.project_id = ? AND c.deleted_at IS NULL "
             "GROUP BY c.id ORDER BY c.position, c.id",
             [project_id],
@@ -202,7 +205,9 @@ class TextsMixin(StoreBase):
     def _refuse_over_limit(self, project_id: int, added: int) -> None:
         # runs after the inserts, inside the same transaction: raising rolls them back
         limit = self.limits.project_texts
-        (total,) = self._one("SELECT COUNT(*) FROM texts WHERE project_id = ?", [project_id])
+        (total,) = self._one(
+            "SELECT COUNT(*) FROM texts WHERE project_id = ? AND deleted_at IS NULL", [project_id]
+        )
         if total > limit:
             room = max(0, limit - (total - added))
             raise InputError(
@@ -234,10 +239,22 @@ class TextsMixin(StoreBase):
     def _insert_texts(
         self, project_id: int, unique: dict[str, tuple[str, str | None]], source: str
     ) -> tuple[list[int], int]:
-        """Insert texts the project lacks; return the ids of all of them and how many were new."""
+        """Insert texts the project lacks; return the ids of all of them and how many were new.
+
+        A text the user deleted comes back (with its id) and counts as new.
+        """
         now = utc_now()
         text_ids, added = [], 0
         for digest, (text, _) in unique.items():
+            revived = self.db.execute(
+                "UPDATE texts SET deleted_at = NULL WHERE project_id = ? AND hash = ? "
+                "AND deleted_at IS NOT NULL RETURNING id",
+                [project_id, digest],
+            ).fetchone()
+            if revived is not None:
+                text_ids.append(revived[0])
+                added += 1
+                continue
             cursor = self.db.execute(
                 "INSERT INTO texts (project_id, hash, text, source, created_at) "
                 "VALUES (?, ?, ?, ?, ?) "
