@@ -648,7 +648,7 @@ def test_a_version_2_workspace_migrates_keeping_everything(path):
                "VALUES (1, 'embed', 'running', 3, 9, ?, ?)", [now, now])
     db.close()
     with Store.open(path) as store:
-        assert schema_version(store.db) == SCHEMA_VERSION == 3
+        assert schema_version(store.db) == SCHEMA_VERSION >= 3
         assert store.classes(1) == ["neg", "pos"]
         assert [(r.text, r.label) for r in store.labelled(1)] == [("good", "pos")]
         assert store.latest_model(1).version == 1
