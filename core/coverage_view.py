@@ -17,7 +17,7 @@ import numpy as np
 from core.errors import InputError
 from core.learn.coverage import MIN_ESTIMATE, Calibration, Estimate, coverage, estimate, threshold_for
 
-__all__ = ["MARKER", "Choice", "check_fraction", "choose", "best_promise", "describe"]
+__all__ = ["MARKER", "Choice", "check_fraction", "choose", "best_promise", "describe", "unreachable"]
 
 MARKER = "needs a human"
 
@@ -90,6 +90,18 @@ def best_promise(cal: Calibration) -> Estimate | None:
     return best
 
 
+def unreachable(cal: Calibration | None, target: float) -> str:
+    """Why no threshold reaches ``target``: the best promise there is, or too few labels."""
+    if cal is None:
+        return ("This model version has no accuracy estimate (it was trained before estimates "
+                "existed; retrain to get one), so no threshold can promise an accuracy.")
+    best = best_promise(cal)
+    why = (f"the best it can promise is {_pct(best.low)} (above {_pct(best.threshold)} "
+           "confidence)" if best else f"too few of its {cal.n_labels} labels are held out above "
+           "any threshold to estimate one")
+    return f"No confidence threshold can promise {_pct(target)} accuracy with this model: {why}."
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -103,13 +115,8 @@ def describe(choice: Choice, cal: Calibration | None) -> str:
     """One or two plain sentences saying what the choice keeps and how accurate it is."""
     total = f"{choice.total:,} prediction{'s' * (choice.total != 1)}"
     if choice.threshold is None:
-        best = best_promise(cal) if cal is not None else None
-        why = (f"the best it can promise is {_pct(best.low)} (above {_pct(best.threshold)} "
-               "confidence)" if best else f"too few of its {cal.n_labels if cal else 0} labels "
-               "are held out above any threshold to estimate one")
-        return (f"No confidence threshold can promise {_pct(choice.target)} accuracy with this "
-                f"model: {why}. Label more sentences or lower the target; until then all "
-                f"{total} are marked “{MARKER}”.")
+        return (f"{unreachable(cal, choice.target)} Label more sentences or lower the target; "
+                f"until then all {total} are marked “{MARKER}”.")
     share = choice.cleared / choice.total if choice.total else 0.0
     kept = (f"{choice.cleared:,} of {total} ({_pct(share)}) have at least "
             f"{_pct(choice.threshold)} confidence")
