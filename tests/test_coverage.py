@@ -144,3 +144,18 @@ def test_the_export_marks_predictions_below_the_threshold():
     lines = [json.loads(line) for line in to_jsonl(rows, ["neg", "pos"], threshold=0.8).decode().splitlines()]
     assert [r["needs_human"] for r in lines] == [None, False, True]
     assert "needs_human" not in to_csv(rows, ["neg", "pos"]).decode("utf-8-sig").splitlines()[0]
+
+
+def test_auto_mode_calibrates_on_the_nested_cv_where_the_selection_saw_no_held_out_label():
+    # bench/coverage.py: calibrating on the head's CV after STC chose neurons with every label
+    # estimated 98-100% accuracy on CR at 16/class where the test gave 63-75%
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 20)
+    X = rng.normal(size=(40, 4, 16)).astype(np.float32)
+    X[:, 2, 0] += 0.8 * (2 * y - 1)
+    clf = train(X, [["neg", "pos"][k] for k in y], ["neg", "pos"], Settings(backbone="tiny", mode="auto"))
+    selection = clf.metrics["selection"]
+    assert "oof_logits" not in selection  # n x K logits are not stored twice
+    cal = clf.calibration
+    assert cal.repeats == 1 and cal.n_labels == 40
+    assert cal.correct.mean() == pytest.approx(selection["mode_scores"][selection["mode"]])

@@ -14,7 +14,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.learn.coverage import Calibration, calibrate, fit_calibration
-from core.learn.features import FeatureSpec, select_features, select_group_features
+from core.learn.features import OOF_KEY, FeatureSpec, select_features, select_group_features
 from core.learn.head import Head, check_labels
 from core.model.cache import FeatureCache
 from core.model.embed import POOLINGS, features, truncated_count
@@ -170,10 +170,15 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings
         spec, report = select_features(X, y, mode=settings.mode, penalty=settings.penalty,
                                        random_state=random_state)
     head = Head(settings.penalty, random_state=random_state).fit(spec.transform(X), y)
+    # auto mode's nested CV reran the selection in each fold: its logits are honest; the
+    # head's own CV used a spec chosen with every label (optimistic after STC's selection)
+    oof = report.pop(OOF_KEY, None)
+    for part in report.get("parts", {}).values():
+        part.pop(OOF_KEY, None)
     metrics = {"cv_accuracy": float(head.cv_accuracy_), "cv_macro_f1": float(head.cv_macro_f1_),
                "C": float(head.C_), "n_labels": int(len(y)), "n_features": int(spec.transform(X[:1]).shape[1]),
                "n_selected": int(len(head.selected_features())), "selection": _jsonable(report),
-               "calibration": fit_calibration(head.oof_logits_, y).to_json()}
+               "calibration": fit_calibration(head.oof_logits_ if oof is None else oof, y).to_json()}
     return Classifier(classes, settings, spec, head, metrics)
 
 

@@ -1,7 +1,8 @@
 """Confidence a user can act on: calibration from cross-validation, and coverage estimates.
 
-The head's cross-validation (``core.learn.head``) leaves out-of-fold (OOF) logits at
-the chosen C for every labelled text. From them:
+Out-of-fold (OOF) logits for every labelled text come from auto mode's nested CV
+(``core.learn.features``: the feature selection reran inside each fold), or otherwise
+from the head's own CV at the chosen C (``core.learn.head``). From them:
 
 - a *temperature* T (one scalar, so it is stable with a few dozen labels): the model's
   probabilities become ``softmax(logits / T)``, T chosen by the lowest OOF log-loss
@@ -16,9 +17,11 @@ worth of OOF predictions above a threshold is too few for an estimate, and is sa
 
 Shortcuts admitted: with repeated CV every labelled text has one OOF prediction per
 repeat; the interval counts each text once (counts divided by the repeats), not each
-prediction. The fold models saw 1/k fewer labels than the final model, and the feature
-selection saw every label, so the estimate leans slightly optimistic
-(bench/coverage.py measures how much).
+prediction. The fold models saw 1/k fewer labels than the final model. Where the OOF
+logits come from the head's CV (a fixed mode, or a submit that reuses the last feature
+spec) the spec was chosen with every label, and after STC's neuron selection that makes
+the estimate optimistic; auto mode's fresh selection avoids it (bench/coverage.py
+measures the result).
 """
 
 from __future__ import annotations
