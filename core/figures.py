@@ -187,7 +187,8 @@ def coverage_figure(curve: dict[str, list], threshold: float | None):
     if threshold is not None:
         fig.add_vline(x=threshold, line=dict(dash="dot", color=GREY))
     fig.update_layout(title="Accuracy and coverage by confidence threshold",
-                      xaxis=dict(title="confidence threshold", tickformat=".0%", range=[0, 1]),
+                      xaxis=dict(title="confidence threshold", tickformat=".0%",
+                                 range=[float(x.min()), 1]),
                       yaxis=dict(title=None, tickformat=".0%", range=[0, 1.02]),
                       legend=dict(orientation="h", y=-0.25))
     return style_figure(fig, height=340)

@@ -9,6 +9,9 @@ from what the Predictions page showed.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import streamlit as st
 
 from core.coverage_view import MARKER, Choice, choose, describe
@@ -52,8 +55,10 @@ def coverage_control(model, confidence, *, key: str) -> Choice:
     show(describe(choice, cal), icon=":material/rule:")
     if cal is not None:
         with st.expander("How accuracy and coverage trade off"):
-            st.plotly_chart(coverage_figure(curve(cal, confidence), choice.threshold),
-                            key=f"{key}_figure")
+            # no prediction is less confident than 1/K: start the axis where the choice begins
+            low = math.floor(20 * min(min(confidence, default=1.0), cal.confidence.min())) / 20
+            st.plotly_chart(coverage_figure(curve(cal, confidence, np.linspace(low, 1.0, 41)),
+                                            choice.threshold), key=f"{key}_figure")
             st.caption(f"From {cal.n_labels:,} labels, each predicted by a model that did not "
                        f"see it (cross-validation); probabilities calibrated by a temperature of "
                        f"{cal.temperature:.2f}. The band is missing where fewer than 10 labels "

@@ -80,7 +80,7 @@ def review(project, latest, preds, classes) -> None:
                        "Confidence": st.column_config.ProgressColumn(min_value=0, max_value=100,
                                                                      format="%.0f%%"),
                        REVIEW: st.column_config.TextColumn(
-                           width="small", help="Below the confidence threshold set above: check "
+                           width="medium", help="Below the confidence threshold set above: check "
                                                "these by hand."),
                        ACCEPT: st.column_config.CheckboxColumn(
                            width="small", help="The prediction is right: keep it as a label."),
