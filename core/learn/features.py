@@ -243,7 +243,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
             mode = max(_MODES, key=lambda m: scores[m] - 0.5 / len(y) * _MODES.index(m))
             # honest out-of-fold logits (the selection saw no held-out label) for calibration;
             # core.learn.classifier.train takes them out of the report before storing it
-            report[OOF_KEY] = logits[mode]
+            report[OOF_KEY] = logits[mode].tolist()  # a list: reports compare with ==
     report["mode"] = mode
     return specs[mode], report
 
