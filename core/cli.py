@@ -230,18 +230,51 @@ def cmd_predict(args, ws) -> int:
     from core.project import predict_texts
 
     out = check_out(args.out, {"--data": args.data, "--bundle": args.bundle, "--db": args.db})
+    _check_coverage_options(args)
     rows = _read_input(args, ws, "predict")
     with ws.open() as store:
         clf = _classifier(args, store)
+        _check_target(args, clf)  # an accuracy no threshold reaches is refused before any work
         predicted, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
                                          cache=store, progress=_bar("predicting"))
     given = rows.labels or [None] * len(rows.texts)
     table = [ExportRow(line, text, label, pred, float(p.max()), dict(zip(clf.classes, map(float, p))))
              for line, text, label, pred, p in zip(rows.lines, rows.texts, given, predicted, probs)]
+    threshold = _coverage(args, clf, [r.confidence for r in table])
     write = to_jsonl if out.suffix.lower() in (".jsonl", ".ndjson") else to_csv
-    write_atomically(out, write(table, clf.classes, id_column="line"))
+    write_atomically(out, write(table, clf.classes, id_column="line", threshold=threshold))
     _say(f"wrote {len(table)} predictions to {args.out}")
     return _input_status(rows)
+
+
+def _check_coverage_options(args) -> None:
+    from core.coverage_view import check_fraction
+
+    if args.threshold is not None:
+        check_fraction(args.threshold, "--threshold")
+    if args.target_accuracy is not None:
+        check_fraction(args.target_accuracy, "--target-accuracy")
+
+
+def _check_target(args, clf) -> None:
+    from core.coverage_view import unreachable
+    from core.learn.coverage import threshold_for
+
+    cal = clf.calibration
+    if args.target_accuracy is not None and (cal is None or threshold_for(cal, args.target_accuracy) is None):
+        raise InputError(f"{unreachable(cal, args.target_accuracy)} Label more sentences, lower "
+                         "--target-accuracy, or give --threshold instead. Nothing was written.")
+
+
+def _coverage(args, clf, confidence: list[float]) -> float | None:
+    """The threshold for the needs_human column (None: no column); prints what it keeps."""
+    from core.coverage_view import choose, describe
+
+    if args.threshold is None and args.target_accuracy is None:
+        return None
+    choice = choose(clf.calibration, confidence, threshold=args.threshold, target=args.target_accuracy)
+    print(describe(choice, clf.calibration))
+    return choice.threshold
 
 
 def cmd_export(args, ws) -> int:
@@ -328,6 +361,13 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--data", required=True)
             sp.add_argument("--text-column")
             sp.add_argument("--label-column", help="labels to copy into the output's label column")
+            keep = sp.add_mutually_exclusive_group()
+            keep.add_argument("--threshold", type=float, metavar="SHARE",
+                              help="confidence (0-1) below which a prediction is marked needs_human; "
+                                   "prints the estimated accuracy above it")
+            keep.add_argument("--target-accuracy", type=float, metavar="SHARE",
+                              help="accuracy (0-1) to keep: the lowest threshold whose estimate's "
+                                   "95%% lower bound reaches it")
         sp.add_argument("--out", required=True,
                         help="a .csv (or .jsonl) file; replaced atomically, never an input file")
     e = sub.add_parser("eval", help="few-shot evaluation on DIR/train.csv and DIR/test.csv")

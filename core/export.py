@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 __all__ = ["FORMULA_PREFIXES", "SORTS", "Change", "file_stem", "ExportRow", "neutralise",
            "filter_predictions", "prediction_changes", "labels_from_choices", "export_rows",
-           "to_csv", "to_jsonl", "columns", "PREDICTION_COLUMNS"]
+           "to_csv", "to_jsonl", "columns", "needs_human", "PREDICTION_COLUMNS", "NEEDS_HUMAN"]
 
 # Spreadsheet programs run a cell that starts with one of these as a formula
 # (OWASP "CSV injection"); tab and carriage return are in OWASP's list too.
@@ -27,6 +27,9 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 SORTS = ("Least confident first", "Most confident first", "By predicted class", "As added")
 # after the id column (text_id, or line for `tenshot predict`) and before one p_<class> per class
 PREDICTION_COLUMNS = ("text", "label", "predicted", "confidence")
+# after confidence, only when a confidence threshold is set (core.learn.coverage): "yes" for a
+# prediction below it, "no" above, empty for a row without a prediction
+NEEDS_HUMAN = "needs_human"
 
 
 def neutralise(value: object) -> object:
@@ -144,14 +147,23 @@ class ExportRow:
         return "human" if self.label is not None else "model"
 
 
-def columns(classes: Sequence[str], *, id_column: str = "text_id") -> list[str]:
+def columns(classes: Sequence[str], *, id_column: str = "text_id", marker: bool = False) -> list[str]:
     """The one column vocabulary of the Export page's files and ``tenshot predict --out``.
 
     A predicted class is never written under ``label``, so importing the file again
-    (Data page, ``tenshot train``) brings back human labels only.
+    (Data page, ``tenshot train``) brings back human labels only. ``marker`` adds
+    ``needs_human`` after ``confidence`` (a confidence threshold was set).
     Example: ['pos', 'neg'] -> [text_id, text, label, predicted, confidence, p_pos, p_neg].
     """
-    return [id_column, *PREDICTION_COLUMNS, *(f"p_{c}" for c in classes)]
+    return [id_column, *PREDICTION_COLUMNS, *([NEEDS_HUMAN] if marker else []),
+            *(f"p_{c}" for c in classes)]
+
+
+def needs_human(row: ExportRow, threshold: float) -> bool | None:
+    """True when the row's prediction is less confident than ``threshold``; None without one."""
+    if row.predicted is None or row.confidence is None:
+        return None
+    return row.confidence < threshold - 1e-9
 
 
 def export_rows(labelled: Sequence, predictions: Sequence, *, include: str = "both") -> list[ExportRow]:
@@ -172,22 +184,30 @@ def export_rows(labelled: Sequence, predictions: Sequence, *, include: str = "bo
     return sorted(rows, key=lambda r: r.text_id)
 
 
-def _record(r: ExportRow, classes: Sequence[str]) -> list:
+def _record(r: ExportRow, classes: Sequence[str], threshold: float | None) -> list:
     probs = [None if r.probs is None else r.probs.get(c) for c in classes]
-    return [r.text_id, r.text, r.label, r.predicted, r.confidence, *probs]
+    marker = []
+    if threshold is not None:
+        flag = needs_human(r, threshold)
+        marker = [None if flag is None else ("yes" if flag else "no")]
+    return [r.text_id, r.text, r.label, r.predicted, r.confidence, *marker, *probs]
 
 
-def to_csv(rows: Sequence[ExportRow], classes: Sequence[str], *, id_column: str = "text_id") -> bytes:
+def to_csv(rows: Sequence[ExportRow], classes: Sequence[str], *, id_column: str = "text_id",
+           threshold: float | None = None) -> bytes:
     """UTF-8 CSV (with a BOM, so Excel reads accents right) with formula cells neutralised.
 
-    Columns: ``columns(classes, id_column=...)``; empty cells where a value does not
-    apply. The Data page and ``tenshot train`` import it back (text, label).
+    Columns: ``columns(classes, id_column=..., marker=threshold is not None)``; empty
+    cells where a value does not apply. The Data page and ``tenshot train`` import it
+    back (text, label).
     """
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([neutralise(h) for h in columns(classes, id_column=id_column)])
+    header = columns(classes, id_column=id_column, marker=threshold is not None)
+    writer.writerow([neutralise(h) for h in header])
     for r in rows:
-        writer.writerow(["" if v is None else neutralise(_number(v)) for v in _record(r, classes)])
+        writer.writerow(["" if v is None else neutralise(_number(v))
+                         for v in _record(r, classes, threshold)])
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -195,12 +215,16 @@ def _number(v):
     return round(v, 6) if isinstance(v, float) else v
 
 
-def to_jsonl(rows: Sequence[ExportRow], classes: Sequence[str], *, id_column: str = "text_id") -> bytes:
-    """One JSON object per line with the same fields as the CSV; probs as a nested object."""
+def to_jsonl(rows: Sequence[ExportRow], classes: Sequence[str], *, id_column: str = "text_id",
+             threshold: float | None = None) -> bytes:
+    """One JSON object per line with the same fields as the CSV; probs as a nested object,
+    needs_human as true / false / null."""
     lines = []
     for r in rows:
         record = {id_column: r.text_id, "text": r.text, "label": r.label, "predicted": r.predicted,
-                  "confidence": r.confidence,
-                  "probs": None if r.probs is None else {c: r.probs.get(c) for c in classes}}
+                  "confidence": r.confidence}
+        if threshold is not None:
+            record[NEEDS_HUMAN] = needs_human(r, threshold)
+        record["probs"] = None if r.probs is None else {c: r.probs.get(c) for c in classes}
         lines.append(json.dumps(record, ensure_ascii=False))
     return ("\n".join(lines) + "\n" if lines else "").encode("utf-8")

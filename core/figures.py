@@ -20,7 +20,7 @@ from core.learn.curves import Diagnostics, LabelsNeeded, LearningCurve, accuracy
 __all__ = ["TOWARDS", "AGAINST", "DIVERGING", "INDIGO", "GREY", "FONT", "rgba", "plot_text",
            "short", "style_figure", "history_figure", "confusion_figure", "curve_figure",
            "layer_figure", "describe_estimate", "noise_note", "layer_weights_figure",
-           "probability_figure", "word_figure", "phrases_figure", "oob_figure",
+           "probability_figure", "coverage_figure", "word_figure", "phrases_figure", "oob_figure",
            "agreement_figure", "sign_figure", "spearman_figure", "topk_figure"]
 
 TOWARDS = (79, 70, 229)  # indigo, the app's primary colour: pushes towards the class
@@ -163,6 +163,39 @@ def noise_note(accuracy: float, n: int, what: str) -> str:
     """'With 32 labels, differences under about 16% between layers are within noise.'"""
     return (f"With {n} labels, differences under about {accuracy_noise(accuracy, n):.0%} "
             f"{what} are within noise.")
+
+
+# --- the Predictions and Export pages' coverage control ---------------------
+
+def coverage_figure(curve: dict[str, list], threshold: float | None):
+    """Estimated accuracy above each confidence threshold (with its 95% band) and the share
+    of predictions that clear it; ``curve`` from ``core.learn.coverage.curve``; a dotted
+    line at the threshold in force (None: no threshold reaches the target)."""
+    import plotly.graph_objects as go
+
+    x = np.asarray(curve["threshold"])
+    known = np.array([a is not None for a in curve["accuracy"]])
+    xs = x[known]
+    low = np.array([v for v in curve["low"] if v is not None])
+    high = np.array([v for v in curve["high"] if v is not None])
+    fig = go.Figure([
+        go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[high, low[::-1]], fill="toself", mode="lines",
+                   line=dict(width=0), fillcolor=rgba(TOWARDS, 0.15), name="95% interval",
+                   hoverinfo="skip"),
+        go.Scatter(x=xs, y=[a for a in curve["accuracy"] if a is not None], mode="lines",
+                   name="estimated accuracy above", line=dict(color=INDIGO),
+                   hovertemplate="confidence ≥ %{x:.0%}: %{y:.0%} right<extra></extra>"),
+        go.Scatter(x=x, y=curve["share"], mode="lines", name="share of predictions kept",
+                   line=dict(color="#F59E0B", dash="dash"),
+                   hovertemplate="confidence ≥ %{x:.0%}: %{y:.0%} kept<extra></extra>")])
+    if threshold is not None:
+        fig.add_vline(x=threshold, line=dict(dash="dot", color=GREY))
+    fig.update_layout(title="Accuracy and coverage by confidence threshold",
+                      xaxis=dict(title="confidence threshold", tickformat=".0%",
+                                 range=[float(x.min()), 1]),
+                      yaxis=dict(title=None, tickformat=".0%", range=[0, 1.02]),
+                      legend=dict(orientation="h", y=-0.25))
+    return style_figure(fig, height=340)
 
 
 # --- the Explain page --------------------------------------------------------

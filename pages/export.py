@@ -3,14 +3,17 @@ that `tenshot predict --bundle FILE` and `core.learn.bundle.load_bundle` read, a
 the stakeholder report (also on the Explain page; a report built on either page
 can be downloaded on both)."""
 
+import math
+
 import pandas as pd
 import streamlit as st
 
 from core.learn.bundle import bundle_bytes
-from core.export import export_rows, file_stem, to_csv, to_jsonl
+from core.export import export_rows, file_stem, needs_human, to_csv, to_jsonl
 from core.errors import TenshotError
 from core.project import load_classifier
 from core.report import report_filename, stakeholder_report
+from pages._coverage import coverage_control
 from pages._shared import backbone, escape_markdown, feature_cache, page_header, show_error, store
 
 
@@ -36,24 +39,43 @@ def table_section(project, s, latest) -> None:
                + (f" v{latest.version}" if latest else "") + ". Columns: text_id, text, label (yours), "
                "predicted (the model's class), confidence, then one probability column per "
                "class; `tenshot predict` writes the same columns.")
+    threshold = marker_section(latest, rows)
+    preview = {"text": [r.text for r in rows[:20]], "label": [r.label for r in rows[:20]],
+               "predicted": [r.predicted for r in rows[:20]],
+               "confidence": [r.confidence for r in rows[:20]]}
+    if threshold is not None:
+        preview["needs_human"] = [needs_human(r, threshold) for r in rows[:20]]
     with st.expander("Preview the first rows"):
-        st.dataframe(pd.DataFrame({"text": [r.text for r in rows[:20]],
-                                   "label": [r.label for r in rows[:20]],
-                                   "predicted": [r.predicted for r in rows[:20]],
-                                   "confidence": [r.confidence for r in rows[:20]]}),
-                     hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(preview), hide_index=True, width="stretch")
     classes = s.classes(project.id)
     stem = f"{file_stem(project.name)}-{include}"
     left, right = st.columns(2)
-    left.download_button("Download CSV", to_csv(rows, classes), file_name=f"{stem}.csv",
+    left.download_button("Download CSV", to_csv(rows, classes, threshold=threshold),
+                         file_name=f"{stem}.csv",
                          mime="text/csv", icon=":material/table:", key="export_csv",
                          disabled=not rows, width="stretch", on_click="ignore")
-    right.download_button("Download JSONL", to_jsonl(rows, classes), file_name=f"{stem}.jsonl",
+    right.download_button("Download JSONL", to_jsonl(rows, classes, threshold=threshold),
+                          file_name=f"{stem}.jsonl",
                           mime="application/jsonl", icon=":material/data_object:",
                           key="export_jsonl", disabled=not rows, width="stretch",
                           on_click="ignore")
     st.caption("In the CSV, cells that start with = + - or @ get a leading apostrophe, so a "
                "spreadsheet shows them as text instead of running them as formulas.")
+
+
+def marker_section(latest, rows) -> float | None:
+    """The threshold for the files' needs_human column, or None when the user wants none."""
+    predicted = [r.confidence for r in rows if r.predicted is not None]
+    if latest is None or not predicted:
+        return None
+    if not st.toggle("Mark predictions that need a human", key="export_mark",
+                     help="Adds a needs_human column: yes for predictions below the confidence "
+                          "threshold you choose, as `tenshot predict --threshold` writes it."):
+        return None
+    with st.container(border=True):
+        choice = coverage_control(latest, predicted, key="export_cover")
+    # no threshold reaches the target: every prediction needs a human
+    return math.inf if choice.threshold is None else choice.threshold
 
 
 def bundle_section(project, latest) -> None:

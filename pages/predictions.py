@@ -12,11 +12,12 @@ import streamlit as st
 
 from core.export import SORTS, filter_predictions, prediction_changes
 from core.errors import TenshotError
+from pages._coverage import MARKER, coverage_control
 from pages._shared import labeller, page_header, percent, show_error, store, train
 from pages._views import labels_from_edits, no_model_yet
 
 
-YOUR_LABEL, ACCEPT = "Your label", "Accept"
+YOUR_LABEL, ACCEPT, REVIEW = "Your label", "Accept", "Review"
 MAX_ROWS = 1000  # a longer table is slow to draw and to scan; the filters narrow it
 EDITOR_KEY_STATE = "predictions_editor_key"
 
@@ -47,6 +48,8 @@ def save_edits(project, shown, key: str) -> None:
 
 
 def review(project, latest, preds, classes) -> None:
+    with st.container(border=True):
+        choice = coverage_control(latest, [p.confidence for p in preds], key="pred_cover")
     left, mid, right = st.columns([3, 3, 2])
     search = left.text_input("Search", placeholder="Words in the sentence", key="pred_search")
     picked = mid.multiselect("Predicted class", classes, default=classes, key="pred_classes")
@@ -66,16 +69,21 @@ def review(project, latest, preds, classes) -> None:
     key = editor_key(latest.id, shown)
     st.session_state[EDITOR_KEY_STATE] = key
     frame = pd.DataFrame({"Sentence": [p.text for p in shown], "Predicted": [p.label for p in shown],
-                          "Confidence": [100 * p.confidence for p in shown], ACCEPT: False,
+                          "Confidence": [100 * p.confidence for p in shown],
+                          REVIEW: [MARKER if m else "" for m in choice.marks([p.confidence for p in shown])],
+                          ACCEPT: False,
                           YOUR_LABEL: pd.Series([None] * len(shown), dtype=object)})
     # the columns to edit come first, so they are on screen however long the sentences are
     st.data_editor(frame, key=key, hide_index=True, width="stretch",
-                   column_order=[ACCEPT, YOUR_LABEL, "Sentence", "Predicted", "Confidence"],
-                   disabled=["Sentence", "Predicted", "Confidence"],
+                   column_order=[ACCEPT, YOUR_LABEL, "Sentence", "Predicted", "Confidence", REVIEW],
+                   disabled=["Sentence", "Predicted", "Confidence", REVIEW],
                    column_config={
                        "Sentence": st.column_config.TextColumn(width="large"),
                        "Confidence": st.column_config.ProgressColumn(min_value=0, max_value=100,
                                                                      format="%.0f%%"),
+                       REVIEW: st.column_config.TextColumn(
+                           width="medium", help="Below the confidence threshold set above: check "
+                                               "these by hand."),
                        ACCEPT: st.column_config.CheckboxColumn(
                            width="small", help="The prediction is right: keep it as a label."),
                        YOUR_LABEL: st.column_config.SelectboxColumn(

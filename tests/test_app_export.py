@@ -85,3 +85,22 @@ def test_the_stakeholder_report_is_on_the_export_page(workspace, downloads):
     assert name == "tenshot-report-reviews-v2.html"
     report = downloads[name].decode()
     assert "Model card" in report and "Learning curve" in report
+
+
+def test_the_export_marks_predictions_below_the_chosen_threshold(workspace, downloads):
+    # issue 15 item 12: the export had no way to say which predictions need a human
+    at = open_page("export")
+    at.toggle(key="export_mark").set_value(True).run()
+    at.slider(key="export_cover_threshold").set_value(60).run()
+    assert not at.exception
+    rows = list(csv.DictReader(io.StringIO(_one(downloads, "-both.csv").decode("utf-8-sig"), newline="")))
+    assert list(rows[0])[:6] == ["text_id", "text", "label", "predicted", "confidence", "needs_human"]
+    predicted = [r for r in rows if r["predicted"]]
+    assert [r["needs_human"] for r in predicted] == ["yes" if float(r["confidence"]) < 0.6 else "no"
+                                                     for r in predicted]
+    assert {r["needs_human"] for r in rows if r["label"]} == {""}
+    below = sum(r["needs_human"] == "yes" for r in rows)
+    assert 0 < below < len(predicted)  # both marks appear: the threshold splits the rows
+    assert any(f"The other {below} are marked" in i.value for i in at.info)
+    records = [json.loads(line) for line in _one(downloads, "-both.jsonl").decode().splitlines()]
+    assert sum(r["needs_human"] is True for r in records) == below

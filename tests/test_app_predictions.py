@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from core.store import Store
 from tests.helpers import CLASSES, NEG, POS, UNLABELLED, open_page
 
@@ -79,3 +81,32 @@ def test_no_model_explains_the_next_step(fresh_workspace, tiny_model_dir, whole_
         at.run()
         assert ("Label at least 2 sentences per class to train a first model; then its "
                 "predictions for the other sentences appear here.") in at.info[0].value
+
+
+def test_the_coverage_control_counts_and_marks_the_predictions_below_it(workspace):
+    # issue 15 item 12: the page showed confidences but no way to act on them
+    at = open_page("predictions")
+    assert not at.exception
+    frame = at.dataframe[0].value
+    n = len(frame)
+    middle = int(np.ceil(frame["Confidence"].median()))  # splits the rows: both marks appear
+    for percent in (0, middle, 100):
+        at.slider(key="pred_cover_threshold").set_value(percent).run()
+        assert not at.exception
+        frame = at.dataframe[0].value
+        below = frame["Confidence"] < percent - 1e-7
+        assert list(frame["Review"]) == ["needs a human" if b else "" for b in below]
+        said = " ".join(i.value for i in at.info)
+        assert f"{n - below.sum()} of {n} predictions" in said and f"at least {percent}% confidence" in said
+        assert f"The other {below.sum()} are marked “needs a human”" in said
+        assert below.sum() == {0: 0, middle: below.sum(), 100: n}[percent]
+        assert percent != middle or 0 < below.sum() < n
+
+
+def test_a_target_accuracy_the_labels_cannot_promise_marks_every_prediction(workspace):
+    at = open_page("predictions")
+    at.radio(key="pred_cover_mode").set_value("Target accuracy").run()
+    at.slider(key="pred_cover_target").set_value(99).run()
+    assert not at.exception
+    assert "No confidence threshold can promise 99% accuracy" in at.warning[0].value
+    assert set(at.dataframe[0].value["Review"]) == {"needs a human"}

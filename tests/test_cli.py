@@ -390,3 +390,44 @@ def test_an_empty_prompt_on_an_existing_project_clears_its_prompt(tmp_path, mode
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--prompt", ""]) == 0
     with Store.open(db) as store:
         assert store.project("p").settings["prompt"] is None
+
+
+def test_predict_threshold_marks_rows_that_need_a_human_and_prints_the_estimate(tmp_path, model_dir, capsys):
+    # issue 15 item 12: predict took no threshold; confidence alone told a user nothing to act on
+    db = _trained(tmp_path, model_dir)
+    data = _write_csv(tmp_path / "in.csv", [(t,) for t in ["very good film", "awful plot", "a film",
+                                                            "i love it", "so boring"]], header=("text",))
+    out, bundle = tmp_path / "o.csv", tmp_path / "m.tenshot"
+    capsys.readouterr()
+    assert main(["--db", db, "predict", "--project", "p", "--data", data, "--out", str(out),
+                 "--threshold", "0.6"]) == 0
+    said = capsys.readouterr().out
+    rows = list(csv.DictReader(open(out, encoding="utf-8-sig")))
+    assert list(rows[0]) == ["line", "text", "label", "predicted", "confidence", "needs_human", "p_pos", "p_neg"]
+    assert [r["needs_human"] for r in rows] == ["yes" if float(r["confidence"]) < 0.6 else "no" for r in rows]
+    cleared = sum(r["needs_human"] == "no" for r in rows)
+    assert f"{cleared} of 5 predictions" in said and "at least 60% confidence" in said
+    assert "estimated accuracy" in said or "Too few of your labels" in said
+    # a bundle carries the calibration: the same marks and the same estimate
+    assert main(["--db", db, "export", "--project", "p", "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "predict", "--bundle", str(bundle), "--data", data, "--out",
+                 str(tmp_path / "o2.csv"), "--threshold", "0.6"]) == 0
+    assert capsys.readouterr().out == said
+    assert rows == list(csv.DictReader(open(tmp_path / "o2.csv", encoding="utf-8-sig")))
+
+
+def test_predict_refuses_a_bad_threshold_or_an_unreachable_target_and_writes_nothing(tmp_path, model_dir,
+                                                                                       capsys):
+    db = _trained(tmp_path, model_dir)
+    data = _write_csv(tmp_path / "in.csv", [("very good film",)], header=("text",))
+    out = tmp_path / "o.csv"
+    capsys.readouterr()
+    assert main(["--db", db, "predict", "--project", "p", "--data", data, "--out", str(out),
+                 "--threshold", "80"]) == 2
+    assert "--threshold must be a share between 0 and 1, got 80 (give 0.8 for 80%)" in capsys.readouterr().err
+    assert main(["--db", db, "predict", "--project", "p", "--data", data, "--out", str(out),
+                 "--target-accuracy", "0.999"]) == 2
+    err = capsys.readouterr().err
+    assert "No confidence threshold can promise 100% accuracy" in err and "Nothing was written" in err
+    assert not out.exists()

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from core.errors import InputError
-from core.learn.features import FeatureSpec, select_features, select_group_features
+from core.learn.coverage import Calibration, calibrate, fit_calibration
+from core.learn.features import OOF_KEY, FeatureSpec, select_features, select_group_features
 from core.learn.head import Head, check_labels
 from core.model.cache import FeatureCache
 from core.model.embed import POOLINGS, features, truncated_count
@@ -77,7 +78,9 @@ class Settings:
 class Classifier:
     """Everything needed to predict from pooled features.
 
-    classes: class names, in the order of the head's outputs.
+    classes: class names, in the order of the head's outputs. Probabilities are
+    calibrated by the temperature in ``metrics["calibration"]`` (core.learn.coverage);
+    a model saved before calibration existed has none and keeps softmax(logits).
     """
 
     classes: list[str]
@@ -88,7 +91,15 @@ class Classifier:
 
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
         """X: float32 (n, n_layers, hidden) pooled features -> (n, n_classes) probabilities."""
-        return self.head.predict_proba(self.spec.transform(X))
+        cal = self.calibration
+        if cal is None:
+            return self.head.predict_proba(self.spec.transform(X))
+        return calibrate(self.decision_features(X), cal.temperature)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The temperature and OOF confidences from training, or None for an older model."""
+        return Calibration.from_json(self.metrics.get("calibration"))
 
     def decision_features(self, X: np.ndarray) -> np.ndarray:
         """Logits of shape (n, n_classes)."""
@@ -159,9 +170,15 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings
         spec, report = select_features(X, y, mode=settings.mode, penalty=settings.penalty,
                                        random_state=random_state)
     head = Head(settings.penalty, random_state=random_state).fit(spec.transform(X), y)
+    # auto mode's nested CV reran the selection in each fold: its logits are honest; the
+    # head's own CV used a spec chosen with every label (optimistic after STC's selection)
+    oof = report.pop(OOF_KEY, None)
+    for part in report.get("parts", {}).values():
+        part.pop(OOF_KEY, None)
     metrics = {"cv_accuracy": float(head.cv_accuracy_), "cv_macro_f1": float(head.cv_macro_f1_),
                "C": float(head.C_), "n_labels": int(len(y)), "n_features": int(spec.transform(X[:1]).shape[1]),
-               "n_selected": int(len(head.selected_features())), "selection": _jsonable(report)}
+               "n_selected": int(len(head.selected_features())), "selection": _jsonable(report),
+               "calibration": fit_calibration(head.oof_logits_ if oof is None else oof, y).to_json()}
     return Classifier(classes, settings, spec, head, metrics)
 
 

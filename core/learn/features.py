@@ -34,7 +34,9 @@ from core.learn.head import Head, check_labels, min_c
 from core.learn.solver import BLAS, standardise
 from core.model.group import Part
 
-__all__ = ["FeatureSpec", "select_features", "select_group_features"]
+__all__ = ["OOF_KEY", "FeatureSpec", "select_features", "select_group_features"]
+
+OOF_KEY = "oof_logits"  # in auto mode's report: the chosen mode's nested out-of-fold logits
 
 _MODES = ("layer", "fusion", "stc")
 _COMBINES = {"layer": ("single",), "fusion": ("concat", "mean"), "stc": ("concat",),
@@ -235,10 +237,13 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
             Cs = {m: C if C is not None else _quick_head(penalty, random_state).fit(
                 specs[m].transform(X), y).C_ for m, (_, C) in built.items()}
             options.pop("report")
-            scores = _nested_scores(X, y, specs, Cs, **options)
+            scores, logits = _nested_scores(X, y, specs, Cs, **options)
             report["mode_scores"] = scores
             # each step up layer < fusion < stc must gain half a sentence of accuracy
             mode = max(_MODES, key=lambda m: scores[m] - 0.5 / len(y) * _MODES.index(m))
+            # honest out-of-fold logits (the selection saw no held-out label) for calibration;
+            # core.learn.classifier.train takes them out of the report before storing it
+            report[OOF_KEY] = logits[mode].tolist()  # a list: reports compare with ==
     report["mode"] = mode
     return specs[mode], report
 
@@ -396,10 +401,13 @@ def _stc(X, y, layers, eta, random_state):
 
 def _nested_scores(X, y, specs, Cs, *, penalty, random_state, **options):
     """Accuracy of each mode with its selection rerun inside each fold of a stratified
-    K-fold CV, and the head fitted at the C that mode chose on all rows."""
+    K-fold CV, and the head fitted at the C that mode chose on all rows.
+
+    Returns ({mode: accuracy}, {mode: out-of-fold logits of shape (1, n, K)})."""
     n_splits = max(2, min(5, int(np.bincount(y).min())))
     cv = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=1, random_state=random_state)
     correct = dict.fromkeys(specs, 0)
+    logits = {mode: np.zeros((1, len(y), max(int(y.max()) + 1, 2))) for mode in specs}
     for tr, te in cv.split(np.zeros(len(y)), y):
         err, _ = _scan(X[tr], y[tr], options["cands"])
         for mode, spec in specs.items():
@@ -407,5 +415,6 @@ def _nested_scores(X, y, specs, Cs, *, penalty, random_state, **options):
                 spec, _ = _build(mode, X[tr], y[tr], err, penalty=penalty,
                                  random_state=random_state, report={}, **options)
             head = _quick_head(penalty, random_state).fit(spec.transform(X[tr]), y[tr], C=Cs[mode])
-            correct[mode] += int((head.predict(spec.transform(X[te])) == y[te]).sum())
-    return {mode: correct[mode] / len(y) for mode in specs}
+            logits[mode][0, te] = head.decision_function(spec.transform(X[te]))
+            correct[mode] += int((logits[mode][0, te].argmax(1) == y[te]).sum())
+    return {mode: correct[mode] / len(y) for mode in specs}, logits

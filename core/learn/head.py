@@ -145,7 +145,8 @@ class Head:
     Z is the head's input, float array of shape (n, d); y holds class indices 0..K-1,
     shape (n,). After `fit`: `coef_` (K, d) and `intercept_` (K,) act on standardised Z;
     `mean_`, `scale_` (d,); `C_`; and, when C was chosen by CV, `cv_accuracy_`,
-    `cv_macro_f1_` (at C_) and `cv_scores_` {C: accuracy}.
+    `cv_macro_f1_` (at C_), `cv_scores_` {C: accuracy} and `oof_logits_`, the out-of-fold
+    logits at C_, shape (n_repeats, n, K) (None after `from_state`).
     """
 
     def __init__(self, penalty="l1", *, l1_ratio=0.5, Cs=None, n_splits=5, n_repeats=2,
@@ -171,7 +172,8 @@ class Head:
         return [low / l1_ratio * r for r in _SPARSE_RATIOS]
 
     def _cv(self, Zs, y, K, Cs, l1_ratio):
-        """(accuracy, macro F1, log-loss) per C from repeated stratified K-fold CV."""
+        """(accuracy, macro F1, log-loss) per C from repeated stratified K-fold CV, and the
+        out-of-fold logits, shape (n_repeats, len(Cs), n, K)."""
         smallest = int(np.bincount(y).min())
         n_splits = max(2, min(self.n_splits, smallest))
         n_repeats = 1 if smallest >= _ONE_REPEAT_AT else self.n_repeats
@@ -179,7 +181,8 @@ class Head:
                                      random_state=self.random_state)
         splits = list(cv.split(Zs, y))
         n_jobs = min(len(splits), self.n_jobs or min(os.cpu_count() or 1, 4))
-        return _cv_scores(_cv_path(Zs, y, Cs, l1_ratio, K, splits, n_splits, n_jobs), y, K)
+        oof = _cv_path(Zs, y, Cs, l1_ratio, K, splits, n_splits, n_jobs)
+        return (*_cv_scores(oof, y, K), oof)
 
     def fit(self, Z, y, *, C=None):
         """Fit on Z (n, d) and y (n,); choose C by repeated stratified CV unless given.
@@ -197,7 +200,7 @@ class Head:
         Zs, self.mean_, self.scale_ = standardise(Z)
         Cs, best = ([float(C)], 0) if C is not None else (self._grid(Zs, y, K, l1_ratio), None)
         if best is None:
-            acc, f1, loss = self._cv(Zs, y, K, Cs, l1_ratio)
+            acc, f1, loss, oof = self._cv(Zs, y, K, Cs, l1_ratio)
             best = int(np.argmin(loss))
         Ws, bs = fit_path(Zs, y, Cs[:best + 1], l1_ratio, K, self.tol)
         # an L1 model that selected nothing predicts one class for all: take a larger C
@@ -208,6 +211,8 @@ class Head:
         self.cv_accuracy_ = None if C is not None else float(acc[best])
         self.cv_macro_f1_ = None if C is not None else float(f1[best])
         self.cv_scores_ = {} if C is not None else dict(zip(Cs, map(float, acc)))
+        # kept for calibration (core.learn.coverage), not saved with the head
+        self.oof_logits_ = None if C is not None else oof[:, best]
         W, b = Ws[-1], bs[-1]
         if K == 2:
             self.coef_ = np.stack([-W[:, 1] / 2, W[:, 1] / 2])
@@ -263,6 +268,7 @@ class Head:
         for key in ("C_", "cv_accuracy_", "cv_macro_f1_", "n_features_in_", "n_classes_"):
             setattr(head, key, params[key])
         head.cv_scores_ = {float(c): float(a) for c, a in params["cv_scores_"]}
+        head.oof_logits_ = None
         for key in ("mean_", "scale_", "coef_", "intercept_"):
             setattr(head, key, np.asarray(arrays[key], dtype=np.float64))
         return head
