@@ -106,3 +106,10 @@ def test_compare_two_prompts_reports_both_accuracies(workspace):
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Prompt A"].endswith("%") and metrics["Prompt B"].endswith("%")
+
+
+def test_shows_the_device_and_dtype_the_backbone_runs_on(workspace):
+    # issue 13: the Model page did not say where the model runs or in which precision
+    at = open_page("model")
+    assert not at.exception
+    assert any("Runs on cpu · float32" in c.value for c in at.caption), [c.value for c in at.caption]

@@ -186,3 +186,14 @@ def test_cuda_loads_a_small_model_in_fp32_with_sdpa(tiny_model_dir):
     bb = load_backbone(tiny_model_dir)
     assert bb.device.startswith("cuda") and bb.info["dtype"] == "float32" and bb.info["attention"] == "sdpa"
     assert next(bb.model.parameters()).is_cuda
+
+
+def test_describe_device_names_device_and_dtype_of_each_part(tiny_backbone):
+    from core.model.backbone import Backbone
+    from core.model.device import describe_device
+    from core.model.group import BackboneGroup
+
+    half = Backbone("b", tiny_backbone.model, tiny_backbone.tokenizer, "fp-b", info={"dtype": "bfloat16"})
+    assert describe_device(tiny_backbone) == "cpu · float32"
+    assert describe_device(BackboneGroup("a+b", (tiny_backbone, half), ())) == \
+        "tiny: cpu · float32; b: cpu · bfloat16"

@@ -170,7 +170,10 @@ def test_only_single_causal_decoders_within_their_window_are_supported(tiny_back
 def test_packaged_smollm2_features_equal_the_plain_path():
     from core.model.loading import load_backbone
 
+    from core.model.device import tolerance
+
     bb = load_backbone("smollm2-135m")
+    tol = tolerance(bb)  # fp32 on CPU and (135M parameters) on CUDA; the table says why
     text = "The acting was superb, but the plot dragged on far too long and bored me to tears."
     strings = _variants(text, 24, seed=4)
     prompt = "Text: {text}\nCategory:"
@@ -179,7 +182,7 @@ def test_packaged_smollm2_features_equal_the_plain_path():
         pe = PrefixEmbedder(bb, text, prompt=prompt, pooling="mean", layers=layers)
         got = np.concatenate([pe(strings[i:i + 8]) for i in range(0, len(strings), 8)])
         scale = np.abs(expected[:, layers]).max()
-        assert np.abs(got[:, layers] - expected[:, layers]).max() <= 1e-5 * scale
+        assert np.abs(got[:, layers] - expected[:, layers]).max() <= tol.atol * scale
 
 
 def test_running_out_of_memory_gives_a_plain_message(decoder, monkeypatch):

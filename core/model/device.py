@@ -25,7 +25,7 @@ from typing import Any
 from core.errors import InputError
 
 __all__ = ["BatchPlan", "CPU_PLAN", "FP32_MAX_PARAMS", "Precision", "TOLERANCES", "Tolerance",
-           "apply_threads", "batch_plan", "cuda_free_bytes", "hardware_default",
+           "apply_threads", "batch_plan", "cuda_free_bytes", "describe_device", "hardware_default",
            "other_runnable", "precision", "thread_plan", "tolerance", "usable_cores"]
 
 
@@ -265,3 +265,18 @@ def hardware_default(*, cuda: bool | None = None, free_bytes: int | None = None)
         if needs <= free_bytes:
             return name
     return DEFAULT_BACKBONE
+
+
+def describe_device(backbone) -> str:
+    """Where a loaded backbone runs, for the Model page: "cpu · float32" or, for a group,
+    each part's ("smollm2-135m: cuda · float32; minilm-l6: ...")."""
+    parts = getattr(backbone, "backbones", None)
+    if parts:
+        return "; ".join(f"{b.name}: {describe_device(b)}" for b in parts)
+    info = getattr(backbone, "info", {}) or {}
+    device = str(getattr(backbone, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} · {info.get('dtype', 'float32')}"
