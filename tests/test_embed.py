@@ -230,3 +230,19 @@ def test_cuda_features_equal_the_cpu_features_within_the_dtypes_tolerance(tiny_b
         tol = tolerance(gpu)
         for p, X in expected.items():
             assert np.abs(got[p] - X).max() <= tol.atol * np.abs(X).max() + tol.rtol * np.abs(X).max()
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_table():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root.parent / "shared" / "data" / "sst2").exists():
+        pytest.skip("needs ../shared/data/sst2")
+    out = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--n", "16", "--batches", "8,plan",
+                          "--shap-n", "1", "--repeats", "1"], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| float32 |")]
+    assert len(rows) == 3 and "| 32 (plan) |" in rows[1]
