@@ -71,8 +71,9 @@ def pool_on_device(hidden_states: Sequence, attention_mask, poolings: Sequence[s
     out = []
     for p in poolings:
         if p == "mean":
-            # one batched matmul for all layers: (b, L, H, T) @ (b, T)
-            total = torch.einsum("blth,bt->blh", h, mask)
+            # one batched matmul over all layers, (b, L, 1, T) @ (b, L, T, H), reading h in
+            # place (einsum permuted h into a copy first: 8x slower on the CPU)
+            total = (mask[:, None, None, :] @ h).squeeze(2)
             out.append(total / mask.sum(1).clamp(min=1.0)[:, None, None])
         elif p == "last":
             last = attention_mask.sum(1).long().to(device) - 1
