@@ -42,7 +42,7 @@ from core.evaluate import draw_shots, load_split  # noqa: E402
 from core.explain.shapley import shap_attributions, warm_up  # noqa: E402
 from core.learn.classifier import Settings, features_for, train  # noqa: E402
 from core.model import forward  # noqa: E402
-from core.model.device import tolerance  # noqa: E402
+from core.model.device import apply_threads, tolerance  # noqa: E402
 from core.model.embed import embed, token_states  # noqa: E402
 from core.model.loading import load_backbone  # noqa: E402
 from core.model.tokens import encode  # noqa: E402
@@ -57,17 +57,20 @@ def _sync(bb) -> None:
         torch.cuda.synchronize()
 
 
-def _best(fn, bb, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(bb)
-        t = time.perf_counter()
+def _best(fns, bb, repeats: int) -> list[float]:
+    """Best wall time of each function over ``repeats`` interleaved rounds (after one
+    warm-up call each), so drift in a shared machine's load hits them alike."""
+    for fn in fns:
         fn()
-        _sync(bb)
-        times.append(time.perf_counter() - t)
-    return min(times)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            _sync(bb)
+            t = time.perf_counter()
+            fn()
+            _sync(bb)
+            ts.append(time.perf_counter() - t)
+    return [min(ts) for ts in times]
 
 
 def throughput(bb, texts: list[str], batch: str, repeats: int) -> dict:
@@ -81,18 +84,26 @@ def throughput(bb, texts: list[str], batch: str, repeats: int) -> dict:
     batches = [forward.pad([encoded[i].input_ids for i in idx], pad_id)
                for idx in forward.batches([len(e.input_ids) for e in encoded], size, plan.token_budget)]
 
+    cuda = bb.device.startswith("cuda")
+
     def bare():
+        if not cuda:
+            apply_threads()  # the thread count embed's forward loop uses, so like meets like
         with torch.inference_mode():
             for ids, mask in batches:
                 bb.model(input_ids=ids.to(bb.device), attention_mask=mask.to(bb.device),
                          output_hidden_states=True, use_cache=False)
 
-    cuda = bb.device.startswith("cuda")
-    t_bare = _best(bare, bb, repeats)
-    if cuda:
+    def embedded():
+        embed(bb, texts, prompt=PROMPT, batch_size=size)
+
+    peak = float("nan")
+    if cuda:  # peak memory of the embed path (after a warm-up call)
+        embedded()
         torch.cuda.reset_peak_memory_stats()
-    t_embed = _best(lambda: embed(bb, texts, prompt=PROMPT, batch_size=size), bb, repeats)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        embedded()
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    t_bare, t_embed = _best([bare, embedded], bb, repeats)
     return {"batch": f"{size} ({batch})" if batch == "plan" else str(size), "batches": len(batches),
             "bare": len(texts) / t_bare, "embed": len(texts) / t_embed, "ratio": t_bare / t_embed,
             "peak_gib": peak}
@@ -136,7 +147,7 @@ def shap_speed(bb, n: int, rng, profile: bool = False) -> dict:
 
 def token_states_ms(bb, repeats: int = 10) -> float:
     text = "The acting was superb, but the plot dragged on far too long."
-    return 1000 * _best(lambda: token_states(bb, text, prompt=PROMPT), bb, repeats)
+    return 1000 * _best([lambda: token_states(bb, text, prompt=PROMPT)], bb, repeats)[0]
 
 
 def load_seconds(args, dtype: str, *, cold: bool) -> float:
@@ -188,7 +199,7 @@ def markdown(args, rows, wall: float) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         for s in r["speed"]:
-            lines.append(f"| {r['dtype']} | {s['batch']} | {s['batches']} | {s['bare']:,.0f} | {s['embed']:,.0f} "
+            lines.append(f"| {r['dtype']} | {s['batch']} | {s['batches']} | {s['bare']:,.1f} | {s['embed']:,.1f} "
                          f"| {s['ratio']:.2f} | {s['peak_gib']:.2f} |")
     lines += ["", "| dtype | best embed / best bare | SHAP s/sentence (median, max) | efficiency error / "
               "logit scale (tolerance) | token states ms | warm load s | cold load s |",
