@@ -14,6 +14,7 @@ from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, fea
 from core.figures import (confusion_figure, curve_figure, describe_estimate, history_figure, layer_figure, noise_note)
 from core.learn.curves import (accuracy_noise, accuracy_range, compare_prompts, diagnose, labels_needed,
                                profile_layers, profile_position)
+from core.model.device import describe_device
 from core.model.embed import POOLINGS
 from core.errors import TenshotError
 from core.learn.features import FeatureSpec
@@ -148,6 +149,10 @@ def summary(latest) -> None:
                                f"· penalty {s.get('penalty')} (C = {m.get('C', 0):.3g}) · pooling "
                                f"{s.get('pooling')} · accuracy from repeated stratified "
                                "cross-validation on your labels."))
+    try:
+        st.caption(escape_markdown(f"Runs on {describe_device(backbone(s.get('backbone')))}"))
+    except TenshotError:  # a backbone not installed here: the rest of the page still works
+        pass
     scores = m.get("selection", {}).get("mode_scores")
     if scores:
         listed = ", ".join(f"{MODE_NAMES.get(k, k)} {v:.0%}" for k, v in scores.items())

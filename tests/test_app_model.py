@@ -151,3 +151,10 @@ def test_choosing_a_setting_keeps_the_settings_tab_open(workspace):
     assert _open_tab(at) == 1
     at.selectbox(key="m_pooling").set_value("max").run()
     assert _open_tab(at) == 1
+
+
+def test_shows_the_device_and_dtype_the_backbone_runs_on(workspace):
+    # issue 13: the Model page did not say where the model runs or in which precision
+    at = open_page("model")
+    assert not at.exception
+    assert any("Runs on cpu · float32" in c.value for c in at.caption), [c.value for c in at.caption]

@@ -105,3 +105,95 @@ def test_packaged_smollm2_loads_and_separates_sentiment():
     test = np.r_[4:6, 10:12]
     clf = LogisticRegression(C=1.0, max_iter=2000).fit(X[train], y[train])
     assert (clf.predict(X[test]) == y[test]).all()
+
+
+def test_dtype_policy_keeps_small_models_in_fp32_on_cuda_and_cpu_in_fp32():
+    # issue 13: CUDA always ran bf16, which broke the prefix-path and zero-shot checks
+    from core.errors import InputError
+    from core.model.device import FP32_MAX_PARAMS, precision
+
+    assert precision("cpu", 2_000_000_000) == precision("cpu", 10).__class__("float32", "eager")
+    assert precision("cuda", 135_000_000).dtype == "float32"
+    assert precision("cuda:1", FP32_MAX_PARAMS + 1).dtype == "bfloat16"
+    assert precision("cuda", 135_000_000).attention == "sdpa"
+    assert precision("cuda", 135_000_000, dtype="float16").dtype == "float16"
+    with pytest.raises(InputError, match="Unknown dtype 'int8'"):
+        precision("cuda", 10, dtype="int8")
+
+
+def test_tolerances_live_in_one_table_and_grow_with_the_unit_roundoff(tiny_backbone):
+    import torch
+
+    from core.model.device import TOLERANCES, tolerance
+
+    assert tolerance(torch.bfloat16) is tolerance("bfloat16") is TOLERANCES["bfloat16"]
+    assert tolerance(tiny_backbone) is TOLERANCES["float32"]  # no dtype recorded: fp32
+    order = [TOLERANCES[d] for d in ("float32", "float16", "bfloat16")]
+    for finer, coarser in zip(order, order[1:]):
+        assert finer.rtol < coarser.rtol and finer.atol < coarser.atol and finer.logprob < coarser.logprob
+
+
+def test_a_loaded_backbone_records_its_dtype_and_a_half_precision_one_a_separate_fingerprint(tiny_model_dir):
+    from core.errors import InputError
+
+    fp32 = load_backbone(tiny_model_dir, device="cpu")
+    bf16 = load_backbone(tiny_model_dir, device="cpu", dtype="bfloat16")
+    assert fp32.info["dtype"] == "float32" and bf16.info["dtype"] == "bfloat16"
+    assert next(bf16.model.parameters()).dtype.is_floating_point and bf16.fingerprint != fp32.fingerprint
+    assert fp32.info["parameters"] == fp32.model.num_parameters()
+    with pytest.raises(InputError, match="Unknown dtype"):
+        load_backbone(tiny_model_dir, device="cpu", dtype="fp8")
+
+
+def test_thread_plan_leaves_the_cores_other_work_holds():
+    # issue 13: 2 torch threads on 2 cores with another busy process ran 12x slower
+    from core.model.device import apply_threads, thread_plan
+
+    assert thread_plan(2) == 2 and thread_plan(2, others=1) == 1 and thread_plan(2, others=5) == 1
+    assert thread_plan(16, others=4.4) == 12 and thread_plan(8, workers=2) == 4
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(cores=2, others=1.0) == 1 == torch.get_num_threads()
+        assert apply_threads(cores=2, others=0.0) == 2 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_hardware_default_is_the_strongest_installed_backbone_that_fits(monkeypatch):
+    import core.model.registry as registry
+    from core.model.device import hardware_default
+
+    assert hardware_default(cuda=False) == DEFAULT_BACKBONE
+    installed = {"smollm2-135m"}
+
+    def resolve(entry):
+        if entry.name not in installed:
+            raise BackboneUnavailable(f"{entry.name} is not installed")
+        return []
+
+    monkeypatch.setattr(registry, "resolve_packaged", resolve)
+    assert hardware_default(cuda=True, free_bytes=80 << 30) == "smollm2-135m"  # qwen absent
+    installed.add("qwen2.5-1.5b")
+    assert hardware_default(cuda=True, free_bytes=80 << 30) == "qwen2.5-1.5b"
+    assert hardware_default(cuda=True, free_bytes=4 << 30) == "smollm2-135m"  # too small a card
+    assert hardware_default(cuda=False) == DEFAULT_BACKBONE
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_loads_a_small_model_in_fp32_with_sdpa(tiny_model_dir):
+    bb = load_backbone(tiny_model_dir)
+    assert bb.device.startswith("cuda") and bb.info["dtype"] == "float32" and bb.info["attention"] == "sdpa"
+    assert next(bb.model.parameters()).is_cuda
+
+
+def test_describe_device_names_device_and_dtype_of_each_part(tiny_backbone):
+    from core.model.backbone import Backbone
+    from core.model.device import describe_device
+    from core.model.group import BackboneGroup
+
+    half = Backbone("b", tiny_backbone.model, tiny_backbone.tokenizer, "fp-b", info={"dtype": "bfloat16"})
+    assert describe_device(tiny_backbone) == "cpu · float32"
+    assert describe_device(BackboneGroup("a+b", (tiny_backbone, half), ())) == \
+        "tiny: cpu · float32; b: cpu · bfloat16"

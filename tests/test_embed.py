@@ -141,3 +141,108 @@ def test_unknown_words_keep_their_span_in_the_users_text():
     (enc,) = encode(tok, ["good zzyzx movie"], prompt="review : {text}")
     user = [s for s in enc.user_spans if s is not None]
     assert (5, 10) in user and len(user) == 3  # "zzyzx" is <unk> but still the user's word
+
+
+def _pool_each_layer(hidden_states, attention_mask, pooling):
+    """The per-layer float32 loop that pooled before all layers went at once (the reference)."""
+    mask = content_mask(attention_mask)
+    last = attention_mask.sum(1).long() - 1
+    out = []
+    for h in hidden_states:
+        h = h.float()
+        if pooling == "mean":
+            out.append((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0))
+        elif pooling == "last":
+            out.append(h[torch.arange(h.shape[0]), last])
+        else:
+            out.append(h.masked_fill(mask[..., None] == 0, float("-inf")).amax(1))
+    return torch.stack(out, 1).numpy()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pooling_all_layers_at_once_equals_pooling_each_layer(dtype):
+    # issue 13: pooling was a Python loop over layers with a host copy per pooling
+    from core.model.embed import POOLINGS, pool
+
+    gen = torch.Generator().manual_seed(0)
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    # padded positions hold huge values: a pooling that reads them would show it
+    states = tuple((torch.randn(3, 5, 8, generator=gen) * 3).masked_fill(attention_mask[..., None] == 0, 1e4)
+                   .to(dtype) for _ in range(4))
+    states[0][:, 0] = 500.0  # the sink, never pooled (last-token pooling of a 1-token text aside)
+    got = pool(states, attention_mask, POOLINGS)
+    for p in POOLINGS:
+        assert got[p].dtype == np.float32 and got[p].shape == (3, 4, 8)
+        assert_allclose(got[p], _pool_each_layer(states, attention_mask, p), rtol=1e-6, atol=1e-6)
+    assert np.abs(got["mean"]).max() < 100 and np.abs(got["max"]).max() < 100
+
+
+def test_pad_right_pads_with_the_pad_id_and_masks_the_padding():
+    ids, mask = forward.pad([(5, 6, 7), (8,), (9, 10)], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]] and ids.dtype == torch.long
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]] and mask.dtype == torch.long
+
+
+def test_batches_respect_the_token_budget_given():
+    lengths = [30, 10, 30, 10, 10]
+    assert forward.batches(lengths, 8, token_budget=60) == [[0, 2], [1, 3, 4]]
+    assert forward.batches(lengths, 8, token_budget=8192) == [[0, 2, 1, 3, 4]]
+
+
+def test_batch_plan_comes_from_the_device_and_its_free_memory(tiny_backbone):
+    # issue 13: batch size and token budget were CPU constants on every device
+    from core.model.device import CPU_PLAN, batch_plan
+
+    shape = dict(n_layers=31, hidden=576, intermediate=1536)
+    assert batch_plan("cpu", **shape, free_bytes=80 << 30) == CPU_PLAN == forward.backbone_plan(tiny_backbone)
+    assert CPU_PLAN.batch_size == 32 and CPU_PLAN.token_budget == forward.TOKEN_BUDGET == 8192
+    small = batch_plan("cuda", **shape, dtype="float32", free_bytes=2 << 30)
+    mid = batch_plan("cuda", **shape, dtype="float32", free_bytes=8 << 30)
+    big = batch_plan("cuda", **shape, dtype="float32", free_bytes=80 << 30)
+    assert small.token_budget < mid.token_budget < big.token_budget == 65536
+    assert big.batch_size == 1024 and big.batch_size > CPU_PLAN.batch_size
+    # a batch's states fit in the share of memory it may take
+    per_token = 31 * 576 * 12
+    assert mid.token_budget * per_token <= 0.4 * (8 << 30)
+    # half the bytes per state in bf16: a larger budget from the same memory
+    assert batch_plan("cuda", **shape, dtype="bfloat16", free_bytes=8 << 30).token_budget > mid.token_budget
+    assert batch_plan("cuda", **shape, free_bytes=0).token_budget == 2048  # never below a floor
+
+
+def test_progress_and_keep_run_once_per_batch_in_order(tiny_backbone):
+    seen = []
+    embed_many(tiny_backbone, TEXTS, batch_size=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(2, 6), (4, 6), (6, 6)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_features_equal_the_cpu_features_within_the_dtypes_tolerance(tiny_backbone):
+    import copy
+
+    from core.model.device import tolerance
+
+    expected = embed_many(tiny_backbone, TEXTS, poolings=("mean", "last", "max"), batch_size=2)
+    for dtype in (torch.float32, torch.bfloat16):
+        gpu = copy.deepcopy(tiny_backbone)
+        gpu.model = gpu.model.to("cuda", dtype)
+        gpu.device, gpu.info = "cuda", {"dtype": str(dtype).replace("torch.", "")}
+        got = embed_many(gpu, TEXTS, poolings=("mean", "last", "max"), batch_size=2)
+        tol = tolerance(gpu)
+        for p, X in expected.items():
+            assert np.abs(got[p] - X).max() <= tol.atol * np.abs(X).max() + tol.rtol * np.abs(X).max()
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_table():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root.parent / "shared" / "data" / "sst2").exists():
+        pytest.skip("needs ../shared/data/sst2")
+    out = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--n", "16", "--batches", "8,plan",
+                          "--shap-n", "1", "--repeats", "1"], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| float32 |")]
+    assert len(rows) == 3 and "| 32 (plan) |" in rows[1]

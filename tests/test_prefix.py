@@ -170,7 +170,10 @@ def test_only_single_causal_decoders_within_their_window_are_supported(tiny_back
 def test_packaged_smollm2_features_equal_the_plain_path():
     from core.model.loading import load_backbone
 
+    from core.model.device import tolerance
+
     bb = load_backbone("smollm2-135m")
+    tol = tolerance(bb)  # fp32 on CPU and (135M parameters) on CUDA; the table says why
     text = "The acting was superb, but the plot dragged on far too long and bored me to tears."
     strings = _variants(text, 24, seed=4)
     prompt = "Text: {text}\nCategory:"
@@ -179,7 +182,7 @@ def test_packaged_smollm2_features_equal_the_plain_path():
         pe = PrefixEmbedder(bb, text, prompt=prompt, pooling="mean", layers=layers)
         got = np.concatenate([pe(strings[i:i + 8]) for i in range(0, len(strings), 8)])
         scale = np.abs(expected[:, layers]).max()
-        assert np.abs(got[:, layers] - expected[:, layers]).max() <= 1e-5 * scale
+        assert np.abs(got[:, layers] - expected[:, layers]).max() <= tol.atol * scale
 
 
 def test_running_out_of_memory_gives_a_plain_message(decoder, monkeypatch):
@@ -193,3 +196,42 @@ def test_running_out_of_memory_gives_a_plain_message(decoder, monkeypatch):
     monkeypatch.setattr(decoder.model, "forward", oom)
     with pytest.raises(BackboneError, match="ran out of memory.*smaller backbone"):
         PrefixEmbedder(decoder, TEXT, prompt=PROMPT, pooling="mean", layers=[1])
+
+
+def _on_cuda(decoder, dtype: str) -> Backbone:
+    import copy
+
+    import torch
+
+    gpu = copy.deepcopy(decoder)
+    gpu.model = gpu.model.to("cuda", getattr(torch, dtype))
+    gpu.device, gpu.info = "cuda", {"dtype": dtype}
+    return gpu
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_prefix_path_equals_the_plain_path_within_the_dtypes_tolerance(decoder, dtype):
+    from core.model.device import tolerance
+
+    gpu = _on_cuda(decoder, dtype)
+    tol, layers = tolerance(dtype), [1, 3, 5]
+    strings = _variants(TEXT, 40)
+    expected = embed(gpu, strings, prompt=PROMPT)
+    pe = PrefixEmbedder(gpu, TEXT, prompt=PROMPT, pooling="mean", layers=layers)
+    got = np.concatenate([pe(strings[i:i + 8]) for i in range(0, len(strings), 8)])
+    scale = np.abs(expected[:, layers]).max()
+    assert np.abs(got[:, layers] - expected[:, layers]).max() <= tol.atol * scale + tol.rtol * scale
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_shap_is_exactly_efficient_in_every_dtype(decoder, dtype):
+    # efficiency is exact arithmetic on the logits shap was given, whatever the dtype
+    gpu = _on_cuda(decoder, dtype)
+    pos = ["good great film", "i love it , wonderful", "the best plot", "very fine and happy"]
+    neg = ["bad awful film", "i hate it , terrible", "the worst plot", "very dull and sad"]
+    settings = Settings(backbone="tiny", prompt=PROMPT, mode="fusion")
+    clf = train(features_for(gpu, pos + neg, settings), ["pos"] * 4 + ["neg"] * 4, ["neg", "pos"], settings)
+    r = shap_attributions(gpu, clf, TEXT, max_evals=80)
+    assert_allclose(r.values.sum(0) + r.base_values, r.logits, atol=1e-4 * max(1.0, np.abs(r.logits).max()))

@@ -132,13 +132,16 @@ def test_smollm2_scores_match_its_causal_lm():
 
     from core.model.loading import load_backbone
 
+    from core.model.device import tolerance
+
     bb = load_backbone("smollm2-135m")
     lm = AutoModelForCausalLM.from_pretrained(bb.info["path"], dtype=torch.float32).eval()
+    tol = tolerance(bb).logprob  # the reference runs fp32 on the CPU; bb in its device's dtype
     texts = ["What a wonderful, moving film.", "Dull and far too long."]
     classes = ["negative", "positive"]
     prompt = "Review: {text}\nIs the sentiment {classes}?\nAnswer:"
     scores = class_log_probs(bb, texts, classes, prompt=prompt)
-    assert_allclose(scores, _reference(lm, bb.tokenizer, texts, classes, prompt), rtol=1e-3, atol=1e-3)
+    assert_allclose(scores, _reference(lm, bb.tokenizer, texts, classes, prompt), rtol=tol, atol=tol)
     assert zero_shot_predict(bb, texts, classes, prompt=prompt) == ["positive", "negative"]
 
 

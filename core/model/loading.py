@@ -14,10 +14,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from core.errors import BackboneError, InputError
 from core.model.backbone import Backbone
+from core.model.device import precision
 from core.model.group import SEP, BackboneGroup, group_parts, is_fused
 from core.model.registry import DEFAULT_BACKBONE, REGISTRY, PackagedModel, resolve_packaged
 
@@ -42,18 +43,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _pick_device(device: str | None) -> tuple[str, Any, str]:
-    """CUDA runs bf16 with sdpa attention; CPU runs fp32 with eager attention.
-
-    Eager is used on CPU because sdpa measured up to 5x slower there (DESIGN.md).
-    """
+def _pick_device(device: str | None) -> str:
+    """The device to load onto: as given, else CUDA when present, else the CPU."""
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        return device, torch.bfloat16, "sdpa"
-    return device, torch.float32, "eager"
+    return device
 
 
 def _assemble(entry: PackagedModel, parts: list[Path], out: Path) -> Path:
@@ -125,22 +121,33 @@ def _convert(gguf: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def _load_folder(folder: str | Path, *, device: str | None, name: str, fingerprint: str) -> Backbone:
+def _load_folder(folder: str | Path, *, device: str | None, name: str, fingerprint: str,
+                 dtype: str | None = None) -> Backbone:
+    """Load an HF folder (or hub id) onto the device in the dtype ``core.model.device``
+    chooses for its size there (``dtype`` overrides it)."""
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
-    device, dtype, attn = _pick_device(device)
+    device = _pick_device(device)
     try:
         tok = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder, dtype=dtype, attn_implementation=attn)
+        # fp32 first: the dtype depends on the model's size, known once it is loaded
+        attention = precision(device, 0).attention
+        model = AutoModel.from_pretrained(folder, dtype=torch.float32, attn_implementation=attention)
     except Exception as err:  # transformers/safetensors raise many unrelated types
         raise BackboneError(
             f"Could not load a model from '{folder}': {err}. Give a registry name "
             f"({', '.join(REGISTRY)}), a local model folder, a .gguf file, or a hub id."
         ) from err
-    model.to(device).eval()
+    chosen = precision(device, model.num_parameters(), dtype=dtype)
+    model.to(device=device, dtype=getattr(torch, chosen.dtype)).eval()
     _ensure_padding(tok)
-    return Backbone(name, model, tok, f"{fingerprint}:{_LOADER_VERSION}", device,
-                    {"dtype": str(dtype).replace("torch.", ""), "attention": attn, "path": str(folder)})
+    # features of a half-precision model differ from fp32's beyond float32 rounding: keep
+    # them apart in the feature cache (fp32 keeps the key it always had)
+    dtype_tag = "" if chosen.dtype == "float32" else f":{chosen.dtype}"
+    return Backbone(name, model, tok, f"{fingerprint}:{_LOADER_VERSION}{dtype_tag}", device,
+                    {"dtype": chosen.dtype, "attention": chosen.attention, "path": str(folder),
+                     "parameters": model.num_parameters()})
 
 
 def _ensure_padding(tok) -> None:
@@ -150,20 +157,20 @@ def _ensure_padding(tok) -> None:
 
 
 def _load_gguf(path: Path, *, name: str, device: str | None, digest: str | None,
-               progress: Callable[[str], None]) -> Backbone:
+               progress: Callable[[str], None], dtype: str | None = None) -> Backbone:
     progress(f"Checking {path.name}...")
     digest = digest or sha256_file(path)
     folder = _converted_folder(path, digest, progress)
     progress(f"Loading {name}...")
     try:
-        return _load_folder(folder, device=device, name=name, fingerprint=digest[:32])
+        return _load_folder(folder, device=device, name=name, fingerprint=digest[:32], dtype=dtype)
     except BackboneError:
         # a damaged cached conversion (a crash while saving, disk trouble): rebuild it once
         _remove(folder)
         progress(f"The cached conversion of {path.name} was damaged; converting it again...")
     folder = _converted_folder(path, digest, progress)
     try:
-        return _load_folder(folder, device=device, name=name, fingerprint=digest[:32])
+        return _load_folder(folder, device=device, name=name, fingerprint=digest[:32], dtype=dtype)
     except BackboneError as err:
         raise BackboneError(
             f"The model {path.name} could not be loaded even after rebuilding its cached "
@@ -180,29 +187,32 @@ def _remove(path: Path) -> None:
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, *, device: str | None = None,
-                  progress: Callable[[str], None] | None = None) -> Backbone:
+                  progress: Callable[[str], None] | None = None, dtype: str | None = None) -> Backbone:
     """Load a backbone by registry name, local folder, GGUF path or hub id; "a+b"
     (registry names) loads a group for multi-backbone fusion (core.model.group).
 
     progress: optional callback receiving short status lines ("Converting ...").
+    dtype: "float32", "bfloat16" or "float16" to override the device's choice
+    (``core.model.device.precision``).
     """
     progress = progress or (lambda _msg: None)
     if spec in REGISTRY:
-        return _load_packaged(REGISTRY[spec], device=device, progress=progress)
+        return _load_packaged(REGISTRY[spec], device=device, progress=progress, dtype=dtype)
     if is_fused(spec) and not Path(spec).expanduser().exists():  # several backbones fused
-        return load_group(spec, device=device, progress=progress)
+        return load_group(spec, device=device, progress=progress, dtype=dtype)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return _load_gguf(path, name=path.stem, device=device, digest=None, progress=progress)
+        return _load_gguf(path, name=path.stem, device=device, digest=None, progress=progress, dtype=dtype)
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").exists() and ggufs:
-            return _load_gguf(ggufs[0], name=path.name, device=device, digest=None, progress=progress)
-        return _load_folder(path, device=device, name=path.name, fingerprint=_hashed_weights(path)[:32])
+            return _load_gguf(ggufs[0], name=path.name, device=device, digest=None, progress=progress, dtype=dtype)
+        return _load_folder(path, device=device, name=path.name, fingerprint=_hashed_weights(path)[:32],
+                            dtype=dtype)
     if path.suffix == ".gguf" or spec.startswith((".", "/", "~")):
         raise BackboneError(f"No model file or folder at '{spec}'.")
     if spec.count("/") == 1:  # a hub id, for users who are online
-        return _load_folder(spec, device=device, name=spec, fingerprint=f"hub:{spec}")
+        return _load_folder(spec, device=device, name=spec, fingerprint=f"hub:{spec}", dtype=dtype)
     raise BackboneError(
         f"Unknown backbone '{spec}'. Choose one of: {', '.join(REGISTRY)}; "
         "or give a local model folder, a .gguf file, or a hub id like 'org/model'."
@@ -210,13 +220,13 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, *, device: str | None = None,
 
 
 def _load_packaged(entry: PackagedModel, *, device: str | None,
-                   progress: Callable[[str], None]) -> Backbone:
+                   progress: Callable[[str], None], dtype: str | None = None) -> Backbone:
     parts = resolve_packaged(entry)
     if entry.fmt == "hf":
         return _load_folder(parts[0], device=device, name=entry.name,
-                            fingerprint=f"{entry.name}:{_hashed_weights(parts[0])[:24]}")
+                            fingerprint=f"{entry.name}:{_hashed_weights(parts[0])[:24]}", dtype=dtype)
     gguf, digest = _packaged_weights(entry, parts, progress)
-    return _load_gguf(gguf, name=entry.name, device=device, digest=digest, progress=progress)
+    return _load_gguf(gguf, name=entry.name, device=device, digest=digest, progress=progress, dtype=dtype)
 
 
 def _packaged_weights(entry: PackagedModel, parts: list[Path],
