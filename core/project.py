@@ -119,10 +119,7 @@ def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int
     if not rows:
         return 0
     probs = clf.predict_proba(backbone, [r.text for r in rows], cache=cache)
-    best = probs.argmax(1)
-    store.save_predictions(model_id, [
-        (r.id, clf.classes[k], float(p[k]), {c: float(v) for c, v in zip(clf.classes, p)})
-        for r, k, p in zip(rows, best, probs)])
+    store.save_probabilities(model_id, [r.id for r in rows], clf.classes, probs)
     return len(rows)
 
 
