@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FeatureCache", "MemoryCache", "cache_key"]
+__all__ = ["FeatureCache", "MemoryCache", "cache_key", "persistent"]
 
 
 class FeatureCache(Protocol):
@@ -71,3 +71,10 @@ class MemoryCache:
 def cache_key(backbone, max_length: int) -> str:
     """The feature-cache key part for the backbone: weights and truncation length."""
     return f"{backbone.fingerprint}|max{max_length}"
+
+
+def persistent(cache):
+    """The cache behind a ``MemoryCache`` (or the cache itself): for reading many texts once,
+    e.g. a whole 100,000-text pool, without evicting everything the LRU holds."""
+    backing = getattr(cache, "backing", None) if isinstance(cache, MemoryCache) else None
+    return backing if backing is not None else cache
