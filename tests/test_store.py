@@ -755,3 +755,20 @@ def test_new_classes_are_created_with_the_texts_or_not_at_all(store, monkeypatch
                              new_classes=["meh", "pos", "meh"])
     assert result.added == 3 and store.classes(p.id) == ["neg", "pos", "meh"]
     assert store.label_counts(p.id) == {"neg": 0, "pos": 1, "meh": 2}
+
+
+def test_compact_features_round_trip_in_half_the_bytes(store):
+    # issue 14: every text cached 31 x 576 float32 (71 kB) per pooling
+    rng = np.random.default_rng(2)
+    items = {text_hash(f"t{i}"): rng.standard_normal((31, 576)).astype(np.float32) * 30
+             for i in range(3)}
+    items[text_hash("huge")] = np.full((31, 576), 1e6, np.float32)  # beyond float16's range
+    store.put_features("fp", None, "mean", items, dtype="float16")
+    got = store.get_features("fp", None, "mean", list(items))
+    for key, array in items.items():
+        assert got[key].dtype == np.float32 and got[key].shape == (31, 576)
+        np.testing.assert_allclose(got[key], array, rtol=1e-3, atol=1e-3)
+    sizes = dict(store.db.execute("SELECT text_hash, length(data) FROM features").fetchall())
+    assert sizes[text_hash("t0")] == 31 * 576 * 2 and sizes[text_hash("huge")] == 31 * 576 * 4
+    with pytest.raises(InputError, match="float32 or float16"):
+        store.put_features("fp", None, "mean", items, dtype="int8")
