@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from core.hashing import text_hash
 from core.learn.classifier import Classifier, features_for
+from core.learn.solver import softmax
 from core.model.cache import persistent
 
 __all__ = ["PoolMatrix"]
@@ -48,50 +48,53 @@ class PoolMatrix:
 
         Only texts not seen under this key have their features read (or computed).
         """
-        with self._lock:
-            return self._matrix(backbone, clf, texts, cache=cache, progress=progress)
-
-    def _matrix(self, backbone, clf, texts, *, cache, progress) -> np.ndarray:
-        key = json.dumps([backbone.fingerprint, clf.settings.to_dict(), clf.spec.to_json()])
-        if self._state.get("key") != key:
-            self._state.update(key=key, rows={}, Z=np.zeros((0, clf.spec.n_features), np.float32))
-        hashes = [text_hash(t) for t in texts]
-        rows: dict[str, int] = self._state["rows"]
-        new = list({h: t for h, t in zip(hashes, texts) if h not in rows}.items())
-        if new:
-            self._append(backbone, clf, new, persistent(cache), progress)
-        if len(self._state["Z"]) > 2 * max(len(hashes), _CHUNK):
-            self._keep_only(hashes)  # most of the pool was labelled since: drop their rows
-        rows = self._state["rows"]
-        return self._state["Z"][np.fromiter((rows[h] for h in hashes), np.int64, len(hashes))]
+        Z, index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
+        return Z[index]
 
     def predict_proba(self, backbone, clf: Classifier, texts: Sequence[str], *, cache=None,
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Probabilities (n, n_classes), equal to ``clf.predict_proba(backbone, texts)``.
 
-        The head runs on chunks of Z: it works in float64, and a float64 copy of all of
-        a 100,000-text Z would be 460 MB.
+        One product with the head's linear map on raw Z, a chunk at a time (float64, as the
+        head computes), over every row kept; the texts' rows are picked from the result,
+        so Z (up to 920 MB for 100,000 texts under 4-layer fusion) is never copied.
         """
-        Z = self.matrix(backbone, clf, texts, cache=cache, progress=progress)
-        out = np.empty((len(Z), len(clf.classes)), dtype=np.float64)
+        Z, index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
+        W, b = clf.head.linear_map()
+        logits = np.empty((len(Z), len(b)), dtype=np.float64)
         for start in range(0, len(Z), _PREDICT_CHUNK):
-            out[start:start + _PREDICT_CHUNK] = clf.head.predict_proba(Z[start:start + _PREDICT_CHUNK])
-        return out
+            logits[start:start + _PREDICT_CHUNK] = Z[start:start + _PREDICT_CHUNK] @ W + b
+        return softmax(logits[index])
 
-    def _keep_only(self, hashes: list[str]) -> None:
-        rows, keep = self._state["rows"], list(dict.fromkeys(hashes))
-        Z = self._state["Z"][[rows[h] for h in keep]]
-        self._state.update(rows={h: i for i, h in enumerate(keep)}, Z=Z)
+    def _rows(self, backbone, clf, texts, *, cache, progress) -> tuple[np.ndarray, np.ndarray]:
+        """(Z of every kept row, the row of each text)."""
+        with self._lock:
+            key = json.dumps([backbone.fingerprint, clf.settings.to_dict(), clf.spec.to_json()])
+            if self._state.get("key") != key:
+                self._state.update(key=key, rows={},
+                                   Z=np.zeros((0, clf.spec.n_features), np.float32))
+            rows: dict[str, int] = self._state["rows"]
+            new = [t for t in dict.fromkeys(texts) if t not in rows]
+            if new:
+                self._append(backbone, clf, new, persistent(cache), progress)
+            if len(self._state["Z"]) > 2 * max(len(texts), _CHUNK):
+                self._keep_only(texts)  # most of the pool was labelled since: drop their rows
+            rows = self._state["rows"]
+            return self._state["Z"], np.fromiter((rows[t] for t in texts), np.int64, len(texts))
 
-    def _append(self, backbone, clf, new: list[tuple[str, str]], cache, progress) -> None:
+    def _keep_only(self, texts: Sequence[str]) -> None:
+        rows, keep = self._state["rows"], list(dict.fromkeys(texts))
+        Z = self._state["Z"][[rows[t] for t in keep]]
+        self._state.update(rows={t: i for i, t in enumerate(keep)}, Z=Z)
+
+    def _append(self, backbone, clf, new: list[str], cache, progress) -> None:
         parts = [self._state["Z"]]
         for start in range(0, len(new), _CHUNK):
-            chunk = [t for _, t in new[start:start + _CHUNK]]
-            X = features_for(backbone, chunk, clf.settings, cache=cache)
+            X = features_for(backbone, new[start:start + _CHUNK], clf.settings, cache=cache)
             parts.append(clf.spec.transform(X))
             if progress is not None:
                 progress(min(start + _CHUNK, len(new)), len(new))
         rows = self._state["rows"]
-        for i, (h, _) in enumerate(new, start=len(parts[0])):
-            rows[h] = i
+        for i, text in enumerate(new, start=len(parts[0])):
+            rows[text] = i
         self._state["Z"] = np.concatenate(parts)

@@ -242,6 +242,7 @@ CREATE TABLE predictions_v4 (
     arrays BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE INDEX texts_project_id ON texts(project_id, id);
 """
 
 #: Model versions per project whose predictions are kept: the latest, and the one
@@ -258,6 +259,7 @@ def _v4_prediction_sets(db: Database) -> None:
     pack_predictions``); the two newest versions of each project are carried over,
     older versions lose their predictions but keep their row in ``models``. The freed
     pages are reused; ``VACUUM`` (outside this transaction) would shrink the file.
+    ``texts_project_id`` lets "the unlabelled texts, by id" (every submit) skip a sort.
     """
     db.executescript(_V4_PREDICTIONS)
     kept = db.execute(
