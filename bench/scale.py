@@ -81,13 +81,22 @@ def main(argv=None):
     p.add_argument("--labels", type=int, default=100)
     p.add_argument("--submits", type=int, default=12, help="head-only submits timed after the first")
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where the workspace file goes")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the workspace, and reuse one a --keep run left (for --build-only)")
+    p.add_argument("--build-only", action="store_true", help="build the workspace and stop")
     args = p.parse_args(argv)
     path = os.path.join(args.dir, f"scale-{args.n}.db")
-    for suffix in ("", "-wal", "-shm"):
-        Path(path + suffix).unlink(missing_ok=True)
     start = time.perf_counter()
-    store, project = build(path, args.n, args.labels)
+    if args.keep and os.path.exists(path):
+        store = Store.open(path, limits=Limits(project_texts=args.n + 10 * args.labels))
+        project = store.project("scale")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+        store, project = build(path, args.n, args.labels)
     built = time.perf_counter() - start
+    if args.build_only:
+        return store.close()
     items, state = OrderedDict(), {}
 
     def submit(**kwargs) -> float:
@@ -110,7 +119,8 @@ def main(argv=None):
           f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, built in {built:.0f} s -->")
     print(f"| {args.n:,} | {size / 1e9:.2f} GB | {first:.2f} s | {np.median(times):.2f} s | "
           f"{np.percentile(times, 95):.2f} s | {reselect:.2f} s | {rss:.2f} GB |")
-    Path(path).unlink(missing_ok=True)
+    if not args.keep:
+        Path(path).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def test_a_head_only_submit_reads_no_pool_features_and_predicts_like_a_full_pass
     rows = store.unlabelled(p.id)
     full = clf.predict_proba(tiny_backbone, [r.text for r in rows])  # a fresh, full pass
     stored = {x.text_id: x.probs for x in store.predictions(store.latest_model(p.id).id)}
-    assert_allclose([[stored[r.id][c] for c in clf.classes] for r in rows], full, rtol=1e-6)
+    assert_allclose([[stored[r.id][c] for c in clf.classes] for r in rows], full, rtol=1e-5, atol=1e-7)
 
 
 def test_the_pool_matrix_follows_new_texts_labels_and_a_new_spec(project, tiny_backbone):
@@ -167,4 +167,4 @@ def test_the_pool_matrix_follows_new_texts_labels_and_a_new_spec(project, tiny_b
     clf = load_classifier(store.latest_model(p.id))
     texts = [r.text for r in store.unlabelled(p.id)]
     assert_allclose(pool.predict_proba(tiny_backbone, clf, texts),
-                    clf.predict_proba(tiny_backbone, texts), rtol=1e-6)
+                    clf.predict_proba(tiny_backbone, texts), rtol=1e-5, atol=1e-7)

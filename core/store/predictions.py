@@ -30,8 +30,11 @@ class PredictionsMixin(StoreBase):
         project_id = self._model_project(model_id)
         names = list(dict.fromkeys(name for row in rows for name in row[3]))
         probs = np.array([[row[3].get(n, np.nan) for n in names] for row in rows], dtype=np.float64)
+        labels = list(dict.fromkeys(row[1] for row in rows))
+        index = {label: i for i, label in enumerate(labels)}
         self._put_predictions(project_id, model_id, np.array([r[0] for r in rows], dtype=np.int64),
-                              [r[1] for r in rows], np.array([r[2] for r in rows], dtype=np.float64),
+                              labels, np.array([index[r[1]] for r in rows], dtype=np.int64),
+                              np.array([r[2] for r in rows], dtype=np.float64),
                               names, probs.reshape(len(rows), len(names)))
 
     @transactional
@@ -46,10 +49,9 @@ class PredictionsMixin(StoreBase):
         """
         project_id = self._model_project(model_id)
         probs = np.asarray(probs, dtype=np.float64).reshape(len(text_ids), len(classes))
-        best = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+        best = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
         self._put_predictions(project_id, model_id, np.asarray(text_ids, dtype=np.int64),
-                              [classes[k] for k in best], probs.max(1, initial=0.0),
-                              list(classes), probs)
+                              list(classes), best, probs.max(1, initial=0.0), list(classes), probs)
 
     def predictions(self, model_id: int) -> list[Prediction]:
         """Return a model's predictions with their texts, ordered by text id.
@@ -80,22 +82,27 @@ class PredictionsMixin(StoreBase):
         return found[0]
 
     def _put_predictions(self, project_id: int, model_id: int, text_ids: np.ndarray,
-                         labels: list[str], confidence: np.ndarray, names: list[str],
-                         probs: np.ndarray) -> None:
-        class_ids = {name: class_id for class_id, name in self._live_classes(project_id)}
-        known = {r[0] for r in self._all("SELECT id FROM texts WHERE project_id = ?", [project_id])}
-        stray = [int(t) for t in text_ids if int(t) not in known]
-        if stray:
+                         labels: list[str], label_index: np.ndarray, confidence: np.ndarray,
+                         names: list[str], probs: np.ndarray) -> None:
+        """labels[label_index[i]] is row i's predicted class name (vectorised: 100k rows)."""
+        known = np.fromiter((r[0] for r in self._all(
+            "SELECT id FROM texts WHERE project_id = ?", [project_id])), dtype=np.int64)
+        stray = text_ids[~np.isin(text_ids, known)]
+        if len(stray):
             raise InputError(
-                f"Text {stray[0]} is not in this model's project; predict its texts only.")
-        for text_id, label in zip(text_ids, labels):
-            if label not in class_ids:
+                f"Text {int(stray[0])} is not in this model's project; predict its texts only.")
+        class_ids = {name: class_id for class_id, name in self._live_classes(project_id)}
+        used = np.unique(label_index)
+        for i in used:
+            if labels[i] not in class_ids:
+                row = int(np.flatnonzero(label_index == i)[0])
                 raise InputError(
-                    f"Prediction for text {int(text_id)} names class {label!r}, which the project "
-                    f"does not have; its classes are {', '.join(map(repr, class_ids))}."
+                    f"Prediction for text {int(text_ids[row])} names class {labels[i]!r}, which "
+                    f"the project does not have; its classes are {', '.join(map(repr, class_ids))}."
                 )
-        blob = pack_predictions(text_ids, [class_ids[label] for label in labels], confidence,
-                                names, probs)
+        label_ids = np.array([class_ids.get(label, -1) for label in labels], dtype=np.int64)
+        blob = pack_predictions(text_ids, label_ids[label_index] if len(labels) else label_index,
+                                confidence, names, probs)
         self.db.execute(
             "INSERT OR REPLACE INTO predictions (model_id, n_texts, prob_classes, arrays, created_at) "
             "VALUES (?, ?, ?, ?, ?)", [model_id, len(text_ids), dump_json(names), blob, utc_now()])
