@@ -121,12 +121,12 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
 
 def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache,
                         pool: PoolMatrix) -> int:
-    rows = store.unlabelled(project.id)
-    if not rows:
+    ids, texts = store.unlabelled_columns(project.id)
+    if not ids:
         return 0
-    probs = pool.predict_proba(backbone, clf, [r.text for r in rows], cache=cache)
-    store.save_probabilities(model_id, [r.id for r in rows], clf.classes, probs)
-    return len(rows)
+    probs = pool.predict_proba(backbone, clf, texts, cache=cache)
+    store.save_probabilities(model_id, ids, clf.classes, probs)
+    return len(ids)
 
 
 def predict_texts(backbone, clf: Classifier, texts: list[str], *, cache=None,

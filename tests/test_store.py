@@ -437,6 +437,7 @@ def test_delete_class_removes_labels_and_undo_restores_them(store, pid):
     store.delete_class(pid, "meh")
     assert store.classes(pid) == ["neg", "pos"]
     assert store.unlabelled(pid) == [(ids[0], "a"), (ids[1], "b")]
+    assert store.unlabelled_columns(pid) == ([ids[0], ids[1]], ["a", "b"])
     store.set_label(pid, ids[1], "neg")  # relabelled after the delete: undo must keep this
     assert store.undo_schema_change(pid) == "Restored class 'meh' (1 labels)."
     assert store.labelled(pid) == [(ids[0], "a", "meh"), (ids[1], "b", "neg"), (ids[2], "c", "pos")]
