@@ -261,6 +261,10 @@ def _predict_input(args, ws):
 
         texts = read_parquet_texts(path, text_column=args.text_column)
         keep = [i for i, t in enumerate(texts) if t.strip()]
+        if not keep:
+            raise InputError(f"{path.name} has no rows with a text; there is nothing to predict.")
+        for i in sorted(set(range(len(texts))) - set(keep)):
+            _say(f"skipped row {i + 1}: empty text")
         return ImportResult([texts[i] for i in keep], None, lines=[i + 1 for i in keep],
                             skipped=[(i + 1, "empty text") for i, t in enumerate(texts) if not t.strip()])
     size = path.stat().st_size if path.is_file() else 0

@@ -65,3 +65,15 @@ def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, caps
     np.testing.assert_allclose(np.array([r[4:] for r in b[1:]], float),
                                np.array([r[4:] for r in a[1:]], float), rtol=1e-5, atol=2e-6)
     assert "wrote 6 predictions" in capsys.readouterr().err
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow comes with ray[data]")
+    import pyarrow as pa
+
+    parquet = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"sentence": NEW}), parquet)
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", str(parquet), "--out",
+                 str(tmp_path / "pq.csv"), "--engine", "ray", "--text-column", "sentence"]) == 0
+    c = list(csv.reader(open(tmp_path / "pq.csv", encoding="utf-8-sig")))
+    assert c[0] == a[0] and [r[0] for r in c[1:]] == [str(i) for i in range(1, len(NEW) + 1)]
+    assert [r[1:4] for r in c] == [r[1:4] for r in a]  # parquet rows count from 1, not lines
+    np.testing.assert_allclose(np.array([r[4:] for r in c[1:]], float),
+                               np.array([r[4:] for r in a[1:]], float), rtol=1e-5, atol=2e-6)
