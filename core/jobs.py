@@ -43,6 +43,9 @@ EMBED = "embed"
 _STALE_S = 120.0
 # a pid's start time read twice agrees to the clock tick; a reused pid started later
 _SAME_START_S = 0.05
+# texts embedded per step of a job, and kept in the shared RAM cache (as MemoryCache does)
+_JOB_CHUNK = 2000
+_MEMORY_ITEMS = 20_000
 INTERRUPTED_MESSAGE = ("This job was interrupted (the app stopped before it finished). "
                        "What it had read is saved: continue to read the rest.")
 
@@ -109,16 +112,11 @@ def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Set
                 store.update_job(job_id, done=0, message="Loading the language model (the "
                                  "first time, converting it takes about a minute)...")
                 model = _loaded(backbone)
-                cache = store if memory is None else MemoryCache(store, items=memory)
-
-                def progress(done: int, todo: int) -> None:
-                    # embed counts only texts missing from the cache; the rest are done already
-                    now_done = total - todo + done
-                    store.update_job(job_id, done=now_done,
-                                     message=f"Reading {now_done} of {total} sentences...")
-
+                # float16 in the store: a bulk upload is the pool, 36 kB a text instead of 71
+                cache = MemoryCache(store, items=memory, store_dtype="float16",
+                                    max_items=_MEMORY_ITEMS if memory is not None else 0)
                 store.update_job(job_id, done=0, message=f"Reading {total} sentences...")
-                features_for(model, list(texts), settings, cache=cache, progress=progress)
+                _embed_in_chunks(store, job_id, model, list(texts), settings, cache)
                 cut = n_truncated(model, list(texts), settings)
             store.update_job(job_id, done=total, status="done",
                              message=f"{total} sentence{'' if total == 1 else 's'} read and "
@@ -126,6 +124,22 @@ def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Set
                              + _truncation_note(cut, settings.max_length))
         except Exception as err:  # the thread must record every failure, whatever its type
             _record_failure(store, job_id, err)
+
+
+def _embed_in_chunks(store, job_id: int, model, texts: list[str], settings: Settings, cache) -> None:
+    """Embed into the cache a chunk at a time: all of a 100,000-text pool's features at
+    once would be 7 GB of RAM."""
+    total = len(texts)
+    for start in range(0, total, _JOB_CHUNK):
+        chunk = texts[start:start + _JOB_CHUNK]
+
+        def progress(done: int, todo: int, start=start, size=len(chunk)) -> None:
+            # embed counts only texts missing from the cache; the rest are done already
+            now_done = start + size - todo + done
+            store.update_job(job_id, done=now_done,
+                             message=f"Reading {now_done} of {total} sentences...")
+
+        features_for(model, chunk, settings, cache=cache, progress=progress)
 
 
 def _truncation_note(n: int, max_length: int) -> str:

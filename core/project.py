@@ -23,6 +23,7 @@ from core.learn.curves import clear_change
 from core.errors import InputError
 from core.learn.features import FeatureSpec
 from core.learn.head import labels_missing, not_enough_labels
+from core.learn.pool import PoolMatrix
 
 __all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "load_classifier",
            "predict_texts", "retrain", "settings_of"]
@@ -110,12 +111,15 @@ def _reusable_spec(previous, settings: Settings, classes: list[str], n_labels: i
     return FeatureSpec.from_json(params["spec"])
 
 
-def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
-            progress: Callable[[int, int], None] | None = None, random_state: int = 0) -> TrainOutcome:
+def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = None,
+            reselect: bool = False, progress: Callable[[int, int], None] | None = None,
+            random_state: int = 0) -> TrainOutcome:
     """Train a new model version on the project's labels and predict its unlabelled texts.
 
     Raises NotEnoughLabels (with per-class counts) when a class has fewer than 2 labels.
     ``cache`` defaults to the store itself; pass a MemoryCache over it to keep features in RAM.
+    ``pool``: keep it between calls (with a state dict that outlives it) so a submit that
+    reuses the feature spec predicts the unlabelled texts without reading their features.
     """
     start = time.perf_counter()
     cache = cache if cache is not None else store
@@ -145,23 +149,22 @@ def retrain(store, project, backbone, *, cache=None, reselect: bool = False,
                             counts, 0, spec is None, time.perf_counter() - start, superseded=True,
                             previous_labels=previous.n_labels if previous else None)
     model_id = next(m.id for m in store.models(project.id) if m.version == version)
-    n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache)
+    n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache,
+                                      pool if pool is not None else PoolMatrix())
     return TrainOutcome(version, clf.metrics,
                         previous.metrics.get("cv_accuracy") if previous else None,
                         counts, n_predicted, spec is None, time.perf_counter() - start,
                         previous_labels=previous.n_labels if previous else None)
 
 
-def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache) -> int:
-    rows = store.unlabelled(project.id)
-    if not rows:
+def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache,
+                        pool: PoolMatrix) -> int:
+    ids, texts = store.unlabelled_columns(project.id)
+    if not ids:
         return 0
-    probs = clf.predict_proba(backbone, [r.text for r in rows], cache=cache)
-    best = probs.argmax(1)
-    store.save_predictions(model_id, [
-        (r.id, clf.classes[k], float(p[k]), {c: float(v) for c, v in zip(clf.classes, p)})
-        for r, k, p in zip(rows, best, probs)])
-    return len(rows)
+    probs = pool.predict_proba(backbone, clf, texts, cache=cache)
+    store.save_probabilities(model_id, ids, clf.classes, probs)
+    return len(ids)
 
 
 def predict_texts(backbone, clf: Classifier, texts: list[str], *, cache=None,

@@ -21,6 +21,7 @@ from core.model.loading import load_backbone
 from core.learn.classifier import Settings, default_prompt
 from core.errors import NotEnoughLabels, TenshotError
 from core.model.cache import MemoryCache
+from core.learn.pool import PoolMatrix
 from core.project import TrainOutcome, retrain, settings_of
 from core.limits import Limits
 from core.store import Store
@@ -74,6 +75,16 @@ def _feature_items() -> OrderedDict:
 def feature_cache(s: Store) -> MemoryCache:
     """Features from RAM first, then the store: a retrain reads no SQLite blobs it has seen."""
     return MemoryCache(s, items=_feature_items())
+
+
+@st.cache_resource(show_spinner=False)
+def _pool_states() -> dict:
+    return {}
+
+
+def _pool_matrix(s: Store, project_id: int) -> PoolMatrix:
+    """The project's unlabelled texts as head inputs, kept in RAM between submits."""
+    return PoolMatrix(_pool_states().setdefault((os.path.abspath(s.path), project_id), {}))
 
 
 def _ensure_app_shell() -> None:
@@ -187,7 +198,8 @@ def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
     try:
         model = backbone(settings_of(project).backbone)
         with st.spinner("Training a new model on your labels..."):
-            outcome = retrain(s, project, model, cache=feature_cache(s))
+            outcome = retrain(s, project, model, cache=feature_cache(s),
+                              pool=_pool_matrix(s, project.id))
     except NotEnoughLabels as err:
         if say_missing:
             flash(str(err), "info")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
 
@@ -431,3 +432,37 @@ def test_predict_refuses_a_bad_threshold_or_an_unreachable_target_and_writes_not
     err = capsys.readouterr().err
     assert "No confidence threshold can promise 100% accuracy" in err and "Nothing was written" in err
     assert not out.exists()
+
+
+def test_predict_engine_ray_without_ray_says_how_to_install_it(tmp_path, model_dir, capsys,
+                                                               monkeypatch):
+    # issue 14: Ray is an optional extra; without it --engine ray must say what to do
+    bundle = _trained_bundle(tmp_path, model_dir)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where it is absent
+    new = _write_csv(tmp_path / "new.csv", [("a good film",)], header=("text",))
+    code = main(["--db", str(tmp_path / "w.db"), "predict", "--bundle", bundle, "--data", new,
+                 "--out", str(tmp_path / "o.csv"), "--engine", "ray"])
+    assert code == 2 and 'pip install "tenshot[ray]"' in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_predict_says_a_file_is_too_big_for_the_single_process_engine(tmp_path, model_dir, capsys,
+                                                                      monkeypatch):
+    # issue 14: a clear message when a file is too big for the chosen engine
+    bundle = _trained_bundle(tmp_path, model_dir)
+    monkeypatch.setenv("TENSHOT_MAX_UPLOAD_BYTES", "100")
+    new = _write_csv(tmp_path / "new.csv", [(f"sentence number {i}",) for i in range(20)],
+                     header=("text",))
+    code = main(["--db", str(tmp_path / "w.db"), "predict", "--bundle", bundle, "--data", new,
+                 "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "single-process engine reads files up to" in err and "--engine ray" in err
+
+
+def _trained_bundle(tmp_path, model_dir) -> str:
+    db = str(tmp_path / "w.db")
+    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
+                 "--prompt", "", "--mode", "layer"]) == 0
+    assert main(["--db", db, "export", "--project", "p", "--out", str(tmp_path / "m.tenshot")]) == 0
+    return str(tmp_path / "m.tenshot")

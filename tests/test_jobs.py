@@ -4,11 +4,12 @@ import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import psutil
 import pytest
 
 import core.jobs as jobs
-from core.learn.classifier import Settings
+from core.learn.classifier import Settings, features_for
 from core.model.cache import cache_key
 from core.errors import BackboneError
 from core.store import Job, Store
@@ -227,3 +228,18 @@ def test_a_job_that_fails_mid_way_keeps_the_batches_it_finished(db, tiny_backbon
         assert store.job(job_id).status == "failed"
         (n,) = store.db.execute("SELECT COUNT(*) FROM features").fetchone()
     assert n == 32  # the first batch's features were kept
+
+
+def test_an_embedding_job_stores_compact_features(db, tiny_backbone):
+    # issue 14: a bulk upload's pool cached 71 kB a text (float32, every layer)
+    path, pid = db
+    job_id = jobs.start_embedding(path, pid, TEXTS, SETTINGS, tiny_backbone)
+    assert jobs.wait(job_id, timeout=60)
+    with Store.open(path) as store:
+        dtypes = {r[0] for r in store.db.execute("SELECT dtype FROM features").fetchall()}
+        assert dtypes == {"<f2"}
+        key = cache_key(tiny_backbone, SETTINGS.max_length)
+        cached = store.get_features(key, None, "mean", [text_hash(t) for t in TEXTS])
+    exact = features_for(tiny_backbone, TEXTS, SETTINGS)
+    np.testing.assert_allclose(np.stack([cached[text_hash(t)] for t in TEXTS]), exact,
+                               rtol=2e-3, atol=2e-3)

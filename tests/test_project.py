@@ -12,6 +12,7 @@ from core.learn.bundle import bundle_bytes, load_bundle, save_bundle
 from core.learn.classifier import Settings, features_for
 from core.errors import BundleError, NotEnoughLabels
 from core.model.cache import MemoryCache
+from core.learn.pool import PoolMatrix
 from core.project import load_classifier, retrain
 from core.store import Store
 from tests.helpers import NEG, POS, PLAIN_UNLABELLED as UNLABELLED
@@ -127,3 +128,57 @@ def test_train_outcome_calls_a_change_only_beyond_the_noise():
     assert (round(noisy.points), noisy.clear, str(noisy)) == (-23, False, "no clear change")
     real = outcome(0.40, 0.60, 200).change
     assert (real.clear, str(real)) == (True, "+20 pts")
+
+
+class _CountingCache:
+    """The store as a feature cache that records which texts each call asked for."""
+
+    def __init__(self, store):
+        self.store, self.asked = store, []
+
+    def get_features(self, fingerprint, prompt, pooling, text_hashes):
+        self.asked.append(len(text_hashes))
+        return self.store.get_features(fingerprint, prompt, pooling, text_hashes)
+
+    def put_features(self, fingerprint, prompt, pooling, items):
+        self.store.put_features(fingerprint, prompt, pooling, items)
+
+
+def test_a_head_only_submit_reads_no_pool_features_and_predicts_like_a_full_pass(
+        project, tiny_backbone):
+    # issue 14: every submit re-read every unlabelled text's features (100k rows at scale)
+    store, p, ids = project
+    _label(store, p, ids, 4)
+    pool = PoolMatrix({})
+    retrain(store, p, tiny_backbone, pool=pool)
+    store.set_label(p.id, ids[4], "pos")
+    cache = _CountingCache(store)
+    outcome = retrain(store, p, tiny_backbone, cache=cache, pool=pool)
+    assert not outcome.reselected
+    assert cache.asked == [9]  # the labelled texts only
+    clf = load_classifier(store.latest_model(p.id))
+    rows = store.unlabelled(p.id)
+    full = clf.predict_proba(tiny_backbone, [r.text for r in rows])  # a fresh, full pass
+    stored = {x.text_id: x.probs for x in store.predictions(store.latest_model(p.id).id)}
+    assert_allclose([[stored[r.id][c] for c in clf.classes] for r in rows], full, rtol=1e-5, atol=1e-7)
+
+
+def test_the_pool_matrix_follows_new_texts_labels_and_a_new_spec(project, tiny_backbone):
+    store, p, ids = project
+    _label(store, p, ids, 4)
+    pool = PoolMatrix({})
+    retrain(store, p, tiny_backbone, pool=pool)
+    store.add_texts(p.id, ["a brand new sentence"])
+    store.set_label(p.id, ids[4], "pos")
+    cache = _CountingCache(store)
+    retrain(store, p, tiny_backbone, cache=cache, pool=pool)
+    assert cache.asked == [9, 1]  # labelled texts, then only the new unlabelled one
+    cache.asked.clear()
+    store.update_settings(p.id, {"mode": "fusion"})  # a new spec: the pool is read again
+    p = store.project(p.id)
+    outcome = retrain(store, p, tiny_backbone, cache=cache, pool=pool)
+    assert outcome.reselected and cache.asked[-1] == len(store.unlabelled(p.id))
+    clf = load_classifier(store.latest_model(p.id))
+    texts = [r.text for r in store.unlabelled(p.id)]
+    assert_allclose(pool.predict_proba(tiny_backbone, clf, texts),
+                    clf.predict_proba(tiny_backbone, texts), rtol=1e-5, atol=1e-7)

@@ -449,6 +449,7 @@ def test_delete_class_removes_labels_and_undo_restores_them(store, pid):
     store.delete_class(pid, "meh")
     assert store.classes(pid) == ["neg", "pos"]
     assert store.unlabelled(pid) == [(ids[0], "a"), (ids[1], "b")]
+    assert store.unlabelled_columns(pid) == ([ids[0], ids[1]], ["a", "b"])
     store.set_label(pid, ids[1], "neg")  # relabelled after the delete: undo must keep this
     assert store.undo_schema_change(pid) == "Restored class 'meh' (1 labels)."
     assert store.labelled(pid) == [(ids[0], "a", "meh"), (ids[1], "b", "neg"), (ids[2], "c", "pos")]
@@ -664,6 +665,74 @@ def test_a_version_2_workspace_migrates_keeping_everything(path):
                                 label_generation=generation) == 2
 
 
+def _v3_workspace_with_predictions(path, n_models: int) -> None:
+    """A version-3 file: 2 classes, 3 texts (1 labelled), n_models versions with old-style rows."""
+    db = Database(sqlite3.connect(str(path), isolation_level=None))
+    migrate(db, MIGRATIONS[:3])
+    now = "2026-01-01T00:00:00+00:00"
+    db.execute("INSERT INTO projects (id, name, created_at, updated_at) VALUES (1, 'p', ?, ?)",
+               [now, now])
+    for class_id, name in ((1, "neg"), (2, "pos")):
+        db.execute("INSERT INTO classes (id, project_id, name, position, created_at) "
+                   "VALUES (?, 1, ?, ?, ?)", [class_id, name, class_id, now])
+    for text_id, text in ((1, "good"), (2, "bad"), (3, "meh")):
+        db.execute("INSERT INTO texts (id, project_id, hash, text, source, created_at) "
+                   "VALUES (?, 1, ?, ?, 'typed', ?)", [text_id, f"h{text_id}", text, now])
+    db.execute("INSERT INTO labels (project_id, text_id, class_id, updated_at) VALUES (1, 1, 2, ?)",
+               [now])
+    for version in range(1, n_models + 1):
+        db.execute("INSERT INTO models (id, project_id, version, created_at, params, metrics, "
+                   "n_labels, state, label_generation) VALUES (?, 1, ?, ?, '{}', ?, 1, ?, ?)",
+                   [version, version, now, f'{{"cv_accuracy": 0.{version}}}',
+                    pack_arrays({"c": np.full(2, version)}), version])
+        for text_id, class_id in ((2, 1), (3, 2)):
+            p = 0.5 + version / 10
+            db.execute("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)",
+                       [version, text_id, class_id, p,
+                        f'{{"neg": {p if class_id == 1 else 1 - p}, '
+                        f'"pos": {p if class_id == 2 else 1 - p}}}'])
+    db.close()
+
+
+def test_a_version_3_workspace_migrates_keeping_labels_classes_and_every_model(path):
+    # issue 14: predictions become one blob per model version, kept for the newest two
+    _v3_workspace_with_predictions(path, n_models=3)
+    with Store.open(path) as store:
+        assert schema_version(store.db) == SCHEMA_VERSION == 4
+        assert store.classes(1) == ["neg", "pos"]
+        assert [(r.text, r.label) for r in store.labelled(1)] == [("good", "pos")]
+        models = store.models(1)
+        assert [(m.version, m.metrics) for m in models] == [
+            (v, {"cv_accuracy": v / 10}) for v in (1, 2, 3)]
+        np.testing.assert_array_equal(store.model(1, 1).state["c"], [1, 1])  # coefficients kept
+        assert store.predictions(models[0].id) == []  # the oldest version's are dropped
+        for m in models[1:]:
+            p = 0.5 + m.version / 10
+            got = [(x.text_id, x.text, x.label, x.confidence, x.probs) for x in store.predictions(m.id)]
+            assert got == [(2, "bad", "neg", p, {"neg": p, "pos": 1 - p}),
+                           (3, "meh", "pos", p, {"neg": 1 - p, "pos": p})]
+        assert _count(store, "predictions") == 2
+        assert store.label_generation(1) == 1 and store.save_model(
+            1, params={}, metrics={}, state={}, n_labels=1, label_generation=3) == 4
+
+
+def test_only_the_two_newest_versions_keep_predictions(store, pid):
+    # issue 14: every submit stored a full copy of the pool's predictions per model version
+    ids = store.add_texts(pid, ["good", "bad"]).text_ids
+    model_ids = []
+    for i in range(4):
+        model_ids.append(_save_model(store, pid, cv_accuracy=i / 4).id)
+        probs = np.array([[0.1 + i / 10, 0.9 - i / 10], [0.7, 0.3]])
+        store.save_probabilities(model_ids[-1], ids, ["neg", "pos"], probs)
+    assert [len(store.predictions(m)) for m in model_ids] == [0, 0, 2, 2]
+    assert [m.metrics["cv_accuracy"] for m in store.models(pid)] == [0, 0.25, 0.5, 0.75]
+    assert _count(store, "predictions") == 2
+    latest = store.predictions(model_ids[-1])
+    assert [(p.text_id, p.label) for p in latest] == [(ids[0], "pos"), (ids[1], "neg")]
+    assert latest[0].confidence == pytest.approx(0.6) and latest[0].probs == pytest.approx(
+        {"neg": 0.4, "pos": 0.6})
+
+
 # --- explanation results -----------------------------------------------------------
 
 
@@ -699,3 +768,20 @@ def test_new_classes_are_created_with_the_texts_or_not_at_all(store, monkeypatch
                              new_classes=["meh", "pos", "meh"])
     assert result.added == 3 and store.classes(p.id) == ["neg", "pos", "meh"]
     assert store.label_counts(p.id) == {"neg": 0, "pos": 1, "meh": 2}
+
+
+def test_compact_features_round_trip_in_half_the_bytes(store):
+    # issue 14: every text cached 31 x 576 float32 (71 kB) per pooling
+    rng = np.random.default_rng(2)
+    items = {text_hash(f"t{i}"): rng.standard_normal((31, 576)).astype(np.float32) * 30
+             for i in range(3)}
+    items[text_hash("huge")] = np.full((31, 576), 1e6, np.float32)  # beyond float16's range
+    store.put_features("fp", None, "mean", items, dtype="float16")
+    got = store.get_features("fp", None, "mean", list(items))
+    for key, array in items.items():
+        assert got[key].dtype == np.float32 and got[key].shape == (31, 576)
+        np.testing.assert_allclose(got[key], array, rtol=1e-3, atol=1e-3)
+    sizes = dict(store.db.execute("SELECT text_hash, length(data) FROM features").fetchall())
+    assert sizes[text_hash("t0")] == 31 * 576 * 2 and sizes[text_hash("huge")] == 31 * 576 * 4
+    with pytest.raises(InputError, match="float32 or float16"):
+        store.put_features("fp", None, "mean", items, dtype="int8")

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FeatureCache", "MemoryCache", "cache_key"]
+__all__ = ["FeatureCache", "MemoryCache", "cache_key", "persistent"]
 
 
 class FeatureCache(Protocol):
@@ -30,12 +30,15 @@ class MemoryCache:
     SQLite connections are bound to a thread, so the app builds a MemoryCache per
     rerun around the rerun's Store and a process-wide ``items`` dict it keeps alive;
     a retrain then reads features from RAM. ``max_items`` bounds memory (one SmolLM2
-    text is ~71 kB per pooling).
+    text is ~71 kB per pooling). ``store_dtype="float16"`` writes compact entries to the
+    backing store (``Store.put_features``'s dtype); RAM keeps what was computed.
     """
 
-    def __init__(self, backing=None, *, items: OrderedDict | None = None, max_items: int = 20_000):
+    def __init__(self, backing=None, *, items: OrderedDict | None = None, max_items: int = 20_000,
+                 store_dtype: str = "float32"):
         self.backing = backing
         self.max_items = max_items
+        self.store_dtype = store_dtype
         self._items: OrderedDict = items if items is not None else OrderedDict()
 
     def get_features(self, fingerprint, prompt, pooling, text_hashes):
@@ -54,7 +57,9 @@ class MemoryCache:
         return hits
 
     def put_features(self, fingerprint, prompt, pooling, items):
-        if self.backing is not None:
+        if self.backing is not None and self.store_dtype != "float32":
+            self.backing.put_features(fingerprint, prompt, pooling, items, dtype=self.store_dtype)
+        elif self.backing is not None:
             self.backing.put_features(fingerprint, prompt, pooling, items)
         self._remember(fingerprint, prompt, pooling, items)
 
@@ -71,3 +76,10 @@ class MemoryCache:
 def cache_key(backbone, max_length: int) -> str:
     """The feature-cache key part for the backbone: weights and truncation length."""
     return f"{backbone.fingerprint}|max{max_length}"
+
+
+def persistent(cache):
+    """The cache behind a ``MemoryCache`` (or the cache itself): for reading many texts once,
+    e.g. a whole 100,000-text pool, without evicting everything the LRU holds."""
+    backing = getattr(cache, "backing", None) if isinstance(cache, MemoryCache) else None
+    return backing if backing is not None else cache

@@ -9,7 +9,8 @@ keeps one ``Database`` with a module per concern):
 - :mod:`core.store.texts`: texts, labels, label events and label undo;
 - :mod:`core.store.edits`: deleting and editing single texts, and their undo;
 - :mod:`core.store.features`: the feature cache;
-- :mod:`core.store.models`: model versions, predictions and stored explanations;
+- :mod:`core.store.models`: model versions and stored explanations;
+- :mod:`core.store.predictions`: predictions, one blob per model version;
 - :mod:`core.store.jobs`: progress of long work;
 - :mod:`core.store.schema`: layout and forward migrations; :mod:`core.store.rows`
   the row types; :mod:`core.store.codec` JSON and array blobs.
@@ -33,6 +34,7 @@ from core.store.edits import TextEditsMixin
 from core.store.features import FeatureCacheMixin
 from core.store.jobs import JobsMixin
 from core.store.models import ModelsMixin
+from core.store.predictions import PredictionsMixin
 from core.store.projects import ProjectsMixin
 from core.store.rows import AddResult, Job, Label, ModelVersion, Prediction, Project, TextRow
 from core.store.schema import SCHEMA_VERSION
@@ -43,5 +45,6 @@ __all__ = ["SCHEMA_VERSION", "AddResult", "Job", "Label", "ModelVersion", "Predi
 
 
 class Store(ProjectsMixin, ClassesMixin, TextsMixin, TextEditsMixin, FeatureCacheMixin, ModelsMixin,
+            PredictionsMixin,
             JobsMixin):
     """A tenshot workspace. Open with ``Store.open(path)``; use one per thread."""

@@ -102,7 +102,7 @@ class TextEditsMixin(StoreBase):
         self.db.execute(
             "UPDATE texts SET text = ?, hash = ? WHERE id = ?", [text, digest, text_id]
         )
-        self.db.execute("DELETE FROM predictions WHERE text_id = ?", [text_id])
+        self._forget_text_predictions(project_id, text_id)
 
     def _text_event(
         self, project_id: int, text_id: int, kind: str, old: str, new: str | None,

@@ -1,13 +1,13 @@
-"""Model versions, their predictions, and explanations kept per model version."""
+"""Model versions and explanations kept per model version (predictions: ``predictions.py``)."""
 
 from typing import Any
 
 import numpy as np
 
-from core.errors import InputError, StoreError
+from core.errors import StoreError
 from core.store.codec import dump_json, load_json, pack_arrays, unpack_arrays, utc_now
 from core.store.connection import StoreBase, transactional
-from core.store.rows import ModelVersion, Prediction
+from core.store.rows import ModelVersion
 
 __all__ = ["ModelsMixin"]
 
@@ -15,7 +15,7 @@ _MODEL_COLUMNS = "id, version, created_at, params, metrics, n_labels"
 
 
 class ModelsMixin(StoreBase):
-    """Trained model versions, predictions and stored explanations."""
+    """Trained model versions and stored explanations."""
 
     @transactional
     def save_model(
@@ -84,46 +84,6 @@ class ModelsMixin(StoreBase):
             [project_id],
         )
         return [_model_row(row) for row in rows]
-
-    @transactional
-    def save_predictions(
-        self, model_id: int, rows: list[tuple[int, str, float, dict[str, float]]]
-    ) -> None:
-        """Store a model's ``(text_id, class name, confidence, probs)`` rows, replacing old ones."""
-        found = self._one("SELECT project_id FROM models WHERE id = ?", [model_id])
-        if found is None:
-            raise StoreError(f"There is no model with id {model_id}; save the model first.")
-        class_ids = {name: class_id for class_id, name in self._live_classes(found[0])}
-        text_ids = {r[0] for r in self._all("SELECT id FROM texts WHERE project_id = ?", found)}
-        values = []
-        for text_id, label, confidence, probs in rows:
-            if text_id not in text_ids:
-                raise InputError(
-                    f"Text {text_id} is not in this model's project; predict its texts only."
-                )
-            if label not in class_ids:
-                raise InputError(
-                    f"Prediction for text {text_id} names class {label!r}, which the project "
-                    f"does not have; its classes are {', '.join(map(repr, class_ids))}."
-                )
-            values.append(
-                [model_id, text_id, class_ids[label], float(confidence), dump_json(probs)]
-            )
-        self.db.conn.executemany(
-            "INSERT OR REPLACE INTO predictions (model_id, text_id, class_id, confidence, probs) "
-            "VALUES (?, ?, ?, ?, ?)",
-            values,
-        )
-
-    def predictions(self, model_id: int) -> list[Prediction]:
-        """Return a model's predictions with their texts, ordered by text id."""
-        rows = self._all(
-            "SELECT p.text_id, t.text, c.name, p.confidence, p.probs FROM predictions p "
-            "JOIN texts t ON t.id = p.text_id JOIN classes c ON c.id = p.class_id "
-            "WHERE p.model_id = ? AND t.deleted_at IS NULL ORDER BY p.text_id",
-            [model_id],
-        )
-        return [Prediction(r[0], r[1], r[2], r[3], load_json(r[4])) for r in rows]
 
     @transactional
     def put_explanation(

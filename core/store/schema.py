@@ -22,14 +22,18 @@ Design notes on the layout:
 - ``features`` is keyed by text hash, not text id, so it is shared by all projects.
 """
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from sqlite_utils import Database
 
 from core.errors import StoreError
+from core.store.codec import pack_predictions, utc_now
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "configure", "schema_version", "migrate", "is_locked"]
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "KEPT_PREDICTION_VERSIONS", "configure", "schema_version",
+           "migrate", "is_locked"]
 
 _BUSY_TIMEOUT_MS = 5000
 
@@ -257,10 +261,65 @@ def _v4_text_edits(db: Database) -> None:
     db.executescript(_V4_TABLES)
 
 
+_V5_PREDICTIONS = """
+CREATE TABLE predictions_v5 (
+    model_id INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+    n_texts INTEGER NOT NULL CHECK (n_texts >= 0),
+    prob_classes TEXT NOT NULL,
+    arrays BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX texts_project_id ON texts(project_id, id);
+"""
+
+#: Model versions per project whose predictions are kept: the latest, and the one
+#: before it for "What changed". Older versions keep their metrics and coefficients.
+KEPT_PREDICTION_VERSIONS = 2
+
+
+def _v5_prediction_sets(db: Database) -> None:
+    """Predictions become one blob per model version, kept for the latest two versions only.
+
+    Versions up to 4 stored a row (with a JSON dict of probabilities) per text and model version,
+    so a 100,000-text project grew by 100,000 rows on every submit. The new
+    ``predictions`` table holds one row per model version (``core.store.codec.
+    pack_predictions``); the two newest versions of each project are carried over,
+    older versions lose their predictions but keep their row in ``models``. The freed
+    pages are reused; ``VACUUM`` (outside this transaction) would shrink the file.
+    ``texts_project_id`` lets "the unlabelled texts, by id" (every submit) skip a sort.
+    """
+    db.executescript(_V5_PREDICTIONS)
+    kept = db.execute(
+        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY project_id "
+        "ORDER BY version DESC) AS newest FROM models) WHERE newest <= ?",
+        [KEPT_PREDICTION_VERSIONS],
+    ).fetchall()
+    for (model_id,) in kept:
+        rows = db.execute(
+            "SELECT text_id, class_id, confidence, probs FROM predictions "
+            "WHERE model_id = ? ORDER BY text_id", [model_id]).fetchall()
+        if rows:
+            _copy_prediction_rows(db, model_id, rows)
+    db.execute("DROP TABLE predictions")
+    db.execute("ALTER TABLE predictions_v5 RENAME TO predictions")
+
+
+def _copy_prediction_rows(db: Database, model_id: int, rows: list[tuple]) -> None:
+    dicts = [json.loads(r[3]) for r in rows]
+    names = list(dict.fromkeys(name for d in dicts for name in d))
+    probs = np.array([[d.get(name, np.nan) for name in names] for d in dicts], dtype=np.float64)
+    blob = pack_predictions([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                            names, probs.reshape(len(rows), len(names)))
+    db.execute(
+        "INSERT INTO predictions_v5 (model_id, n_texts, prob_classes, arrays, created_at) "
+        "VALUES (?, ?, ?, ?, ?)", [model_id, len(rows), json.dumps(names), blob, utc_now()])
+
+
 Migration = Callable[[Database], None]
 
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions, _v4_text_edits)
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions, _v4_text_edits,
+                                     _v5_prediction_sets)
 
 #: The version a file has once every migration this code knows has run.
 SCHEMA_VERSION = len(MIGRATIONS)

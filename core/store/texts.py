@@ -188,6 +188,19 @@ class TextsMixin(StoreBase):
         )
         return [TextRow(*r) for r in rows]
 
+    def unlabelled_columns(self, project_id: int) -> tuple[list[int], list[str]]:
+        """``unlabelled`` as two columns (ids, texts), by text id: no row objects, for a
+        submit that reads a 100,000-text pool (a third of the time went into TextRows)."""
+        rows = self._all(
+            "SELECT t.id, t.text FROM texts t WHERE t.project_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.text_id = t.id) ORDER BY t.id",
+            [project_id],
+        )
+        if not rows:
+            return [], []
+        ids, texts = zip(*rows)
+        return list(ids), list(texts)
+
     def label_counts(self, project_id: int) -> dict[str, int]:
         """Return ``{class name: number of labels}`` for every class in order, zeros included."""
         rows = self._all(

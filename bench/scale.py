@@ -1,0 +1,127 @@
+"""Submit latency, workspace size and peak RSS of a project with many unlabelled texts.
+
+    .venv/bin/python bench/scale.py --n 100000 [--labels 100] [--submits 12]
+
+The app's own submit path: ``core.project.retrain`` with a ``MemoryCache`` over the
+store and a ``PoolMatrix`` kept between submits (as pages/_shared.py keeps them).
+Features are synthetic, of SmolLM2-135M's shape (31 x 576), written into the feature
+cache the way the embedding job writes them (float16), so no embedding time is
+counted and no model is loaded (a stand-in backbone gives the cache key and shape).
+Each submit labels one more text, as a user does. Prints one markdown row:
+first submit (feature selection by CV + building the pool's Z), median and p95 of the
+following head-only submits, one forced re-selection (``reselect=True``), the file
+size and the process's peak RSS. Run one --n per process so peak RSS is that size's.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.hashing import text_hash  # noqa: E402
+from core.learn.pool import PoolMatrix  # noqa: E402
+from core.limits import Limits  # noqa: E402
+from core.model.cache import MemoryCache, cache_key  # noqa: E402
+from core.model.registry import DEFAULT_BACKBONE  # noqa: E402
+from core.project import retrain, settings_of  # noqa: E402
+from core.store import Store  # noqa: E402
+
+SHAPE = (31, 576)
+CLASSES = ["neg", "pos"]
+_CHUNK = 2000
+
+
+class StandIn:
+    """What retrain needs of a backbone when every feature is cached: a key and a shape."""
+
+    fingerprint = "synthetic-smollm2-shape"
+    n_layers, hidden_size = SHAPE
+
+
+def _features(rng, labels: np.ndarray) -> np.ndarray:
+    """(n, 31, 576) float32: noise plus a class signal that grows with depth (label -1: none)."""
+    X = rng.standard_normal((len(labels),) + SHAPE, dtype=np.float32)
+    depth = np.linspace(0.05, 0.4, SHAPE[0], dtype=np.float32)[None, :, None]
+    X[:, :, :64] += depth * np.where(labels[:, None, None] == 1, 1.0, -1.0).astype(np.float32) * (
+        labels[:, None, None] >= 0)
+    return X
+
+
+def build(path: str, n: int, n_labels: int) -> tuple[Store, object]:
+    """A workspace with n unlabelled texts and n_labels labelled ones, features cached."""
+    store = Store.open(path, limits=Limits(project_texts=n + 10 * n_labels))
+    project = store.create_project("scale", CLASSES, settings={"backbone": DEFAULT_BACKBONE})
+    rng = np.random.default_rng(0)
+    texts = [f"labelled sentence {i}" for i in range(n_labels)] + [f"pool sentence {i}" for i in range(n)]
+    labels = [CLASSES[i % 2] for i in range(n_labels)] + [None] * n
+    store.add_texts(project.id, texts, labels=labels)
+    key = cache_key(StandIn, 256)
+    prompt = settings_of(project).prompt
+    y = np.array([i % 2 for i in range(n_labels)] + [-1] * n)
+    for start in range(0, len(texts), _CHUNK):
+        X = _features(rng, y[start:start + _CHUNK])
+        store.put_features(key, prompt, "mean", {text_hash(t): x for t, x in
+                                                 zip(texts[start:start + _CHUNK], X)}, dtype="float16")
+    return store, project
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000, help="unlabelled texts")
+    p.add_argument("--labels", type=int, default=100)
+    p.add_argument("--submits", type=int, default=12, help="head-only submits timed after the first")
+    p.add_argument("--dir", default=tempfile.gettempdir(), help="where the workspace file goes")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the workspace, and reuse one a --keep run left (for --build-only)")
+    p.add_argument("--build-only", action="store_true", help="build the workspace and stop")
+    args = p.parse_args(argv)
+    path = os.path.join(args.dir, f"scale-{args.n}.db")
+    start = time.perf_counter()
+    if args.keep and os.path.exists(path):
+        store = Store.open(path, limits=Limits(project_texts=args.n + 10 * args.labels))
+        project = store.project("scale")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+        store, project = build(path, args.n, args.labels)
+    built = time.perf_counter() - start
+    if args.build_only:
+        return store.close()
+    items, state = OrderedDict(), {}
+
+    def submit(**kwargs) -> float:
+        unlabelled = store.unlabelled(project.id)
+        store.set_label(project.id, unlabelled[0].id, CLASSES[len(unlabelled) % 2])
+        t = time.perf_counter()
+        retrain(store, store.project(project.id), StandIn(), cache=MemoryCache(store, items=items),
+                pool=PoolMatrix(state), **kwargs)
+        return time.perf_counter() - t
+
+    first = submit()
+    times = [submit() for _ in range(args.submits)]
+    reselect = submit(reselect=True)
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    store.close()
+    print(f"<!-- {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, "
+          f"`{' '.join([Path(sys.executable).name] + sys.argv)}`, {platform.platform()}, "
+          f"cpu_count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, built in {built:.0f} s -->")
+    print(f"| {args.n:,} | {size / 1e9:.2f} GB | {first:.2f} s | {np.median(times):.2f} s | "
+          f"{np.percentile(times, 95):.2f} s | {reselect:.2f} s | {rss:.2f} GB |")
+    if not args.keep:
+        Path(path).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

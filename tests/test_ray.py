@@ -1,0 +1,79 @@
+"""`tenshot predict --engine ray` equals the single-process path (Ray local mode, 1 CPU actor).
+
+Runs wherever Ray Data is installed (.ci/run installs the ``ray`` extra); skips, saying
+so, only where ``import ray`` fails.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from tests.helpers import make_tiny_model, make_tokenizer
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
+
+pytestmark = pytest.mark.ray
+
+POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy", "superb movie"]
+NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad", "poor movie"]
+NEW = ["a good film", "awful plot", "=cmd", "i love this movie", "sad and boring film", "plot"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One small local Ray instance for the module: 2 CPUs, no dashboard, shut down after."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(__import__("pathlib").Path(__file__)
+                                                          .resolve().parent.parent)}})
+    yield
+    ray.shutdown()
+
+
+def _write_csv(path, rows, header=("text", "label")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, capsys):
+    # issue 14: corpora beyond one machine are scored on Ray Data, with the same output
+    model = tmp_path / "model"
+    tok = make_tokenizer()
+    make_tiny_model(len(tok)).save_pretrained(model)
+    tok.save_pretrained(model)
+    db = str(tmp_path / "w.db")
+    train = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    assert main(["--db", db, "train", "--project", "p", "--data", train, "--backbone", str(model),
+                 "--prompt", "", "--mode", "layer"]) == 0
+    bundle = str(tmp_path / "m.tenshot")
+    assert main(["--db", db, "export", "--project", "p", "--out", bundle]) == 0
+    new = _write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
+    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(plain)]) == 0
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(on_ray),
+                 "--engine", "ray", "--batch-size", "4"]) == 0
+    a, b = list(csv.reader(open(plain, encoding="utf-8-sig"))), list(csv.reader(open(on_ray, encoding="utf-8-sig")))
+    assert a[0] == b[0] and a[0][:5] == ["line", "text", "label", "predicted", "confidence"]
+    assert len(a) == len(b) == 1 + len(NEW)
+    assert [r[:4] for r in a] == [r[:4] for r in b]  # line, text, label, predicted class
+    np.testing.assert_allclose(np.array([r[4:] for r in b[1:]], float),
+                               np.array([r[4:] for r in a[1:]], float), rtol=1e-5, atol=2e-6)
+    assert "wrote 6 predictions" in capsys.readouterr().err
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow comes with ray[data]")
+    import pyarrow as pa
+
+    parquet = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"sentence": NEW}), parquet)
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", str(parquet), "--out",
+                 str(tmp_path / "pq.csv"), "--engine", "ray", "--text-column", "sentence"]) == 0
+    c = list(csv.reader(open(tmp_path / "pq.csv", encoding="utf-8-sig")))
+    assert c[0] == a[0] and [r[0] for r in c[1:]] == [str(i) for i in range(1, len(NEW) + 1)]
+    assert [r[1:4] for r in c] == [r[1:4] for r in a]  # parquet rows count from 1, not lines
+    np.testing.assert_allclose(np.array([r[4:] for r in c[1:]], float),
+                               np.array([r[4:] for r in a[1:]], float), rtol=1e-5, atol=2e-6)
