@@ -135,3 +135,13 @@ def test_texts_deleted_together_come_back_together(store, pid):
     store.delete_texts(pid, ids[1:])
     assert store.undo_text_change(pid) == "Restored 2 deleted sentences."
     assert [r.text for r in store.texts(pid)] == ["0.7", "good film"]
+
+
+def test_a_deleted_text_leaves_the_pool_a_submit_predicts(store, pid):
+    # a submit reads the pool as two columns (issue 14); a deleted text must not be in them
+    ids = _ids(store, pid, ["0.5", "good film", "0.7", "bad film"])
+    store.set_label(pid, ids[1], "pos")
+    store.delete_texts(pid, [ids[0], ids[2]])
+    assert store.unlabelled_columns(pid) == ([ids[3]], ["bad film"])
+    assert [r.id for r in store.unlabelled(pid)] == [ids[3]]
+
