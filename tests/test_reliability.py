@@ -58,6 +58,8 @@ def _report(collected: dict[str, dict]) -> str:
         "",
         f"- Date: {date.today().isoformat()}",
         f"- Command: `{COMMAND}`",
+        f"- Machine: {os.cpu_count()} cores, 1-minute load average {os.getloadavg()[0]:.1f} when "
+        "written (write times rise with the load; the counts do not depend on it)",
         "",
         "| What was tried | Figures | Failures |",
         "|---|---|---|",
