@@ -93,11 +93,12 @@ def class_picker(label: str, classes: list[str], default: str, key: str, help: s
 
 def stability_badge(result, *, where: str = "explanation") -> None:
     """The badge for a token-rank stability result, with its two numbers."""
+    unit = "words" if result.get("labels") else "tokens"  # merged into words by sentence_stability
     colour, icon = BADGE.get(result["badge"], ("red", ":material/error:"))
     st.badge(f"{where.capitalize()} {result['badge']}", color=colour, icon=icon)
     st.caption(f"Across the bootstrap refits the word ranking keeps a median Spearman "
                f"correlation of {result['median_spearman']:.2f}, and {result['mean_topk_overlap']:.0%} "
-               f"of the {result['k']} strongest tokens stay among the {result['k']} strongest.")
+               f"of the {result['k']} strongest {unit} stay among the {result['k']} strongest.")
 
 
 def editor_choices(edited_rows: dict, *, label_column: str,

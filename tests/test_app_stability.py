@@ -55,6 +55,8 @@ def test_a_run_is_stored_and_drawn(workspace):
                        np.sort(stab.oob_accuracy[np.isfinite(stab.oob_accuracy)]))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Refits"] == "10"
+    # the sentence's explanation is compared word by word, and the badge says so
+    assert "strongest words stay among" in page_text(at) and "strongest tokens" not in page_text(at)
     assert metrics["Held-out accuracy"] == f"{np.nanmedian(stab.oob_accuracy):.0%}"
     # the run is read back from the store on a new visit
     again = open_page("stability")
