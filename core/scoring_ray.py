@@ -33,6 +33,9 @@ DEFAULT_BATCH_SIZE = 64
 
 
 def _ray():
+    # nothing leaves the machine: Ray's usage statistics (reported to usage-stats.ray.io
+    # unless disabled) are off; a user can still opt in by setting the variable to 1
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
         import ray.data  # noqa: F401  (the extra is "ray[data]": check that part too)

@@ -7,6 +7,7 @@ so, only where ``import ray`` fails.
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from core.cli import main
 from tests.helpers import make_tiny_model, make_tokenizer
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine, tests included
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
 
 pytestmark = pytest.mark.ray
@@ -77,3 +79,15 @@ def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, caps
     assert [r[1:4] for r in c] == [r[1:4] for r in a]  # parquet rows count from 1, not lines
     np.testing.assert_allclose(np.array([r[4:] for r in c[1:]], float),
                                np.array([r[4:] for r in a[1:]], float), rtol=1e-5, atol=2e-6)
+
+
+def test_ray_usage_statistics_stay_off_unless_the_user_opts_in(monkeypatch):
+    # nothing leaves the machine: Ray reports usage to usage-stats.ray.io unless disabled
+    from core.scoring_ray import _ray
+
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    _ray()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    _ray()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
