@@ -73,16 +73,17 @@ def review(project, latest, preds, classes) -> None:
                           REVIEW: [MARKER if m else "" for m in choice.marks([p.confidence for p in shown])],
                           ACCEPT: False,
                           YOUR_LABEL: pd.Series([None] * len(shown), dtype=object)})
-    # the columns to edit come first, so they are on screen however long the sentences are
+    # the columns to edit (and the marker saying which rows to check) come first, so they
+    # are on screen however long the sentences are
     st.data_editor(frame, key=key, hide_index=True, width="stretch",
-                   column_order=[ACCEPT, YOUR_LABEL, "Sentence", "Predicted", "Confidence", REVIEW],
+                   column_order=[ACCEPT, YOUR_LABEL, REVIEW, "Sentence", "Predicted", "Confidence"],
                    disabled=["Sentence", "Predicted", "Confidence", REVIEW],
                    column_config={
-                       "Sentence": st.column_config.TextColumn(width="large"),
+                       "Sentence": st.column_config.TextColumn(width="medium"),
                        "Confidence": st.column_config.ProgressColumn(min_value=0, max_value=100,
                                                                      format="%.0f%%"),
                        REVIEW: st.column_config.TextColumn(
-                           width="medium", help="Below the confidence threshold set above: check "
+                           width=120, help="Below the confidence threshold set above: check "
                                                "these by hand."),
                        ACCEPT: st.column_config.CheckboxColumn(
                            width="small", help="The prediction is right: keep it as a label."),

@@ -49,7 +49,9 @@ def test_metrics_grid_and_settings_tab_are_findable(server, page, tiny_model_dir
     headers = page.evaluate("() => Array.from(document.querySelectorAll("
                             "'th[role=columnheader]')).map(e => e.textContent)")
     assert headers[:2] == ["Accept", "Your label"], headers  # on screen whatever the width
-    box = page.locator('[data-testid="stDataFrameResizable"]').first.bounding_box()
+    grid = page.locator('[data-testid="stDataFrameResizable"]').first
+    grid.scroll_into_view_if_needed()  # the coverage control above it pushes it below the fold
+    box = grid.bounding_box()
     # a double-click on the first row's "Your label" cell (after the 75 px Accept column,
     # below the 35 px header) opens its choices
     page.mouse.dblclick(box["x"] + 120, box["y"] + 52)
