@@ -92,6 +92,34 @@ def test_failed_migration_leaves_the_file_unchanged(path):
     db.close()
 
 
+def test_configure_accepts_wal_switched_on_by_another_process_meanwhile(path, monkeypatch):
+    # seen once with five processes opening a new file together: one checked the journal
+    # mode, another switched the file to WAL, and the first one's switch stayed locked
+    from core.store.schema import configure
+
+    def raced(self):
+        other = sqlite3.connect(path)  # the other process wins the race
+        other.execute("PRAGMA journal_mode=wal")
+        other.close()
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Database, "enable_wal", raced)
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    configure(db, wal=True)
+    assert db.journal_mode == "wal"
+    db.close()
+
+    def locked(self):
+        raise sqlite3.OperationalError("database is locked")
+
+    other = str(path) + ".other"
+    monkeypatch.setattr(Database, "enable_wal", locked)
+    db = Database(sqlite3.connect(other, isolation_level=None))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        configure(db, wal=True)  # still not WAL: the lock is reported, not hidden
+    db.close()
+
+
 def test_open_creates_the_schema_in_an_empty_file_and_reopening_writes_nothing(path):
     sqlite3.connect(path).close()  # an existing, empty SQLite file is schema version 0
     with Store.open(path) as store:

@@ -335,7 +335,13 @@ def configure(db: Database, *, wal: bool) -> None:
     db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA foreign_keys = ON")
     if wal:
-        db.enable_wal()
+        try:
+            db.enable_wal()
+        except sqlite3.OperationalError as err:
+            # several processes opening a new file at once: another one switched it to WAL
+            # between this one's check and its switch, and its busy writers kept the lock
+            if not is_locked(err) or db.journal_mode != "wal":
+                raise
     db.execute("PRAGMA synchronous = NORMAL")
 
 
