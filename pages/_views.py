@@ -16,9 +16,9 @@ from core.export import labels_from_choices
 from core.learn.head import MIN_LABELS_PER_CLASS
 from core.figures import short
 from core.project import load_classifier
-from core.report import heatmap_html, legend_html
+from core.report import heatmap_html, legend_html, report_filename, stakeholder_report
 from core.explain.stability import MODERATE, STABLE
-from pages._shared import backbone, db_path, escape_markdown, show_error, store
+from pages._shared import backbone, db_path, escape_markdown, feature_cache, show_error, store
 
 __all__ = ["no_model_yet", "require_model", "model_backbone", "heatmap", "legend", "class_picker",
            "stability_badge", "short", "remember", "editor_choices", "labels_from_edits"]
@@ -118,3 +118,35 @@ def labels_from_edits(shown, edited_rows: dict, *, label_column: str,
     chosen, accepted = editor_choices(edited_rows, label_column=label_column,
                                       accept_column=accept_column)
     return labels_from_choices(shown, chosen, accepted)
+
+
+def report_builder(project, latest, load, *, prefix: str, first: str | None = None,
+                   attribute=None) -> None:
+    """The "Build the report" controls and the download, shared by Explain and Export.
+
+    The built report is kept under one session key per model version, so a report
+    built on one page can be downloaded on the other. load() -> (backbone, classifier),
+    called only when the report is built; prefix: the widgets' key prefix; first,
+    attribute: as ``stakeholder_report`` takes them.
+    """
+    key = ("ex_report", latest.id)
+    with_profile = st.checkbox("Include the layer profile", value=True, key=f"{prefix}_report_profile",
+                               help="Re-reads every labelled sentence: up to a minute.")
+    if st.button("Build the report", key=f"{prefix}_report_build", icon=":material/description:"):
+        bar = st.progress(0.0, text="Scoring held-out labels...")
+        try:
+            bb, clf = load()
+            st.session_state[key] = stakeholder_report(
+                store(), project, bb, clf, latest, first=first, with_profile=with_profile,
+                diagnostics=st.session_state.get(("diag", project.id, latest.id)),  # the Model page's
+                profile=st.session_state.get(("layers", project.id, latest.id)),
+                cache=feature_cache(store()), attribute=attribute,
+                progress=lambda share, what: bar.progress(share, text=what))
+        except TenshotError as err:
+            show_error(err)
+        bar.empty()
+    if key in st.session_state:
+        st.download_button("Download report (HTML)", st.session_state[key],
+                           file_name=report_filename(project.name, latest.version),
+                           mime="text/html", key=f"{prefix}_report_download", type="primary",
+                           icon=":material/download:", on_click="ignore")

@@ -21,9 +21,9 @@ from core.explain.stability import load_stability
 from core.explain.words import probability_effects, view_agreement, word_attributions
 from core.figures import layer_weights_figure, phrases_figure, probability_figure, word_figure
 from core.hashing import text_hash
-from core.report import example_of, exactness_text, report_filename, stakeholder_report
+from core.report import example_of, exactness_text
 from pages._shared import escape_markdown, feature_cache, page_header, percent, show_error, store
-from pages._views import (class_picker, heatmap, legend, model_backbone, remember, require_model,
+from pages._views import (class_picker, heatmap, legend, model_backbone, remember, report_builder, require_model,
                           short, stability_badge)
 
 SOURCES = ["Unlabelled", "Labelled", "Type your own"]
@@ -260,26 +260,8 @@ def report_section(project, bb, clf, latest, text) -> None:
     st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
                "example explanations and the stored stability run. It opens in any browser, "
                "offline.")
-    key = ("ex_report", latest.id)
-    with_profile = st.checkbox("Include the layer profile", value=True, key="ex_report_profile",
-                               help="Re-reads every labelled sentence: up to a minute.")
-    if st.button("Build the report", key="ex_report_build", icon=":material/description:"):
-        bar = st.progress(0.0, text="Scoring held-out labels...")
-        try:
-            st.session_state[key] = stakeholder_report(
-                store(), project, bb, clf, latest, first=text, with_profile=with_profile,
-                diagnostics=st.session_state.get(("diag", project.id, latest.id)),  # the Model page's
-                profile=st.session_state.get(("layers", project.id, latest.id)),
-                cache=feature_cache(store()), attribute=lambda t: explain_text(bb, clf, latest.id, t)[1],
-                progress=lambda share, what: bar.progress(share, text=what))
-        except TenshotError as err:
-            show_error(err)
-        bar.empty()
-    if key in st.session_state:
-        st.download_button("Download report (HTML)", st.session_state[key],
-                           file_name=report_filename(project.name, latest.version),
-                           mime="text/html", key="ex_report_download", type="primary",
-                           icon=":material/download:", on_click="ignore")
+    report_builder(project, latest, lambda: (bb, clf), prefix="ex", first=text,
+                   attribute=lambda t: explain_text(bb, clf, latest.id, t)[1])
 
 
 project = page_header("Explain")

@@ -10,11 +10,10 @@ import streamlit as st
 
 from core.learn.bundle import bundle_bytes
 from core.export import export_rows, file_stem, needs_human, to_csv, to_jsonl
-from core.errors import TenshotError
 from core.project import load_classifier
-from core.report import report_filename, stakeholder_report
 from pages._coverage import coverage_control
-from pages._shared import backbone, escape_markdown, feature_cache, page_header, show_error, store
+from pages._shared import backbone, escape_markdown, page_header, store
+from pages._views import report_builder
 
 
 INCLUDE = {"both": "Labels and predictions", "labels": "Your labels only",
@@ -110,28 +109,13 @@ def report_section(project, latest) -> None:
     st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
                "example explanations and the stored stability run. It opens in any browser, "
                "offline.")
-    key = ("ex_report", latest.id)  # the Explain page's key: a report built there shows here
-    with_profile = st.checkbox("Include the layer profile", value=True,
-                               key="export_report_profile",
-                               help="Re-reads every labelled sentence: up to a minute.")
-    if st.button("Build the report", key="export_report_build", icon=":material/description:"):
-        bar = st.progress(0.0, text="Scoring held-out labels...")
-        try:
-            clf = load_classifier(latest)
-            st.session_state[key] = stakeholder_report(
-                store(), project, backbone(clf.settings.backbone), clf, latest,
-                with_profile=with_profile, cache=feature_cache(store()),
-                diagnostics=st.session_state.get(("diag", project.id, latest.id)),
-                profile=st.session_state.get(("layers", project.id, latest.id)),
-                progress=lambda share, what: bar.progress(share, text=what))
-        except TenshotError as err:
-            show_error(err)
-        bar.empty()
-    if key in st.session_state:
-        st.download_button("Download report (HTML)", st.session_state[key],
-                           file_name=report_filename(project.name, latest.version),
-                           mime="text/html", key="export_report_download", type="primary",
-                           icon=":material/download:", on_click="ignore")
+
+    def load():
+        clf = load_classifier(latest)
+        return backbone(clf.settings.backbone), clf
+
+    # the built report is shared with the Explain page: one built there downloads here
+    report_builder(project, latest, load, prefix="export")
 
 
 project = page_header("Export")
