@@ -6,6 +6,8 @@ one way only, ``from tests.helpers import ...``: a second name would load a seco
 
 from __future__ import annotations
 
+import csv
+
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,3 +180,12 @@ def check_inert(at) -> None:
     for spec in plotly_specs(at):
         dumped = json.dumps(spec)
         assert "<script" not in dumped and "<img" not in dumped
+
+
+def write_csv(path, rows, header=("text", "label")) -> str:
+    """Write ``rows`` under ``header`` as a CSV file at ``path``; return the path as str."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)

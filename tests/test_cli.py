@@ -10,7 +10,7 @@ import pytest
 
 from core.cli import main
 from core.store import Store
-from tests.helpers import make_tiny_model, make_tokenizer
+from tests.helpers import make_tiny_model, make_tokenizer, write_csv
 
 POS = ["good movie", "great film", "i love it", "wonderful plot", "excellent and happy", "superb movie"]
 NEG = ["bad movie", "awful film", "i hate it", "terrible plot", "boring and sad", "poor movie"]
@@ -25,17 +25,9 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
-def _write_csv(path, rows, header=("text", "label")):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
-
-
 def test_train_predict_export_and_bundle_predict(tmp_path, model_dir, capsys):
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG]
+    data = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG]
                       + [("very good", ""), ("=1+1 formula", "")])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "", "--mode", "layer"]) == 0
@@ -45,7 +37,7 @@ def test_train_predict_export_and_bundle_predict(tmp_path, model_dir, capsys):
         assert store.classes(p.id) == ["pos", "neg"]
         assert store.label_counts(p.id) == {"pos": 6, "neg": 6}
         assert len(store.predictions(store.latest_model(p.id).id)) == 2
-    new = _write_csv(tmp_path / "new.csv", [("a good film",), ("awful plot",), ("=cmd",)], header=("text",))
+    new = write_csv(tmp_path / "new.csv", [("a good film",), ("awful plot",), ("=cmd",)], header=("text",))
     assert main(["--db", db, "predict", "--project", "p", "--data", new, "--out", str(tmp_path / "o.csv")]) == 0
     assert main(["--db", db, "export", "--project", "p", "--out", str(tmp_path / "m.tenshot")]) == 0
     assert main(["--db", db, "predict", "--bundle", str(tmp_path / "m.tenshot"), "--data", new,
@@ -57,7 +49,7 @@ def test_train_predict_export_and_bundle_predict(tmp_path, model_dir, capsys):
 
 
 def test_too_few_labels_is_a_plain_error(tmp_path, model_dir, capsys):
-    data = _write_csv(tmp_path / "t.csv", [("good movie", "pos"), ("great film", "pos"), ("bad", "neg")])
+    data = write_csv(tmp_path / "t.csv", [("good movie", "pos"), ("great film", "pos"), ("bad", "neg")])
     code = main(["--db", str(tmp_path / "w.db"), "train", "--project", "p", "--data", data,
                  "--backbone", model_dir, "--prompt", ""])
     err = capsys.readouterr().err
@@ -76,8 +68,8 @@ def test_missing_file_and_unknown_project(tmp_path, capsys):
 def test_eval_writes_the_documented_json(tmp_path, model_dir):
     d = tmp_path / "set"
     d.mkdir()
-    _write_csv(d / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
-    _write_csv(d / "test.csv", [("very good film", "pos"), ("good plot", "pos"), ("very bad film", "neg"),
+    write_csv(d / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    write_csv(d / "test.csv", [("very good film", "pos"), ("good plot", "pos"), ("very bad film", "neg"),
                                 ("awful movie", "neg"), ("great", "pos"), ("terrible", "neg")])
     out = tmp_path / "r.json"
     assert main(["--db", str(tmp_path / "w.db"), "eval", "--data", str(d), "--shots", "2,4", "--seeds", "2",
@@ -95,8 +87,8 @@ def test_eval_writes_the_documented_json(tmp_path, model_dir):
 def _eval_dir(tmp_path):
     d = tmp_path / "set"
     d.mkdir()
-    _write_csv(d / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
-    _write_csv(d / "test.csv", [("very good film", "pos"), ("good plot", "pos"), ("very bad film", "neg"),
+    write_csv(d / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    write_csv(d / "test.csv", [("very good film", "pos"), ("good plot", "pos"), ("very bad film", "neg"),
                                 ("awful movie", "neg")])
     return str(d)
 
@@ -133,7 +125,7 @@ def test_eval_zero_shot_on_an_untied_backbone_is_a_plain_error(tmp_path, model_d
 
 def test_max_length_is_saved_and_an_out_of_range_one_is_refused(tmp_path, model_dir, capsys):
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    data = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "", "--mode", "layer", "--max-length", "32"]) == 0
     with Store.open(db) as store:
@@ -150,10 +142,10 @@ def test_max_length_is_saved_and_an_out_of_range_one_is_refused(tmp_path, model_
 def test_a_new_label_name_becomes_a_class_only_when_asked_and_the_file_is_accepted(tmp_path, model_dir,
                                                                                     capsys, monkeypatch):
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    data = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "", "--mode", "layer"]) == 0
-    more = _write_csv(tmp_path / "more.csv", [("so so", "meh"), ("fine i guess", "meh"), ("ok", "meh")])
+    more = write_csv(tmp_path / "more.csv", [("so so", "meh"), ("fine i guess", "meh"), ("ok", "meh")])
     # issue 17 item 6: without --add-classes an unknown label is refused, not made a class
     assert main(["--db", db, "train", "--project", "p", "--data", more]) == 2
     assert "--add-classes" in capsys.readouterr().err
@@ -185,7 +177,7 @@ def _dump(db) -> list[str]:
 
 def _trained(tmp_path, model_dir) -> str:
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    data = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "", "--mode", "layer"]) == 0
     return db
@@ -197,14 +189,14 @@ def test_unknown_labels_are_refused_with_suggestions_and_the_project_is_not_stuc
     db = _trained(tmp_path, model_dir)
     before = _dump(db)
     capsys.readouterr()
-    odd = _write_csv(tmp_path / "odd.csv", [("so happy today", "joyful"), ("so so", "NEG"),
+    odd = write_csv(tmp_path / "odd.csv", [("so happy today", "joyful"), ("so so", "NEG"),
                                             ("meh film", "negg"), ("fine film", "pos")])
     assert main(["--db", db, "train", "--project", "p", "--data", odd]) == 2
     err = capsys.readouterr().err
     assert "'joyful'" in err and "'NEG' (did you mean 'neg'?)" in err and "'negg' (did you mean 'neg'?)" in err
     assert "--add-classes" in err and "Traceback" not in err
     assert _dump(db) == before
-    more = _write_csv(tmp_path / "more.csv", [("a superb plot", "pos")])
+    more = write_csv(tmp_path / "more.csv", [("a superb plot", "pos")])
     assert main(["--db", db, "train", "--project", "p", "--data", more]) == 0
     with Store.open(db) as store:
         assert store.classes(store.project("p").id) == ["pos", "neg"]
@@ -213,11 +205,11 @@ def test_unknown_labels_are_refused_with_suggestions_and_the_project_is_not_stuc
 def test_add_classes_adds_them_only_when_each_gets_enough_labels(tmp_path, model_dir, capsys):
     db = _trained(tmp_path, model_dir)
     before = _dump(db)
-    one = _write_csv(tmp_path / "one.csv", [("so happy today", "joyful")])
+    one = write_csv(tmp_path / "one.csv", [("so happy today", "joyful")])
     assert main(["--db", db, "train", "--project", "p", "--data", one, "--add-classes"]) == 2
     assert "Label 1 more “joyful”" in capsys.readouterr().err
     assert _dump(db) == before
-    two = _write_csv(tmp_path / "two.csv", [("so happy today", "joyful"), ("a joyful film", "joyful")])
+    two = write_csv(tmp_path / "two.csv", [("so happy today", "joyful"), ("a joyful film", "joyful")])
     assert main(["--db", db, "train", "--project", "p", "--data", two, "--add-classes"]) == 0
     with Store.open(db) as store:
         p = store.project("p")
@@ -227,7 +219,7 @@ def test_add_classes_adds_them_only_when_each_gets_enough_labels(tmp_path, model
 
 def test_a_new_project_refuses_labels_outside_its_classes_and_is_not_created(tmp_path, model_dir, capsys):
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "t.csv", [(t, "pos") for t in POS] + [(t, "Neg") for t in NEG])
+    data = write_csv(tmp_path / "t.csv", [(t, "pos") for t in POS] + [(t, "Neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--classes", "pos,neg",
                  "--backbone", model_dir, "--prompt", ""]) == 2
     assert "'Neg' (did you mean 'neg'?)" in capsys.readouterr().err
@@ -258,7 +250,7 @@ def test_predict_gives_every_row_an_output_row_or_a_reported_skip(tmp_path, mode
     err = capsys.readouterr().err
     assert "skipped line 3: has 3 cells but the header has 2" in err and "skipped line 5" in err
     assert [r["line"] for r in csv.DictReader(open(out, encoding="utf-8-sig"))] == ["2", "4"]
-    clean = _write_csv(tmp_path / "c.csv", [("good movie",)], header=("text",))
+    clean = write_csv(tmp_path / "c.csv", [("good movie",)], header=("text",))
     assert main(["--db", db, "predict", "--project", "p", "--data", clean, "--out", str(out)]) == 0
 
 
@@ -274,7 +266,7 @@ def test_train_reports_skipped_lines_with_the_same_exit_code(tmp_path, model_dir
 def test_predict_never_overwrites_its_input_or_the_workspace(tmp_path, model_dir, capsys, monkeypatch):
     # regression: --out equal to --data overwrote the input file
     db = _trained(tmp_path, model_dir)
-    data = _write_csv(tmp_path / "in.csv", [("good movie",), ("bad film",)], header=("text",))
+    data = write_csv(tmp_path / "in.csv", [("good movie",), ("bad film",)], header=("text",))
     original = open(data, "rb").read()
     monkeypatch.chdir(tmp_path)
     for out in (data, "./in.csv", db):
@@ -292,7 +284,7 @@ def test_predict_checks_the_out_folder_before_computing_anything(tmp_path, model
     backbone = shutil.copytree(model_dir, tmp_path / "model")
     db = _trained(tmp_path, str(backbone))
     shutil.rmtree(backbone)  # predicting would now fail on the backbone, after the out check
-    data = _write_csv(tmp_path / "in.csv", [("good movie",)], header=("text",))
+    data = write_csv(tmp_path / "in.csv", [("good movie",)], header=("text",))
     capsys.readouterr()
     assert main(["--db", db, "predict", "--project", "p", "--data", data,
                  "--out", str(tmp_path / "no-such-folder" / "o.csv")]) == 2
@@ -306,7 +298,7 @@ def test_predict_checks_the_out_folder_before_computing_anything(tmp_path, model
 
 def test_predict_replaces_the_out_file_atomically(tmp_path, model_dir):
     db = _trained(tmp_path, model_dir)
-    data = _write_csv(tmp_path / "in.csv", [("good movie",)], header=("text",))
+    data = write_csv(tmp_path / "in.csv", [("good movie",)], header=("text",))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "o.csv").write_text("old content")
@@ -317,7 +309,7 @@ def test_predict_replaces_the_out_file_atomically(tmp_path, model_dir):
 
 def test_a_workspace_in_a_missing_folder_is_refused(tmp_path, model_dir, capsys):
     # regression: --db in a missing folder silently created the folder and an empty workspace
-    data = _write_csv(tmp_path / "t.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    data = write_csv(tmp_path / "t.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     db = tmp_path / "typo" / "w.db"
     assert main(["--db", str(db), "train", "--project", "p", "--data", data, "--backbone", model_dir]) == 2
     assert "typo" in capsys.readouterr().err and not (tmp_path / "typo").exists()
@@ -366,7 +358,7 @@ def test_predictions_and_the_app_export_share_one_schema_that_train_reads_back(t
     from core.export import ExportRow, to_csv
 
     db = _trained(tmp_path, model_dir)
-    data = _write_csv(tmp_path / "in.csv", [("very good film", ""), ("awful plot", "neg")])
+    data = write_csv(tmp_path / "in.csv", [("very good film", ""), ("awful plot", "neg")])
     out = tmp_path / "o.csv"
     assert main(["--db", db, "predict", "--project", "p", "--data", data, "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out, encoding="utf-8-sig")))
@@ -385,7 +377,7 @@ def test_predictions_and_the_app_export_share_one_schema_that_train_reads_back(t
 def test_an_empty_prompt_on_an_existing_project_clears_its_prompt(tmp_path, model_dir):
     # regression: --prompt '' was read as "no option given", so the old prompt stayed
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    data = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "review : {text}", "--mode", "layer"]) == 0
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--prompt", ""]) == 0
@@ -396,7 +388,7 @@ def test_an_empty_prompt_on_an_existing_project_clears_its_prompt(tmp_path, mode
 def test_predict_threshold_marks_rows_that_need_a_human_and_prints_the_estimate(tmp_path, model_dir, capsys):
     # issue 15 item 12: predict took no threshold; confidence alone told a user nothing to act on
     db = _trained(tmp_path, model_dir)
-    data = _write_csv(tmp_path / "in.csv", [(t,) for t in ["very good film", "awful plot", "a film",
+    data = write_csv(tmp_path / "in.csv", [(t,) for t in ["very good film", "awful plot", "a film",
                                                             "i love it", "so boring"]], header=("text",))
     out, bundle = tmp_path / "o.csv", tmp_path / "m.tenshot"
     capsys.readouterr()
@@ -421,7 +413,7 @@ def test_predict_threshold_marks_rows_that_need_a_human_and_prints_the_estimate(
 def test_predict_refuses_a_bad_threshold_or_an_unreachable_target_and_writes_nothing(tmp_path, model_dir,
                                                                                        capsys):
     db = _trained(tmp_path, model_dir)
-    data = _write_csv(tmp_path / "in.csv", [("very good film",)], header=("text",))
+    data = write_csv(tmp_path / "in.csv", [("very good film",)], header=("text",))
     out = tmp_path / "o.csv"
     capsys.readouterr()
     assert main(["--db", db, "predict", "--project", "p", "--data", data, "--out", str(out),
@@ -439,7 +431,7 @@ def test_predict_engine_ray_without_ray_says_how_to_install_it(tmp_path, model_d
     # issue 14: Ray is an optional extra; without it --engine ray must say what to do
     bundle = _trained_bundle(tmp_path, model_dir)
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where it is absent
-    new = _write_csv(tmp_path / "new.csv", [("a good film",)], header=("text",))
+    new = write_csv(tmp_path / "new.csv", [("a good film",)], header=("text",))
     code = main(["--db", str(tmp_path / "w.db"), "predict", "--bundle", bundle, "--data", new,
                  "--out", str(tmp_path / "o.csv"), "--engine", "ray"])
     assert code == 2 and 'pip install "tenshot[ray]"' in capsys.readouterr().err
@@ -451,7 +443,7 @@ def test_predict_says_a_file_is_too_big_for_the_single_process_engine(tmp_path, 
     # issue 14: a clear message when a file is too big for the chosen engine
     bundle = _trained_bundle(tmp_path, model_dir)
     monkeypatch.setenv("TENSHOT_MAX_UPLOAD_BYTES", "100")
-    new = _write_csv(tmp_path / "new.csv", [(f"sentence number {i}",) for i in range(20)],
+    new = write_csv(tmp_path / "new.csv", [(f"sentence number {i}",) for i in range(20)],
                      header=("text",))
     code = main(["--db", str(tmp_path / "w.db"), "predict", "--bundle", bundle, "--data", new,
                  "--out", str(tmp_path / "o.csv")])
@@ -461,7 +453,7 @@ def test_predict_says_a_file_is_too_big_for_the_single_process_engine(tmp_path, 
 
 def _trained_bundle(tmp_path, model_dir) -> str:
     db = str(tmp_path / "w.db")
-    data = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    data = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", model_dir,
                  "--prompt", "", "--mode", "layer"]) == 0
     assert main(["--db", db, "export", "--project", "p", "--out", str(tmp_path / "m.tenshot")]) == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from tests.helpers import make_tiny_model, make_tokenizer
+from tests.helpers import make_tiny_model, make_tokenizer, write_csv
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine, tests included
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
@@ -35,14 +35,6 @@ def local_ray():
     ray.shutdown()
 
 
-def _write_csv(path, rows, header=("text", "label")):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
-
-
 def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, capsys):
     # issue 14: corpora beyond one machine are scored on Ray Data, with the same output
     model = tmp_path / "model"
@@ -50,12 +42,12 @@ def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, caps
     make_tiny_model(len(tok)).save_pretrained(model)
     tok.save_pretrained(model)
     db = str(tmp_path / "w.db")
-    train = _write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
+    train = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", train, "--backbone", str(model),
                  "--prompt", "", "--mode", "layer"]) == 0
     bundle = str(tmp_path / "m.tenshot")
     assert main(["--db", db, "export", "--project", "p", "--out", bundle]) == 0
-    new = _write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
+    new = write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
     plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
     assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(plain)]) == 0
     assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(on_ray),
