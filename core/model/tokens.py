@@ -110,11 +110,8 @@ def encode(tokenizer, texts: Sequence[str], *, prompt: str | None = None,
     if echo:
         return [_encode_echo(tokenizer, t, prompt, max_length) for t in texts]
     wrapped = [wrap(t, prompt) for t in texts]
-    out = []
-    for (_, start, end), (ids, spans) in zip(wrapped, _tokenize(tokenizer, [w[0] for w in wrapped],
-                                                                [(w[1], w[2]) for w in wrapped])):
-        out.append(_truncate(ids, spans, max_length))
-    return out
+    return [_truncate(ids, spans, max_length)
+            for ids, spans in _tokenize(tokenizer, [w[0] for w in wrapped], [w[1:] for w in wrapped])]
 
 
 def _tokenize(tokenizer, strings: list[str], users: list[tuple[int, int]]) -> list[tuple[list, list]]:
