@@ -181,3 +181,30 @@ def test_constant_last_token_states_of_a_real_model_train(tiny_backbone):
     clf = train(X, ["pos"] * len(POS) + ["neg"] * len(NEG), ["neg", "pos"], settings)
     assert clf.spec.layers != (0,)
     assert 0.0 <= clf.metrics["cv_accuracy"] <= 1.0
+
+
+def test_auto_uses_the_fixed_fusion_below_the_label_count_where_cv_can_choose():
+    # issue 12: with a handful of labels per class nested CV's choice of mode was noise and
+    # lost to a fixed fusion on the tuning half (bench/protocol.py)
+    from core.learn.features import AUTO_MIN_PER_CLASS
+
+    X, y = _states(n=2 * (AUTO_MIN_PER_CLASS - 1))
+    spec, report = select_features(X, y, mode="auto")
+    assert spec.mode == "fusion" and report["mode"] == "fusion"
+    assert "mode_scores" not in report and "fewer than" in report["auto_rule"]
+    X, y = _states(n=2 * AUTO_MIN_PER_CLASS)
+    spec, report = select_features(X, y, mode="auto")
+    assert set(report["mode_scores"]) == {"layer", "fusion", "stc"} and "auto_rule" not in report
+
+
+def test_reads_says_how_many_hidden_states_and_neurons_the_head_reads():
+    from core.model.group import Part
+
+    assert FeatureSpec("layer", (5,), "single", SHAPE).reads() == "1 of 9 hidden states"
+    assert FeatureSpec("fusion", (2, 4, 6, 8), "mean", SHAPE).reads() == "4 of 9 hidden states"
+    stc = FeatureSpec("stc", (4, 5), "concat", SHAPE, ((1, 3), (2, 9, 13)))
+    assert stc.reads() == "5 of 32 neurons in 2 of 9 hidden states"
+    multi = FeatureSpec("multi", (5, 10), "concat", (13, 16), parts=(
+        (Part("a", 0, 9, 16), FeatureSpec("layer", (5,), "single", SHAPE)),
+        (Part("b", 9, 4, 8), FeatureSpec("layer", (1,), "single", (4, 8)))))
+    assert multi.reads() == "a: 1 of 9 hidden states; b: 1 of 4 hidden states"

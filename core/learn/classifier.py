@@ -178,6 +178,8 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings
     metrics = {"cv_accuracy": float(head.cv_accuracy_), "cv_macro_f1": float(head.cv_macro_f1_),
                "C": float(head.C_), "n_labels": int(len(y)), "n_features": int(spec.transform(X[:1]).shape[1]),
                "n_selected": int(len(head.selected_features())), "selection": _jsonable(report),
+               "n_nonzero": head.weight_counts()[0], "n_weights": head.weight_counts()[1],
+               "reads": spec.reads(),
                "calibration": fit_calibration(head.oof_logits_ if oof is None else oof, y).to_json()}
     return Classifier(classes, settings, spec, head, metrics)
 
