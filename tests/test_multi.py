@@ -116,6 +116,38 @@ def test_packaged_llm_and_encoder_fuse_under_one_head():
     assert list(clf.predict(group, ["An awful, dreadful mess.", "A wonderful, joyful film."])) == ["neg", "pos"]
 
 
+def test_smollm2_and_mpnet_fuse_by_name_and_mpnet_gets_the_bare_text():
+    parts = multi.group_parts("smollm2-135m+mpnet")
+    assert [(p.name, p.offset, p.n_states, p.width) for p in parts] == [
+        ("smollm2-135m", 0, 31, 576), ("mpnet", 31, 13, 768)]
+    assert multi.part_prompt("mpnet", "Text: {text}") is None
+    assert multi.part_prompt("smollm2-135m", "Text: {text}") == "Text: {text}"
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_and_mpnet_fuse_with_exact_attributions_and_a_faithful_bundle():
+    from core.model.loading import load_backbone
+
+    group = load_backbone("smollm2-135m+mpnet")
+    assert (group.n_layers, group.hidden_size) == (31 + 13, 768)
+    pos = ["I loved this film, it was wonderful.", "What a great, joyful experience!",
+           "A delightful and charming story.", "Brilliant acting and a beautiful score."]
+    neg = ["I hated this film, it was awful.", "What a terrible, miserable experience!",
+           "A boring and tedious story.", "Dreadful acting and an ugly score."]
+    s = Settings(backbone=group.name, prompt="Review: {text}\nSentiment:", mode="layer", penalty="l2")
+    X = features_for(group, pos + neg, s)
+    clf = train(X, ["pos"] * 4 + ["neg"] * 4, ["neg", "pos"], s)
+    new = ["An awful, dreadful mess.", "A wonderful, joyful film."]
+    assert list(clf.predict(group, new)) == ["neg", "pos"]
+    parts = group_attributions(group, clf, new[1])
+    assert [name for name, _ in parts] == ["smollm2-135m", "mpnet"]
+    total = sum(a.values.sum(0) for _, a in parts) + parts[0][1].constant
+    assert_allclose(total, parts[0][1].logits, rtol=1e-4, atol=1e-4)
+    again = load_bundle(bundle_bytes(clf))
+    X_new = features_for(group, new, s)
+    assert_allclose(again.predict_proba_features(X_new), clf.predict_proba_features(X_new), atol=1e-7)
+
+
 @pytest.mark.parametrize("mode", ["layer", "stc"])
 def test_group_attributions_are_exact_per_backbone(group, mode):
     texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)

@@ -19,7 +19,9 @@ and m·V moves into the constant, which becomes the logit of the average trainin
 The sum stays exact: anything constant across tokens may move into the constant.
 bench/plausibility.py measures what this does to how plausible the words are. Under
 max or last pooling the same linear terms are only an approximation
-(``Attribution.exact`` is False).
+(``Attribution.exact`` is False). Under echo embeddings S is the second copy of the
+text (``Encoded.pool_mask``): the prompt and the first copy get zero, and the sum
+stays exact.
 
 A fused model (``core.model.group``) gets one attribution per backbone
 (``group_attributions``); their sums plus the one constant give the logit. SHAP is in
@@ -37,10 +39,10 @@ import numpy as np
 
 from core.explain.words import piece_totals, pieces_of
 from core.learn.classifier import features_for
-from core.model.embed import TokenStates, token_states
+from core.model.embed import TokenStates, token_states, uses_echo
 from core.model.forward import run_batches
 from core.model.group import parts_of
-from core.model.tokens import encode, pooled_positions
+from core.model.tokens import encode
 
 __all__ = ["Attribution", "LayerWeight", "Phrase", "centred_contributions", "class_phrases", "coefficient_attributions",
            "group_attributions", "layer_weights", "layer_weights_by_backbone", "linear_weights",
@@ -129,9 +131,9 @@ def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | 
     """
     s = clf.settings
     if states is None:
-        states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length)
+        states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length, echo=s.echo)
     V, b = linear_weights(clf)
-    pooled = pooled_positions(len(states.tokens))
+    pooled = states.encoded.pool_mask()
     values, shift = centred_contributions(states.hidden, pooled, V, reference_states(clf) if centre else None)
     X = _pooled(states.hidden, pooled, s.pooling)
     logits = clf.decision_features(X[None])[0].astype(np.float64)
@@ -153,9 +155,9 @@ def group_attributions(group, clf, text: str, *, centre: bool = True) -> list[tu
     reference = reference_states(clf) if centre else None
     parts = []
     for part, bb, prompt in parts_of(group, s.prompt):
-        states = token_states(bb, text, prompt=prompt, max_length=s.max_length)
+        states = token_states(bb, text, prompt=prompt, max_length=s.max_length, echo=s.echo)
         values, shift = centred_contributions(
-            states.hidden, pooled_positions(len(states.tokens)), V[part.rows, :part.width],
+            states.hidden, states.encoded.pool_mask(), V[part.rows, :part.width],
             None if reference is None else reference[part.rows, :part.width])
         parts.append((part.name, states, values))
         b = b + shift
@@ -165,8 +167,8 @@ def group_attributions(group, clf, text: str, *, centre: bool = True) -> list[tu
 
 def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:
     """X (n_layers, hidden) of one text, pooled the way the classifier was trained."""
-    if pooling == "last":
-        return hidden[:, -1]
+    if pooling == "last":  # the last pooled token: the last token, or the echo's last word
+        return hidden[:, np.flatnonzero(pooled)[-1] if pooled.any() else -1]
     if pooling == "max":
         return hidden[:, pooled].max(1)
     return hidden[:, pooled].mean(1)
@@ -214,7 +216,7 @@ def class_phrases(backbone, clf, texts: Sequence[str], *, top: int = 15, max_tex
         step = None if progress is None else (
             lambda done, total, k=k: progress(k * total + done, len(parts) * total))
         for i, spans, values in _contributions_many(bb, V, reference, prompt, clf.settings.max_length,
-                                                    texts, batch_size, step):
+                                                    texts, batch_size, step, echo=clf.settings.echo):
             _, totals = piece_totals(texts[i], spans, values - values.mean(1, keepdims=True))
             per_text[i] = per_text.get(i, 0) + totals
     seen: dict[str, list[tuple[np.ndarray, int]]] = defaultdict(list)
@@ -244,14 +246,15 @@ def _linear_parts(backbone, clf) -> list[tuple]:
 
 
 def _contributions_many(backbone, V, reference, prompt, max_length: int, texts: list[str],
-                        batch_size: int, progress):
+                        batch_size: int, progress, *, echo: bool = False):
     """Yield (index, user spans, centred token contributions (n_tokens, K)) for each text.
 
     Runs the backbone on length-sorted padded batches and keeps only the layers the
     head reads, so memory stays at (batch, n_tokens, hidden) per such layer.
     """
     layers = np.flatnonzero(np.abs(V).sum((1, 2)) > 0)
-    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length)
+    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length,
+                     echo=uses_echo(backbone, echo))
     if not len(layers):  # a head that selected nothing: every token contributes 0
         yield from ((i, e.user_spans, np.zeros((len(e.input_ids), V.shape[2])))
                     for i, e in enumerate(encoded))
@@ -262,7 +265,7 @@ def _contributions_many(backbone, V, reference, prompt, max_length: int, texts: 
         for row, i in enumerate(idx):
             n = len(encoded[i].input_ids)
             h = hidden[:, row, :n].astype(np.float64) - reference[layers][:, None, :]
-            yield i, encoded[i].user_spans, token_contributions(h, pooled_positions(n), V[layers])
+            yield i, encoded[i].user_spans, token_contributions(h, encoded[i].pool_mask(), V[layers])
         done += len(idx)
         if progress:
             progress(done, len(texts))

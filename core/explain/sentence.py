@@ -43,7 +43,7 @@ def sentence_attribution(backbone, clf, text: str) -> tuple[TokenStates | None, 
     if is_fused(backbone):
         return None, merged_attribution(group_attributions(backbone, clf, text))
     s = clf.settings
-    states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length)
+    states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length, echo=s.echo)
     return states, coefficient_attributions(backbone, clf, text, states=states)
 
 

@@ -4,8 +4,10 @@ The Text masker masks the user's text only; the prompt is put around every maske
 string by the same tokenisation as training, and the masked strings' features come
 from ``core.model.prefix.PrefixEmbedder`` (causal decoders: equal to ``features_for``'s to
 float32 rounding, 2.5x faster in bench/BENCHMARKS.md) or ``features_for``. Results are
-kept in the store per model version and text. Shortcut admitted: the masker collapses
-whitespace inside partly masked strings.
+kept in the store per model version and text. Under echo embeddings every masked
+string is wrapped twice by the same template (both copies masked alike) through
+``features_for``. Shortcut admitted: the masker collapses whitespace inside partly
+masked strings.
 """
 
 from __future__ import annotations
@@ -160,7 +162,9 @@ def _masked_embedder(backbone, clf, text: str) -> Callable[[list[str]], np.ndarr
     ``PrefixEmbedder`` (shared prefixes run once, layers above the head's deepest not
     at all), otherwise through ``features_for`` with repeats kept in memory."""
     s = clf.settings
-    if clf.spec.mode != "multi" and prefix.supports(backbone, s.max_length):
+    # echo wraps each masked string twice and pools the second copy; the prefix path
+    # packs one wrapped copy, so echo models take features_for (the training path itself)
+    if clf.spec.mode != "multi" and not s.echo and prefix.supports(backbone, s.max_length):
         return prefix.PrefixEmbedder(backbone, text, prompt=s.prompt, pooling=s.pooling,
                                      layers=clf.spec.layers, max_length=s.max_length)
     masked = MemoryCache(max_items=4 * SHAP_MAX_EVALS)  # repeated masked strings cost nothing

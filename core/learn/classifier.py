@@ -50,6 +50,9 @@ class Settings:
     # at 32 labels per class on SmolLM2 features; "l2" is ~2 points better still, not sparse
     penalty: str = "elasticnet"
     max_length: int = DEFAULT_MAX_LENGTH
+    # echo embeddings (core.model.tokens.echo_template): the text twice, the second copy
+    # pooled; causal decoders only, sentence encoders ignore it
+    echo: bool = False
 
     def check(self) -> "Settings":
         if self.pooling not in POOLINGS:
@@ -63,10 +66,17 @@ class Settings:
         if not MIN_TOKENS <= int(self.max_length) <= MAX_TOKENS:
             raise InputError(f"The longest sentence must be set between {MIN_TOKENS} and {MAX_TOKENS} "
                              f"tokens; got {self.max_length}.")
+        if not isinstance(self.echo, bool):
+            raise InputError(f"Echo embeddings are on (true) or off (false); got {self.echo!r}.")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # a model saved before echo existed stores no "echo": leaving the default out keeps
+        # its settings equal to today's (the Model page and retrain compare these dicts)
+        if not self.echo:
+            del d["echo"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Settings":
@@ -136,13 +146,14 @@ def features_for(backbone, texts: Sequence[str], settings: Settings, *,
     For a backbone group (core.model.group) the parts' features are stacked and padded.
     """
     return features(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
-                    max_length=settings.max_length, cache=cache, progress=progress)
+                    max_length=settings.max_length, cache=cache, progress=progress, echo=settings.echo)
 
 
 def n_truncated(backbone, texts: Sequence[str], settings: Settings) -> int:
     """How many texts are longer than ``settings.max_length`` tokens with the prompt (for
     any backbone of a group): they lose their end when embedded."""
-    return truncated_count(backbone, texts, prompt=settings.prompt, max_length=settings.max_length)
+    return truncated_count(backbone, texts, prompt=settings.prompt, max_length=settings.max_length,
+                           echo=settings.echo)
 
 
 def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings: Settings, *,

@@ -5,6 +5,12 @@ skips the sink token (``core.model.tokens.content_mask``). Pooled features are
 cached through any ``FeatureCache`` (``core.model.cache``), so a sentence seen before
 costs no forward pass. ``features`` is the entry point for any backbone, fused
 groups included (their parts' features stacked and padded, see ``core.model.group``).
+
+Echo embeddings (``echo=True``, ``core.model.tokens.echo_template``) wrap each text
+twice and pool the second copy only. They apply to causal decoders alone
+(``uses_echo``): an encoder's tokens already see the whole sentence, so encoders (and
+an encoder part of a group) ignore ``echo``. Echo features are cached under the echo
+template, which no plain prompt can equal, so the two never mix.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from core.hashing import text_hash
 from core.model.cache import FeatureCache, cache_key
 from core.model.forward import run_batches
 from core.model.group import BackboneGroup, is_fused, parts_of
-from core.model.tokens import DEFAULT_MAX_LENGTH, Encoded, content_mask, encode
+from core.model.registry import is_encoder
+from core.model.tokens import DEFAULT_MAX_LENGTH, Encoded, content_mask, echo_template, encode
 
 __all__ = ["POOLINGS", "TokenStates", "TruncationWarning", "embed", "embed_group", "embed_many",
-           "features", "pool", "pool_on_device", "token_states", "truncated_count"]
+           "features", "pool", "pool_on_device", "token_states", "truncated_count", "uses_echo"]
 
 POOLINGS = ("mean", "last", "max")
 
@@ -45,29 +52,47 @@ class TokenStates:
     tokens: list[str]
 
 
-def pool(hidden_states: Sequence, attention_mask, poolings: Sequence[str]) -> dict[str, np.ndarray]:
+def uses_echo(backbone, echo: bool) -> bool:
+    """Whether ``backbone`` (one backbone, not a group) embeds with echo under ``echo``:
+    only a causal decoder does (a model type with a causal-LM head and no masked-LM
+    head, as in ``core.model.prefix.supports``); sentence encoders ignore echo."""
+    if not echo or is_encoder(getattr(backbone, "name", "")):
+        return False
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    kind = getattr(getattr(getattr(backbone, "model", None), "config", None), "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def pool(hidden_states: Sequence, attention_mask, poolings: Sequence[str], *,
+         pooled=None) -> dict[str, np.ndarray]:
     """Pool each layer over tokens.
 
     hidden_states: n_layers tensors of shape (batch, n_tokens, hidden).
     Returns {pooling: float32 array of shape (batch, n_layers, hidden)}.
     mean: average over content tokens; last: the last real token; max: per-dimension
-    maximum over content tokens.
+    maximum over content tokens. pooled: see ``pool_on_device``.
     """
-    return _unpack(_to_host(pool_on_device(hidden_states, attention_mask, poolings)), poolings)
+    return _unpack(_to_host(pool_on_device(hidden_states, attention_mask, poolings, pooled=pooled)),
+                   poolings)
 
 
-def pool_on_device(hidden_states: Sequence, attention_mask, poolings: Sequence[str]):
+def pool_on_device(hidden_states: Sequence, attention_mask, poolings: Sequence[str], *, pooled=None):
     """Every pooling of every layer at once, where the states are.
 
     Stacks the layers into one float32 tensor (batch, n_layers, n_tokens, hidden) and
     reduces it once per pooling. Returns a float32 tensor (n_poolings, batch, n_layers,
     hidden) on the states' device, in the order of ``poolings``.
+    pooled: None pools the content tokens (``content_mask``); else a 0/1 tensor (batch,
+    n_tokens) of the tokens to pool (echo: the second copy), "last" then being the last
+    of them (``Encoded.pool_mask``).
     """
     import torch
 
     device = hidden_states[0].device
     h = torch.stack(hidden_states, 1).float()
-    mask = content_mask(attention_mask).to(device)
+    mask = (content_mask(attention_mask) if pooled is None else pooled.float()).to(device)
     out = []
     for p in poolings:
         if p == "mean":
@@ -75,6 +100,9 @@ def pool_on_device(hidden_states: Sequence, attention_mask, poolings: Sequence[s
             # place (einsum permuted h into a copy first: 8x slower on the CPU)
             total = (mask[:, None, None, :] @ h).squeeze(2)
             out.append(total / mask.sum(1).clamp(min=1.0)[:, None, None])
+        elif p == "last" and pooled is not None:
+            last = (mask * torch.arange(1, mask.shape[1] + 1, device=device)).argmax(1)
+            out.append(h[torch.arange(h.shape[0], device=device), :, last])
         elif p == "last":
             last = attention_mask.sum(1).long().to(device) - 1
             out.append(h[torch.arange(h.shape[0], device=device), :, last])
@@ -112,7 +140,8 @@ def _unpack(copied, poolings: Sequence[str]) -> dict[str, np.ndarray]:
 def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
                poolings: Sequence[str] = ("mean",), batch_size: int | None = None,
                max_length: int = DEFAULT_MAX_LENGTH, cache: FeatureCache | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+               progress: Callable[[int, int], None] | None = None,
+               echo: bool = False) -> dict[str, np.ndarray]:
     """Pooled features of every text for each pooling.
 
     Returns {pooling: float32 array of shape (n_texts, n_layers, hidden)}. Texts whose
@@ -121,16 +150,21 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
     interrupted (a killed job) resumes from what it had finished.
     progress(done, total) is called after each batch with counts of texts to compute.
     batch_size: texts per forward batch; None takes the device's (``core.model.device``).
+    echo: echo embeddings if the backbone is a causal decoder (``uses_echo``).
     """
+    echo = uses_echo(backbone, echo)
     for p in poolings:
         if p not in POOLINGS:
             raise InputError(f"Unknown pooling '{p}'; choose one of {', '.join(POOLINGS)}.")
     hashes = [text_hash(t) for t in texts]
     key = cache_key(backbone, max_length)
+    # echo features are kept under the echo template, which holds {text} twice and so
+    # never equals a plain prompt
+    cached_as = echo_template(prompt) if echo else prompt
     found: dict[str, dict[str, np.ndarray]] = {p: {} for p in poolings}
     if cache is not None:
         for p in poolings:
-            found[p] = cache.get_features(key, prompt, p, list(dict.fromkeys(hashes)))
+            found[p] = cache.get_features(key, cached_as, p, list(dict.fromkeys(hashes)))
     todo = {h: t for h, t in zip(hashes, texts) if any(h not in found[p] for p in poolings)}
     if todo:
         todo_hashes = list(todo)
@@ -140,10 +174,10 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
                 new = {todo_hashes[i]: pooled[p][j] for j, i in enumerate(idx)}
                 found[p].update(new)
                 if cache is not None:
-                    cache.put_features(key, prompt, p, new)
+                    cache.put_features(key, cached_as, p, new)
 
         _compute(backbone, list(todo.values()), prompt=prompt, poolings=poolings,
-                 batch_size=batch_size, max_length=max_length, progress=progress, keep=keep)
+                 batch_size=batch_size, max_length=max_length, progress=progress, keep=keep, echo=echo)
     shape = (0, backbone.n_layers, backbone.hidden_size)
     return {p: np.stack([found[p][h] for h in hashes]) if hashes else np.zeros(shape, np.float32)
             for p in poolings}
@@ -155,10 +189,11 @@ def embed(backbone, texts: Sequence[str], *, pooling: str = "mean", **kwargs) ->
 
 
 def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_length,
-             progress, keep=None) -> dict[str, np.ndarray]:
+             progress, keep=None, echo: bool = False) -> dict[str, np.ndarray]:
     """{pooling: (n_texts, n_layers, hidden)}; keep(indices, {pooling: (batch, n_layers,
-    hidden)}) is called with each batch's features, before ``progress``."""
-    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length)
+    hidden)}) is called with each batch's features, before ``progress``. echo: as given
+    (already resolved by ``uses_echo``)."""
+    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length, echo=echo)
     n_cut = sum(e.truncated for e in encoded)
     if n_cut:
         warnings.warn(f"{n_cut} of {len(texts)} texts were longer than {max_length} tokens "
@@ -181,7 +216,8 @@ def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_le
     # on a GPU one batch stays in flight: its copy to the host is read after the next
     # batch is launched, so the GPU does not wait for Python between batches
     for idx, mask, states in run_batches(backbone, [e.input_ids for e in encoded], batch_size=batch_size):
-        copied = _to_host(pool_on_device(states, mask, poolings))
+        pooled = _pool_masks([encoded[i] for i in idx], mask.shape[1]) if echo else None
+        copied = _to_host(pool_on_device(states, mask, poolings, pooled=pooled))
         if pending is not None:
             finish(*pending)
         pending = (idx, copied)
@@ -193,10 +229,23 @@ def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_le
     return out
 
 
+def _pool_masks(encoded: list[Encoded], width: int):
+    """0/1 long tensor (batch, width) of each sequence's ``pool_mask``, zero-padded."""
+    import torch
+
+    out = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, enc in enumerate(encoded):
+        mask = enc.pool_mask()
+        out[row, :len(mask)] = torch.from_numpy(mask.astype(np.int64))
+    return out
+
+
 def token_states(backbone, text: str, *, prompt: str | None = None,
-                 max_length: int = DEFAULT_MAX_LENGTH) -> TokenStates:
-    """All hidden states of every token of one text (for exact attributions)."""
-    (enc,) = encode(backbone.tokenizer, [text], prompt=prompt, max_length=max_length)
+                 max_length: int = DEFAULT_MAX_LENGTH, echo: bool = False) -> TokenStates:
+    """All hidden states of every token of one text (for exact attributions); the pooled
+    tokens are ``encoded.pool_mask()`` (an echo's second copy, ``uses_echo``)."""
+    (enc,) = encode(backbone.tokenizer, [text], prompt=prompt, max_length=max_length,
+                    echo=uses_echo(backbone, echo))
     import torch
 
     ((_, _, hs),) = run_batches(backbone, [enc.input_ids], batch_size=1)
@@ -206,8 +255,9 @@ def token_states(backbone, text: str, *, prompt: str | None = None,
 
 
 def embed_group(group: BackboneGroup, texts, *, pooling: str, prompt: str | None, max_length: int,
-                cache=None, progress=None) -> np.ndarray:
-    """Padded X (n, sum of n_states, widest hidden) of texts; each part cached on its own."""
+                cache=None, progress=None, echo: bool = False) -> np.ndarray:
+    """Padded X (n, sum of n_states, widest hidden) of texts; each part cached on its own
+    (echo applies to its causal parts, ``uses_echo``)."""
     n = len(texts)
     X = np.zeros((n, group.n_layers, group.hidden_size), dtype=np.float32)
     for i, (part, bb, part_prompt) in enumerate(parts_of(group, prompt)):
@@ -215,29 +265,32 @@ def embed_group(group: BackboneGroup, texts, *, pooling: str, prompt: str | None
         if progress is not None:
             step = lambda done, total, i=i: progress(i * total + done, len(group.parts) * total)
         X[:, part.rows, :part.width] = embed(bb, texts, pooling=pooling, prompt=part_prompt,
-                                             max_length=max_length, cache=cache, progress=step)
+                                             max_length=max_length, cache=cache, progress=step, echo=echo)
     return X
 
 
 def features(backbone, texts: Sequence[str], *, pooling: str, prompt: str | None,
              max_length: int = DEFAULT_MAX_LENGTH, cache: FeatureCache | None = None,
-             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+             progress: Callable[[int, int], None] | None = None, echo: bool = False) -> np.ndarray:
     """Pooled features (n, n_layers, hidden) of texts on any backbone.
 
     For a backbone group the parts' features are stacked and padded (``embed_group``).
+    echo: echo embeddings on causal decoders (``uses_echo``).
     """
     if is_fused(backbone):
         return embed_group(backbone, texts, pooling=pooling, prompt=prompt, max_length=max_length,
-                           cache=cache, progress=progress)
+                           cache=cache, progress=progress, echo=echo)
     return embed(backbone, texts, pooling=pooling, prompt=prompt, max_length=max_length,
-                 cache=cache, progress=progress)
+                 cache=cache, progress=progress, echo=echo)
 
 
-def truncated_count(backbone, texts: Sequence[str], *, prompt: str | None, max_length: int) -> int:
+def truncated_count(backbone, texts: Sequence[str], *, prompt: str | None, max_length: int,
+                    echo: bool = False) -> int:
     """How many texts are longer than ``max_length`` tokens with the prompt (for any
     backbone of a group): they lose their end when embedded."""
     cut = set()
     for _, bb, part_prompt in parts_of(backbone, prompt):
-        encoded = encode(bb.tokenizer, texts, prompt=part_prompt, max_length=max_length)
+        encoded = encode(bb.tokenizer, texts, prompt=part_prompt, max_length=max_length,
+                         echo=uses_echo(bb, echo))
         cut.update(i for i, e in enumerate(encoded) if e.truncated)
     return len(cut)

