@@ -41,6 +41,7 @@ from core.evaluate import prepare  # noqa: E402
 from core.learn.classifier import default_prompt  # noqa: E402
 from core.model.embed import embed_many  # noqa: E402
 from core.model.group import group_parts, is_fused  # noqa: E402
+from core.model.registry import is_encoder  # noqa: E402
 from core.model.loading import load_backbone  # noqa: E402
 
 TUNE = ["sst2", "cr", "trec", "subj", "sms_spam"]
@@ -158,8 +159,27 @@ class Candidate:
     combine: str = "mean"
     ratios: tuple | None = None
     min_auto: int = 0
+    encoder_band: tuple | None = None  # the band of a sentence-encoder part (None: ``band``)
+    # the product's fusion inside modes fusion/auto: None keeps core.learn.features'
+    # FUSION_DEPTHS / FUSION_COMBINE; the old defaults set the quarter depths and CV ("cv")
+    fusion_depths: tuple | None = None
+    fusion_combine: str | None = None
 
-    def fit_predict(self, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+    def fit_predict(self, X, y, X_test, seed):
+        """Predicted class indices of X_test, and what the head reads (see ``_fit_predict``)."""
+        import core.learn.features as features
+
+        saved = features.FUSION_DEPTHS, features.FUSION_COMBINE
+        try:
+            if self.fusion_depths is not None:
+                features.FUSION_DEPTHS = self.fusion_depths
+            if self.fusion_combine is not None:
+                features.FUSION_COMBINE = None if self.fusion_combine == "cv" else self.fusion_combine
+            return self._fit_predict(X, y, X_test, seed)
+        finally:
+            features.FUSION_DEPTHS, features.FUSION_COMBINE = saved
+
+    def _fit_predict(self, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
         """Predicted class indices of X_test, and what the head reads."""
         from core.learn.features import FeatureSpec, select_features
         from core.learn.head import Head, min_c
@@ -173,7 +193,8 @@ class Candidate:
                 mode = "band"
             if mode == "band":
                 depth = Xp.shape[1] - 1
-                layers = tuple(sorted({max(1, round(depth * q)) for q in self.band}))
+                band = self.encoder_band if part and self.encoder_band and is_encoder(part.name) else self.band
+                layers = tuple(sorted({max(1, round(depth * q)) for q in band}))
                 spec = FeatureSpec("fusion", layers, self.combine if len(layers) > 1 else "concat",
                                    tuple(Xp.shape[1:]))
             else:
@@ -201,16 +222,17 @@ class Candidate:
 SM, MINI, MP = "smollm2-135m", "minilm-l6", "mpnet"
 L2_WIDE = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 MID = (0.33, 0.5, 0.67)
+QUARTERS = (0.25, 0.5, 0.75, 1.0)
 CANDIDATES: dict[str, Candidate] = {
     # what the app did before issue 12, and MiniLM under the same head
-    "smol auto en (old default)": Candidate(SM),
-    "minilm auto en (old baseline)": Candidate(MINI),
-    "smol auto l2": Candidate(SM, penalty="l2"),
-    "smol auto l1": Candidate(SM, penalty="l1"),
+    "smol auto en (old default)": Candidate(SM, fusion_depths=QUARTERS, fusion_combine="cv"),
+    "minilm auto en (old baseline)": Candidate(MINI, fusion_depths=QUARTERS, fusion_combine="cv"),
+    "smol auto l2": Candidate(SM, penalty="l2", fusion_depths=QUARTERS, fusion_combine="cv"),
+    "smol auto l1": Candidate(SM, penalty="l1", fusion_depths=QUARTERS, fusion_combine="cv"),
     "smol layer l2": Candidate(SM, "layer", "l2"),
-    "smol fusion(cv) l2": Candidate(SM, "fusion", "l2"),
-    "smol fusion(cv) en": Candidate(SM, "fusion", "elasticnet"),
-    "smol stc l2": Candidate(SM, "stc", "l2"),
+    "smol fusion(cv) l2": Candidate(SM, "fusion", "l2", fusion_depths=QUARTERS, fusion_combine="cv"),
+    "smol fusion(cv) en": Candidate(SM, "fusion", "elasticnet", fusion_depths=QUARTERS, fusion_combine="cv"),
+    "smol stc l2": Candidate(SM, "stc", "l2", fusion_depths=QUARTERS, fusion_combine="cv"),
     "smol band4 mean l2": Candidate(SM, "band", "l2"),
     "smol band4 concat l2": Candidate(SM, "band", "l2", combine="concat"),
     "smol band4 mean l1": Candidate(SM, "band", "l1"),
@@ -224,8 +246,8 @@ CANDIDATES: dict[str, Candidate] = {
     "minilm band4 mean l2": Candidate(MINI, "band", "l2"),
     "smol+minilm band4 mean l2": Candidate(f"{SM}+{MINI}", "band", "l2"),
     "smol+minilm band4 concat l2": Candidate(f"{SM}+{MINI}", "band", "l2", combine="concat"),
-    "smol+minilm auto en": Candidate(f"{SM}+{MINI}"),
-    "mpnet auto en": Candidate(MP),
+    "smol+minilm auto en": Candidate(f"{SM}+{MINI}", fusion_depths=QUARTERS, fusion_combine="cv"),
+    "mpnet auto en": Candidate(MP, fusion_depths=QUARTERS, fusion_combine="cv"),
     "mpnet last l2": Candidate(MP, "band", "l2", band=(1.0,)),
     "mpnet band4 mean l2": Candidate(MP, "band", "l2"),
     "mpnet band4 mean en": Candidate(MP, "band", "elasticnet"),
@@ -233,8 +255,22 @@ CANDIDATES: dict[str, Candidate] = {
     "smol+mpnet band4 concat l2": Candidate(f"{SM}+{MP}", "band", "l2", combine="concat"),
     "smol+mpnet band4 mean en": Candidate(f"{SM}+{MP}", "band", "elasticnet"),
     "smol+mpnet band4 mean l1": Candidate(f"{SM}+{MP}", "band", "l1"),
-    "smol+mpnet auto en": Candidate(f"{SM}+{MP}"),
-    "smol+mpnet auto l2": Candidate(f"{SM}+{MP}", penalty="l2"),
+    "smol+mpnet auto en": Candidate(f"{SM}+{MP}", fusion_depths=QUARTERS, fusion_combine="cv"),
+    "smol+mpnet auto l2": Candidate(f"{SM}+{MP}", penalty="l2", fusion_depths=QUARTERS, fusion_combine="cv"),
+    "mpnet mid3 mean l2": Candidate(MP, "band", "l2", band=MID),
+    "mpnet layer l2": Candidate(MP, "layer", "l2"),
+    "smol+mpnet mid3 mean l2": Candidate(f"{SM}+{MP}", "band", "l2", band=MID),
+    "smol mid3+mpnet last l2": Candidate(f"{SM}+{MP}", "band", "l2", band=MID, encoder_band=(1.0,)),
+    "smol band4+mpnet last l2": Candidate(f"{SM}+{MP}", "band", "l2", encoder_band=(1.0,)),
+    "smol mid3+minilm last l2": Candidate(f"{SM}+{MINI}", "band", "l2", band=MID, encoder_band=(1.0,)),
+    "smol mid3+mpnet last en": Candidate(f"{SM}+{MP}", "band", "elasticnet", band=MID, encoder_band=(1.0,)),
+    "smol mid3+mpnet last l1": Candidate(f"{SM}+{MP}", "band", "l1", band=MID, encoder_band=(1.0,)),
+    "smol mid3 mean l2 last": Candidate(SM, "band", "l2", band=MID, pooling="last"),
+    "minilm mid3 mean l2": Candidate(MINI, "band", "l2", band=MID),
+    "smol mid5 mean l2": Candidate(SM, "band", "l2", band=(0.3, 0.4, 0.5, 0.6, 0.7)),
+    "smol mid3 mean en": Candidate(SM, "band", "elasticnet", band=MID),
+    "smol mid3 mean l1": Candidate(SM, "band", "l1", band=MID),
+    "smol+minilm mid3 mean l2": Candidate(f"{SM}+{MINI}", "band", "l2", band=MID),
 }
 
 
@@ -262,7 +298,7 @@ def run_candidate(cand: Candidate, feats: Features) -> list[dict]:
 
 
 def means(runs: list[dict], metric: str = "accuracy") -> dict:
-    """{shots: {set: mean over seeds, "mean": mean over sets}}."""
+    """{"shots": {set: mean over seeds, "mean": mean over sets}}."""
     out: dict = {}
     for k in sorted({r["shots"] for r in runs}):
         per = {}
@@ -270,7 +306,7 @@ def means(runs: list[dict], metric: str = "accuracy") -> dict:
             vals = [r[metric] for r in runs if r["shots"] == k and r["set"] == s]
             per[s] = float(np.mean(vals))
         per["mean"] = float(np.mean(list(per.values())))
-        out[k] = per
+        out[str(k)] = per
     return out
 
 
