@@ -271,6 +271,9 @@ CANDIDATES: dict[str, Candidate] = {
     "smol mid3 mean en": Candidate(SM, "band", "elasticnet", band=MID),
     "smol mid3 mean l1": Candidate(SM, "band", "l1", band=MID),
     "smol+minilm mid3 mean l2": Candidate(f"{SM}+{MINI}", "band", "l2", band=MID),
+    "smol+mpnet mid3 mean en": Candidate(f"{SM}+{MP}", "band", "elasticnet", band=MID),
+    "smol+mpnet mid3 mean l1": Candidate(f"{SM}+{MP}", "band", "l1", band=MID),
+    "smol+mpnet mid3 mean l2 last": Candidate(f"{SM}+{MP}", "band", "l2", band=MID, pooling="last"),
 }
 
 

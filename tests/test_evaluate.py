@@ -117,3 +117,12 @@ def test_zero_shot_refusal_comes_before_training(data_dir, tiny_backbone):
     with pytest.raises(ZeroShotUnsupported, match="does not tie"):
         evaluate(data_dir, tiny_backbone, Settings(prompt=None, mode="layer"), shots=[2], seeds=1,
                  zero_shot=True)
+
+
+def test_evaluate_reports_every_setting_it_trained_with(data_dir, tiny_backbone):
+    # issue 12: `tenshot eval` runs the app's defaults; its report says exactly which
+    settings = Settings(backbone="tiny", prompt=None)  # otherwise the defaults (auto, L2)
+    report = evaluate(data_dir, tiny_backbone, settings, shots=[2], seeds=1, max_test=4)
+    assert report["settings"] == settings.to_dict()
+    assert report["settings"]["penalty"] == Settings().penalty == "l2"
+    assert report["settings"]["mode"] == Settings().mode
