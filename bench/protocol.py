@@ -6,12 +6,18 @@ the end, with the app's defaults, and its numbers are reported as they come. No
 per-set prompts: a backbone gets what the app gives it (``default_prompt``: the
 generic DEFAULT_PROMPT for an LLM, the bare text for a sentence encoder).
 
-    # 1. fill the feature cache (one backbone at a time; pooled mean and last together)
+    # 1. fill the feature cache (one backbone at a time; an LLM's mean and last pooling together)
     .venv/bin/python bench/protocol.py embed --half tune --backbones smollm2-135m,minilm-l6,mpnet
     # 2. every candidate of CANDIDATES on the same draws of TUNE (8 and 32 per class, 3 seeds)
     .venv/bin/python bench/protocol.py tune [--candidates NAME,...]
     # 3. once, at the end: the app's defaults vs MiniLM + head vs TF-IDF + LR on REPORT
-    .venv/bin/python bench/protocol.py report
+    .venv/bin/python bench/protocol.py embed --half report --shots 8,32 --seeds 5 --backbones minilm-l6,smollm2-135m,mpnet
+    .venv/bin/python bench/protocol.py report --shots 8,32 --seeds 5 \
+        --also "smol auto en (old default),minilm auto en (old baseline),smol mid3 mean l2"
+
+Issue 12 (2026-11-28) ran the reporting half at 8 and 32 labels per class only (the two
+shot counts its targets name): 16 and 64 would have tripled the texts to embed on a
+loaded 2-core box. On an idle machine run it with the default --shots 8,16,32,64.
 
 Test rows: a stratified sample of at most ``--max-test`` (500) rows per set, fixed
 (seed 0), the same for every method (``core.evaluate.prepare``). Pooled features are
@@ -274,6 +280,8 @@ CANDIDATES: dict[str, Candidate] = {
     "smol+mpnet mid3 mean en": Candidate(f"{SM}+{MP}", "band", "elasticnet", band=MID),
     "smol+mpnet mid3 mean l1": Candidate(f"{SM}+{MP}", "band", "l1", band=MID),
     "smol+mpnet mid3 mean l2 last": Candidate(f"{SM}+{MP}", "band", "l2", band=MID, pooling="last"),
+    "smol+mpnet layer l2": Candidate(f"{SM}+{MP}", "layer", "l2"),
+    "mpnet mid3 mean en": Candidate(MP, "band", "elasticnet", band=MID),
 }
 
 
