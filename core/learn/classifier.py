@@ -81,8 +81,15 @@ class Settings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Settings":
+        """Stored settings -> Settings. A stored dict that leaves out the backbone or the
+        penalty was written under the defaults before issue 12 (SmolLM2 alone, elastic-net)
+        and keeps them, so a saved project never changes backbone or head by itself."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+        return cls(**{**_STORED_DEFAULTS, **{k: v for k, v in (d or {}).items() if k in known}})
+
+
+# what a stored settings dict without these fields meant (the defaults before issue 12)
+_STORED_DEFAULTS = {"backbone": "smollm2-135m", "penalty": "elasticnet"}
 
 
 @dataclass
