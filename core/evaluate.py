@@ -248,7 +248,8 @@ def evaluate(data_dir: str | Path, backbone, settings: Settings, *, shots: Seque
              progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Run the few-shot evaluation; returns the JSON-able report the CLI writes.
 
-    Report: dataset, backbone, mode, prompt, pooling, n_test, classes, runs (one per
+    Report: dataset, backbone, mode, prompt, pooling, settings (every setting the head
+    was trained with: with ``Settings()`` the app's defaults), n_test, classes, runs (one per
     draw: shots, seed, accuracy, macro_f1, train_seconds, spec, C), mean ({shots:
     accuracy, macro_f1, accuracy_std, macro_f1_std, n}) and, when asked for,
     baselines ({"tfidf_lr": {runs, mean}, "zero_shot" and "zero_shot_calibrated":
@@ -273,7 +274,8 @@ def evaluate(data_dir: str | Path, backbone, settings: Settings, *, shots: Seque
     runs = run_method(data, head_method(backbone, settings, cache=cache, progress=stage("embed")),
                       progress=stage("train"))
     report = {"dataset": data.name, "backbone": backbone.name, "mode": settings.mode,
-              "prompt": settings.prompt, "pooling": settings.pooling, "n_test": len(data.test_texts),
+              "prompt": settings.prompt, "pooling": settings.pooling, "settings": settings.to_dict(),
+              "n_test": len(data.test_texts),
               "classes": data.classes, "runs": runs, "mean": summarise(runs)}
     if baselines:
         base = run_method(data, tfidf_method())

@@ -149,6 +149,7 @@ def summary(latest) -> None:
                                f"· penalty {s.get('penalty')} (C = {m.get('C', 0):.3g}) · pooling "
                                f"{s.get('pooling')} · accuracy from repeated stratified "
                                "cross-validation on your labels."))
+    st.caption(escape_markdown(sparsity_note(latest)))
     try:
         st.caption(escape_markdown(f"Runs on {describe_device(backbone(s.get('backbone')))}"))
     except TenshotError:  # a backbone not installed here: the rest of the page still works
@@ -157,6 +158,19 @@ def summary(latest) -> None:
     if scores:
         listed = ", ".join(f"{MODE_NAMES.get(k, k)} {v:.0%}" for k, v in scores.items())
         st.caption(f"Automatic feature choice by nested cross-validation: {listed}.")
+
+
+def sparsity_note(model) -> str:
+    """What is sparse, in numbers: the hidden states the head reads and its non-zero weights."""
+    m = model.metrics
+    reads = m.get("reads") or model_spec(model).reads()
+    if "n_weights" in m:
+        weights = f"{m['n_nonzero']:,} of its {m['n_weights']:,} weights are non-zero"
+    else:  # a model trained before these counts were kept
+        weights = f"{m.get('n_selected', 0):,} of {m.get('n_features', 0):,} features carry a weight"
+    dense = (" (L2: every feature it reads counts; the sparsity is in what it reads)"
+             if settings_of_model(model).get("penalty") == "l2" else "")
+    return f"What is sparse: the head reads {reads}; {weights}{dense}."
 
 
 def model_spec(model) -> FeatureSpec:

@@ -89,8 +89,10 @@ def workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
 
     db = fresh_workspace
     with Store.open(db) as store:
+        # the penalty the app tests were written for (the default was elastic-net before
+        # issue 12): with L2 the tiny model's CV accuracy falls below the 50% some assume
         project = store.create_project("reviews", CLASSES, settings={
-            "backbone": str(tiny_model_dir), "prompt": None, "mode": "layer"})
+            "backbone": str(tiny_model_dir), "prompt": None, "mode": "layer", "penalty": "elasticnet"})
         texts = POS + NEG + UNLABELLED
         ids = dict(zip(texts, store.add_texts(project.id, texts).text_ids))
         bb = load_backbone(str(tiny_model_dir))

@@ -158,3 +158,17 @@ def test_shows_the_device_and_dtype_the_backbone_runs_on(workspace):
     at = open_page("model")
     assert not at.exception
     assert any("Runs on cpu · float32" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_the_page_states_what_the_head_reads_and_how_many_weights_are_non_zero(workspace):
+    # issue 12: the design card asks for a sparse head; the page says what is sparse, in numbers
+    db, pid, _ = workspace
+    with Store.open(db) as store:
+        m = store.latest_model(pid).metrics
+    at = open_page("model")
+    assert not at.exception
+    note = next(c.value for c in at.caption if c.value.startswith("What is sparse")).replace("\\", "")
+    # the workspace's project reads one layer of the tiny model's 3 hidden states
+    assert "the head reads 1 of 3 hidden states" in note
+    assert f"{m['n_nonzero']:,} of its {m['n_weights']:,} weights are non-zero" in note
+    assert 0 < m["n_nonzero"] <= m["n_weights"]

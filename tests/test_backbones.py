@@ -20,7 +20,7 @@ from core.errors import BackboneError, BackboneUnavailable
 
 
 def test_registry_has_the_designed_backbones():
-    assert DEFAULT_BACKBONE == "smollm2-135m"
+    assert DEFAULT_BACKBONE == "smollm2-135m+mpnet"  # fused since issue 12
     assert {"smollm2-135m", "gemma3-270m", "qwen2.5-0.5b", "qwen2.5-1.5b", "minilm-l6"} <= set(REGISTRY)
     for entry in REGISTRY.values():
         assert entry.pip.startswith("pip install")

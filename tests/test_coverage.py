@@ -150,12 +150,12 @@ def test_auto_mode_calibrates_on_the_nested_cv_where_the_selection_saw_no_held_o
     # bench/coverage.py: calibrating on the head's CV after STC chose neurons with every label
     # estimated 98-100% accuracy on CR at 16/class where the test gave 63-75%
     rng = np.random.default_rng(5)
-    y = np.repeat([0, 1], 20)
-    X = rng.normal(size=(40, 4, 16)).astype(np.float32)
+    y = np.repeat([0, 1], 64)  # auto compares modes by nested CV from 64 labels per class (issue 12)
+    X = rng.normal(size=(128, 4, 16)).astype(np.float32)
     X[:, 2, 0] += 0.8 * (2 * y - 1)
     clf = train(X, [["neg", "pos"][k] for k in y], ["neg", "pos"], Settings(backbone="tiny", mode="auto"))
     selection = clf.metrics["selection"]
     assert "oof_logits" not in selection  # n x K logits are not stored twice
     cal = clf.calibration
-    assert cal.repeats == 1 and cal.n_labels == 40
+    assert cal.repeats == 1 and cal.n_labels == 128
     assert cal.correct.mean() == pytest.approx(selection["mode_scores"][selection["mode"]])

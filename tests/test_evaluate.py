@@ -100,7 +100,7 @@ def test_zero_shot_is_the_same_on_every_draw_and_matches_the_scorer(data_dir, ti
 
 
 def test_evaluate_report_with_baselines_and_zero_shot(data_dir, tied_backbone):
-    report = evaluate(data_dir, tied_backbone, Settings(prompt=None, mode="layer"), shots=[2, 4],
+    report = evaluate(data_dir, tied_backbone, Settings(backbone="tiny", prompt=None, mode="layer"), shots=[2, 4],
                       seeds=2, max_test=4, baselines=True, zero_shot=True)
     assert set(report["mean"]) == {"2", "4"} and report["classes"] == ["neg", "pos"]
     assert {"accuracy", "macro_f1", "accuracy_std", "macro_f1_std"} <= set(report["mean"]["2"])
@@ -115,5 +115,14 @@ def test_evaluate_report_with_baselines_and_zero_shot(data_dir, tied_backbone):
 
 def test_zero_shot_refusal_comes_before_training(data_dir, tiny_backbone):
     with pytest.raises(ZeroShotUnsupported, match="does not tie"):
-        evaluate(data_dir, tiny_backbone, Settings(prompt=None, mode="layer"), shots=[2], seeds=1,
+        evaluate(data_dir, tiny_backbone, Settings(backbone="tiny", prompt=None, mode="layer"), shots=[2], seeds=1,
                  zero_shot=True)
+
+
+def test_evaluate_reports_every_setting_it_trained_with(data_dir, tiny_backbone):
+    # issue 12: `tenshot eval` runs the app's defaults; its report says exactly which
+    settings = Settings(backbone="tiny", prompt=None)  # otherwise the defaults (auto, L2)
+    report = evaluate(data_dir, tiny_backbone, settings, shots=[2], seeds=1, max_test=4)
+    assert report["settings"] == settings.to_dict()
+    assert report["settings"]["penalty"] == Settings().penalty == "l2"
+    assert report["settings"]["mode"] == Settings().mode

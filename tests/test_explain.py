@@ -303,7 +303,7 @@ def test_packaged_smollm2_attributions_are_exact_and_shap_runs():
            "Absolutely fantastic, the best meal ever.", "A delightful and charming story."]
     neg = ["I hated this film, it was awful.", "What a terrible, miserable experience!",
            "Absolutely disgusting, the worst meal ever.", "A boring and tedious story."]
-    settings = Settings(mode="layer")
+    settings = Settings(backbone="smollm2-135m", mode="layer")
     X = features_for(bb, pos + neg, settings)
     clf = train(X, ["pos"] * 4 + ["neg"] * 4, ["neg", "pos"], settings)
     text = "The acting was superb, but the plot dragged on far too long and bored me to tears."

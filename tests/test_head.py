@@ -153,3 +153,16 @@ def test_zero_variance_columns_get_unit_scale():
     assert head.scale_[4] == 1.0
     assert_allclose(head.coef_[:, 4], 0.0, atol=1e-12)
     assert np.isfinite(head.predict_proba(Z)).all()
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_weight_counts_count_each_weight_once(K):
+    # issue 12: the Model page says how many of the head's weights are non-zero
+    Z, y = _data(K=K, signal=(0, 1))
+    dense = Head("l2").fit(Z, y)
+    rows = 1 if K == 2 else K  # a binary head's two stored rows are one set of weights
+    assert dense.weight_counts() == (rows * Z.shape[1], rows * Z.shape[1])
+    sparse = Head("l1").fit(Z, y)
+    nonzero, total = sparse.weight_counts()
+    assert total == rows * Z.shape[1] and 0 < nonzero < total
+    assert nonzero == np.count_nonzero(sparse.coef_[-rows:])

@@ -596,7 +596,7 @@ def bundle():
     X = rng.normal(size=(16, 3, 8)).astype(np.float32)
     y = ["pos" if row[2, 0] > 0 else "neg" for row in X]
     y[:2] = ["pos", "neg"]
-    clf = train(X, y, ["neg", "pos"], Settings(prompt=None, mode="layer"))
+    clf = train(X, y, ["neg", "pos"], Settings(backbone="tiny", prompt=None, mode="layer"))
     return bundle_bytes(clf), X
 
 

@@ -182,3 +182,12 @@ def test_the_pool_matrix_follows_new_texts_labels_and_a_new_spec(project, tiny_b
     texts = [r.text for r in store.unlabelled(p.id)]
     assert_allclose(pool.predict_proba(tiny_backbone, clf, texts),
                     clf.predict_proba(tiny_backbone, texts), rtol=1e-5, atol=1e-7)
+
+
+def test_stored_settings_without_backbone_or_penalty_keep_the_defaults_they_were_saved_under():
+    # issue 12 changed the defaults (SmolLM2 + mpnet, L2): a project saved with a partial
+    # settings dict must not switch backbone or head by itself
+    old = Settings.from_dict({"prompt": None, "mode": "layer"})
+    assert (old.backbone, old.penalty, old.mode) == ("smollm2-135m", "elasticnet", "layer")
+    assert Settings.from_dict(Settings().to_dict()) == Settings()
+    assert Settings().backbone == "smollm2-135m+mpnet" and Settings().penalty == "l2"

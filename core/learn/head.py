@@ -243,6 +243,12 @@ class Head:
         """Indices (ascending) of the columns of Z with a non-zero weight for any class."""
         return np.flatnonzero((self.coef_ != 0).any(0))
 
+    def weight_counts(self):
+        """(non-zero, all) weights on Z: K rows of d, or one row for a binary head (its two
+        stored rows are the same weights, halved and negated)."""
+        rows = self.coef_[1:] if self.coef_.shape[0] == 2 else self.coef_
+        return int(np.count_nonzero(rows)), int(rows.size)
+
     def to_state(self):
         """(params, arrays): a JSON-able dict and named float64 arrays; no pickle."""
         params = {
