@@ -93,7 +93,7 @@ def serve(tmp_path: Path, overrides: dict[str, str], *, base: dict[str, str] | N
         log.close()
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -118,12 +118,13 @@ def page(browser):
     context.close()
 
 
+# the waits below use the page's default timeout (TIMEOUT_MS unless a test sets another)
 def _idle(page) -> None:
-    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
+    page.wait_for_selector(IDLE)
 
 
-def _see(page, text: str, timeout: float = TIMEOUT_MS) -> None:
-    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
+def _see(page, text: str) -> None:
+    page.get_by_text(text, exact=False).first.wait_for()
     _idle(page)
 
 
@@ -131,8 +132,7 @@ def _shot(page, name: str) -> None:
     # widgets hydrate after the script has finished; let their code load before the picture
     # (on a busy machine a lazily loaded widget shows a grey placeholder for seconds)
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')",
-                           timeout=TIMEOUT_MS)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')")
     page.wait_for_timeout(800)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
