@@ -15,6 +15,11 @@ from pages._shared import (escape_markdown, flash, labeller, page_header, show_e
 
 UPLOAD_TYPES = ["csv", "tsv", "txt", "jsonl", "ndjson", "json"]
 NO_LABELS = "(no label column)"
+# Each poll of a running job is a Streamlit rerun costing about 0.1-0.2 s of CPU in the
+# server, whose threads the job shares: polled every second on a busy machine, the
+# server spent 95% of its CPU on the polls and the job read 20x slower (seen with the
+# newcomer flow, tests/test_e2e_newcomer.py). Every 3 s leaves the job most of it.
+POLL_SECONDS = 3.0
 
 
 def plural(n: int, word: str) -> str:
@@ -185,7 +190,7 @@ def job_panel(project) -> None:
         return
     was_active = jobs.progress_of(job).active
 
-    @st.fragment(run_every=1.0 if was_active else None)
+    @st.fragment(run_every=POLL_SECONDS if was_active else None)
     def panel() -> None:
         p = jobs.progress_of(store().job(job.id))
         if p.active:

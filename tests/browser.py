@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -51,11 +52,28 @@ def browser():
 @pytest.fixture
 def server(tmp_path, tiny_model_dir):
     """A running app on a fresh workspace; yields (base url, db path)."""
+    yield from serve(tmp_path, {"TENSHOT_BACKBONE": tiny_model_dir,
+                                "TENSHOT_CACHE": str(tmp_path / "cache")})
+
+
+@pytest.fixture
+def smollm2_server(tmp_path):
+    """A running app on a fresh workspace whose new projects get what a user gets: the
+    packaged SmolLM2 (converted once per test session into the session's model cache).
+    Yields (base url, db path)."""
+    env = {k: v for k, v in os.environ.items() if k != "TENSHOT_BACKBONE"}
+    yield from serve(tmp_path, {"TENSHOT_CACHE": os.environ["TENSHOT_CACHE"]}, base=env)
+
+
+def serve(tmp_path: Path, overrides: dict[str, str], *, base: dict[str, str] | None = None):
+    """Run `streamlit run app.py` on a free port over a fresh workspace in tmp_path, with
+    ``overrides`` on top of the ``base`` environment (default: this process's); yields
+    (base url, db path) and stops the server afterwards. The server's log is
+    tmp_path/server.log."""
     db = tmp_path / "workspace.db"
     Store.open(db).close()
     port = _free_port()
-    env = {**os.environ, "TENSHOT_DB": str(db), "TENSHOT_BACKBONE": tiny_model_dir,
-           "TENSHOT_CACHE": str(tmp_path / "cache")}
+    env = {**(os.environ if base is None else base), "TENSHOT_DB": str(db), **overrides}
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -75,7 +93,7 @@ def server(tmp_path, tiny_model_dir):
         log.close()
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -100,21 +118,35 @@ def page(browser):
     context.close()
 
 
+# the waits below use the page's default timeout (TIMEOUT_MS unless a test sets another)
 def _idle(page) -> None:
-    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
+    page.wait_for_selector(IDLE)
 
 
 def _see(page, text: str) -> None:
-    page.get_by_text(text, exact=False).first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_text(text, exact=False).first.wait_for()
     _idle(page)
 
 
 def _shot(page, name: str) -> None:
     # widgets hydrate after the script has finished; let their code load before the picture
+    # (on a busy machine a lazily loaded widget shows a grey placeholder for seconds)
     page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')")
     page.wait_for_timeout(800)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def tall_shot(page, name: str) -> None:
+    """A screenshot of the whole page: the app scrolls inside its main block, so grow the
+    viewport to the content's height first (full_page alone stops at the viewport)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(800)
+    height = page.evaluate('document.querySelector(\'[data-testid="stMain"]\').scrollHeight')
+    page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 6000)})
+    _shot(page, name)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def _go(page, title: str, heading: str) -> None:
@@ -131,3 +163,30 @@ def _open(page, url: str) -> None:
 
 def _current_sentence(page) -> str:
     return page.locator('[data-testid="stMarkdownContainer"] h4').first.inner_text().strip()
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def record_requests(page) -> list[str]:
+    """The URLs of every request the page's browser context makes from now on (a live list)."""
+    urls: list[str] = []
+    page.context.on("request", lambda r: urls.append(r.url))
+    return urls
+
+
+def foreign_requests(urls: list[str]) -> list[str]:
+    """The web requests among ``urls`` that went to a host other than this machine.
+
+    Fails when no web request was recorded at all: the check would then pass whatever
+    the page did."""
+    web = [u for u in urls if urlparse(u).scheme in ("http", "https", "ws", "wss")]
+    assert web, "no request was recorded: the check would pass whatever the page did"
+    return sorted({u for u in web if urlparse(u).hostname not in LOCAL_HOSTS})
+
+
+def assert_no_error_box(page, where: str) -> None:
+    """No Streamlit exception (a traceback box) and no red error message on the page."""
+    for testid in ("stException", "stAlertContentError"):
+        boxes = page.get_by_test_id(testid)
+        assert boxes.count() == 0, f"{where}: {boxes.first.inner_text()[:500]}"

@@ -275,3 +275,30 @@ def test_a_numeric_text_column_is_warned_about_before_import(project):
     at.selectbox(key="upload_text_col").set_value("score").run()
     assert not at.exception
     assert any("holds mostly numbers" in w.value for w in at.warning)
+
+
+def test_a_running_job_is_polled_every_few_seconds_not_every_second(project, monkeypatch):
+    # regression (newcomer flow, issue 15): each poll is a rerun costing 0.1-0.2 s of the
+    # server's CPU; polled every second on a busy machine, the job read 20x slower
+    import os
+
+    from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
+
+    intervals: list[float] = []
+    original = ScriptRunContext.enqueue
+
+    def record(self, msg):
+        if msg.HasField("auto_rerun"):
+            intervals.append(msg.auto_rerun.interval)
+        return original(self, msg)
+
+    monkeypatch.setattr(ScriptRunContext, "enqueue", record)
+    path, pid = project
+    with Store.open(path) as store:
+        store.add_texts(pid, ["good movie", "bad film"])
+        job_id = store.start_job(pid, jobs.EMBED, 2, pid=os.getpid())
+        store.update_job(job_id, done=1, message="Reading 2 sentences...")
+    at = _data_page(pid)
+    assert not at.exception
+    assert at.get("progress")  # the job's progress bar, redrawn by the poll
+    assert intervals and min(intervals) >= 3.0

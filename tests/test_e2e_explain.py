@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from core.store import Store
-from tests.browser import NEGATIVE, POSITIVE, ROOT, _go, _open, _see, _shot
+from tests.browser import NEGATIVE, POSITIVE, ROOT, _go, _open, _see, tall_shot
 
 pytestmark = pytest.mark.e2e
 
@@ -34,17 +34,6 @@ def _trained(db: str, tiny_model_dir: str, name: str, classes, labelled: dict, u
         retrain(store, project, load_backbone(tiny_model_dir))
 
 
-def _tall_shot(page, name: str) -> None:
-    """A screenshot of the whole page: the app scrolls inside its main block, so grow the
-    viewport to the content's height first (full_page alone stops at the viewport)."""
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(800)
-    height = page.evaluate('document.querySelector(\'[data-testid="stMain"]\').scrollHeight')
-    page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 6000)})
-    _shot(page, name)
-    page.set_viewport_size({"width": 1280, "height": 900})
-
-
 def _no_injection(page) -> None:
     assert page.dialogs == []
     app = page.locator('[data-testid="stMain"]')
@@ -66,7 +55,7 @@ def test_explain_and_stability_pages_look_right(server, page, tiny_model_dir, tm
     page.get_by_text("What the model learned overall").click()
     page.get_by_role("button", name="Find the words for each class").click()
     _see(page, "Words that point to")
-    _tall_shot(page, "20-explain")
+    tall_shot(page, "20-explain")
     page.get_by_role("button", name="Build the report").click()
     _see(page, "Download report (HTML)")
     with page.expect_download() as download:
@@ -85,10 +74,10 @@ def test_explain_and_stability_pages_look_right(server, page, tiny_model_dir, tm
     page.get_by_role("button", name="Run the bootstrap").click()
     _see(page, "Held-out accuracy")
     _see(page, "Do the refits rank the words the same way?")
-    _tall_shot(page, "21-stability")
+    tall_shot(page, "21-stability")
     _go(page, "Explain", "Explain")
     _see(page, "Across the bootstrap refits the word ranking")
-    _tall_shot(page, "22-explain-with-badge")
+    tall_shot(page, "22-explain-with-badge")
     _no_injection(page)
 
 
@@ -106,9 +95,9 @@ def test_hostile_text_stays_inert_on_explain_and_stability(server, page, tiny_mo
     heatmap = page.get_by_text("<script>alert(1)</script>", exact=False).first
     assert heatmap.is_visible()
     _no_injection(page)
-    _tall_shot(page, "23-explain-hostile")
+    tall_shot(page, "23-explain-hostile")
     _go(page, "Stability", "Stability")
     page.get_by_role("button", name="Run the bootstrap").click()
     _see(page, "Held-out accuracy")
     _no_injection(page)
-    _tall_shot(page, "24-stability-hostile")
+    tall_shot(page, "24-stability-hostile")

@@ -4,16 +4,13 @@ requested fonts.gstatic.com for the favicon, a Material Symbols icon)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 import pytest
 
 from core.store import Store
-from tests.browser import NEGATIVE, POSITIVE, _go, _open, _see
+from tests.browser import NEGATIVE, POSITIVE, _go, _open, _see, foreign_requests, record_requests
 
 pytestmark = pytest.mark.e2e
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 PAGES = [("Data", "Data"), ("Label", "Label"), ("Predictions", "Predictions"),
          ("Explain", "Explain"), ("Model", "Model"), ("Stability", "Stability"),
          ("Export", "Export"), ("Projects", "Projects")]
@@ -37,8 +34,7 @@ def _trained(db: str, tiny_model_dir: str) -> None:
 def test_every_page_requests_only_the_local_server(server, page, tiny_model_dir):
     url, db = server
     _trained(db, tiny_model_dir)
-    requests: list[str] = []
-    page.context.on("request", lambda r: requests.append(r.url))
+    requests = record_requests(page)
     _open(page, url)
     _see(page, "Reviews")
     for title, heading in PAGES:
@@ -46,7 +42,4 @@ def test_every_page_requests_only_the_local_server(server, page, tiny_model_dir)
         page.wait_for_load_state("networkidle")
     page.reload()
     page.wait_for_load_state("networkidle")
-    web = [u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")]
-    assert web, "no request was recorded: the check would pass whatever the page did"
-    foreign = sorted({u for u in web if urlparse(u).hostname not in LOCAL_HOSTS})
-    assert foreign == []
+    assert foreign_requests(requests) == []
