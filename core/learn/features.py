@@ -19,6 +19,10 @@ Modes:
   the C each mode chose on all data), so STC's and the scan's use of the labels does
   not flatter them; ties go to the simpler mode.
 
+Texts whose features lack some layers (NaN rows: a 100,000-text pool caches only
+``core.model.cache.band_layers``) restrict selection to the layers every text
+has: the scan, STC and fusion only read complete layers.
+
 Shortcut admitted: the layer scan uses ridge regression, not the head's own penalised
 logistic regression; on the benchmark sets it picked layers as good as a logistic CV.
 """
@@ -224,7 +228,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
     if mode not in _MODES + ("auto",):
         raise InputError(f"Unknown feature mode {mode!r}; choose one of {_MODES + ('auto',)}.")
     X, y = _check_input(X, y)
-    cands = _candidates(X, candidate_layers)
+    cands = _complete(X, _candidates(X, candidate_layers))
     with BLAS.limit(limits=1, user_api="blas"):
         err, acc = _scan(X, y, cands)
         report = {"layer_scores": [None if np.isnan(a) else float(a) for a in acc]}
@@ -286,6 +290,15 @@ def _candidates(X, candidate_layers):
         raise InputError(f"candidate_layers must be indices 0..{n_states - 1}, "
                          f"got {candidate_layers}.")
     return [int(c) for c in cands]
+
+
+def _complete(X, layers):
+    """The layers among ``layers`` that every text of X has (no NaN), in the same order."""
+    kept = [layer for layer in layers if np.isfinite(X[:, layer]).all()]
+    if not kept:
+        raise InputError(f"None of the layers {list(layers)} is known for every text; "
+                         "embed the texts again (their cached features are incomplete).")
+    return type(layers)(kept)
 
 
 def _scan(X, y, layers):
@@ -357,7 +370,7 @@ def _build(mode, X, y, err, *, penalty, random_state, eta, cands, fusion_layers,
         layers, neurons = _stc(X, y, sorted(ranked[:_STC_TOP_LAYERS]), eta, random_state)
         report["stc_layers"], report["stc_neurons"] = list(layers), sum(map(len, neurons))
         return FeatureSpec("stc", layers, "concat", shape, neurons), None
-    layers = _fusion_layers(X.shape[1] - 1, fusion_layers)
+    layers = _complete(X, _fusion_layers(X.shape[1] - 1, fusion_layers))
     heads = {c: _quick_head(penalty, random_state).fit(
         FeatureSpec("fusion", layers, c, shape).transform(X), y) for c in ("concat", "mean")}
     report["fusion_combine_scores"] = {c: h.cv_accuracy_ for c, h in heads.items()}
