@@ -179,7 +179,8 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
                             previous_labels=previous.n_labels if previous else None)
     model_id = next(m.id for m in store.models(project.id) if m.version == version)
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache,
-                                      pool if pool is not None else PoolMatrix())
+                                      pool if pool is not None else PoolMatrix(),
+                                      [r.text_id for r in labelled])
     return TrainOutcome(version, clf.metrics,
                         previous.metrics.get("cv_accuracy") if previous else None,
                         counts, n_predicted, spec is None, time.perf_counter() - start,
@@ -187,8 +188,8 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
 
 
 def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache,
-                        pool: PoolMatrix) -> int:
-    ids, texts = store.unlabelled_columns(project.id)
+                        pool: PoolMatrix, labelled_ids: list[int]) -> int:
+    ids, texts = pool.unlabelled(store, project.id, labelled_ids)
     if not ids:
         return 0
     probs = pool.predict_proba(backbone, clf, texts, cache=cache)
