@@ -132,7 +132,9 @@ def main(argv=None):
             submit()
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("cumulative").print_stats(r"core/", 20)
+        stats.sort_stats("tottime").print_stats(12)
         print(f"<!-- cProfile of {args.profile} head-only submits, load average "
               f"{os.getloadavg()[0]:.1f}:\n{out.getvalue()}-->")
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -189,10 +189,9 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
 
 def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache,
                         pool: PoolMatrix, labelled_ids: list[int]) -> int:
-    ids, texts = pool.unlabelled(store, project.id, labelled_ids)
-    if not ids:
+    ids, probs = pool.predict_unlabelled(store, project.id, backbone, clf, labelled_ids, cache=cache)
+    if not len(ids):
         return 0
-    probs = pool.predict_proba(backbone, clf, texts, cache=cache)
     store.save_probabilities(model_id, ids, clf.classes, probs)
     return len(ids)
 
