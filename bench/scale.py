@@ -16,6 +16,15 @@ what a submit costs), one forced re-selection (``reselect=True``), the file size
 the process's peak RSS, and the 1-minute load average before and after. --profile K:
 afterwards, cProfile K more head-only submits and print the top functions.
 Run one --n per process so peak RSS is that size's.
+
+What restricting selection to the band costs in accuracy (real SmolLM2 features, no
+timing; features cached under /tmp/tenshot-bench-cache/scale-band/):
+
+    nice -n 5 .venv/bin/python bench/scale.py --band-cost sst2,cr [--shots 32] [--seeds 3]
+
+trains the default classifier (auto mode, elastic-net) on each draw twice, on every
+layer and within ``band_layers`` (``core.project.in_band``, what a submit does), and
+prints the test accuracy of both and the layers each chose.
 """
 
 import argparse
@@ -41,7 +50,7 @@ from core.learn.pool import PoolMatrix  # noqa: E402
 from core.limits import Limits  # noqa: E402
 from core.model.cache import MemoryCache, band_layers, cache_key  # noqa: E402
 from core.model.registry import DEFAULT_BACKBONE  # noqa: E402
-from core.project import retrain, settings_of  # noqa: E402
+from core.project import in_band, retrain, settings_of  # noqa: E402
 from core.store import Store  # noqa: E402
 
 SHAPE = (31, 576)
@@ -85,6 +94,48 @@ def build(path: str, n: int, n_labels: int) -> tuple[Store, object]:
     return store, project
 
 
+BAND_CACHE = Path("/tmp/tenshot-bench-cache/scale-band/features.db")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def band_cost(names: list[str], shots: int, seeds: int, max_test: int) -> None:
+    """Print a markdown table: test accuracy with selection over every layer vs the band."""
+    from core.evaluate import prepare
+    from core.learn.classifier import Settings, features_for, train
+    from core.model.loading import load_backbone
+
+    settings = Settings()
+    backbone = load_backbone(settings.backbone)
+    BAND_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    print(f"<!-- {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, "
+          f"`{' '.join([Path(sys.executable).name] + sys.argv)}`, load average "
+          f"{os.getloadavg()[0]:.1f}; band {band_layers(SHAPE[0])} -->")
+    print(f"| set | draw ({shots}/class) | every layer: accuracy | layers | band: accuracy | layers |")
+    print("|---|---|---:|---|---:|---|")
+    with Store.open(BAND_CACHE) as cache:
+        for name in names:
+            data = prepare(DATA / name, shots=[shots], seeds=seeds, max_test=max_test)
+            needed = data.needed()
+            X_train = dict(zip(needed, features_for(backbone, [data.train_texts[i] for i in needed],
+                                                    settings, cache=cache)))
+            X_test = features_for(backbone, data.test_texts, settings, cache=cache)
+            gaps = []
+            for seed in range(seeds):
+                idx = data.draws[(shots, seed)]
+                X = np.stack([X_train[i] for i in idx])
+                labels = [data.train_labels[i] for i in idx]
+                cells = []
+                for X_fit in (X, in_band(X, settings)):
+                    clf = train(X_fit, labels, data.classes, settings, random_state=seed)
+                    predicted = np.array(data.classes)[clf.predict_proba_features(X_test).argmax(1)]
+                    accuracy = float((predicted == np.array(data.test_labels)).mean())
+                    cells.append((accuracy, f"{clf.spec.mode} {list(clf.spec.layers)}"))
+                gaps.append(cells[1][0] - cells[0][0])
+                print(f"| {name} | seed {seed} | {cells[0][0]:.3f} | {cells[0][1]} | "
+                      f"{cells[1][0]:.3f} | {cells[1][1]} |")
+            print(f"| {name} | mean band − every layer | | | {np.mean(gaps):+.3f} | |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000, help="unlabelled texts")
@@ -95,7 +146,14 @@ def main(argv=None):
                    help="keep the workspace, and reuse one a --keep run left (for --build-only)")
     p.add_argument("--build-only", action="store_true", help="build the workspace and stop")
     p.add_argument("--profile", type=int, default=0, help="cProfile this many more head-only submits")
+    p.add_argument("--band-cost", help="comma-separated data sets under ../shared/data: accuracy "
+                   "of selection over every layer vs the band (real features; no timing)")
+    p.add_argument("--shots", type=int, default=32, help="with --band-cost: labels per class")
+    p.add_argument("--seeds", type=int, default=3, help="with --band-cost: draws per set")
+    p.add_argument("--max-test", type=int, default=400, help="with --band-cost: test sentences")
     args = p.parse_args(argv)
+    if args.band_cost:
+        return band_cost(args.band_cost.split(","), args.shots, args.seeds, args.max_test)
     load_before = os.getloadavg()[0]
     path = os.path.join(args.dir, f"scale-{args.n}.db")
     start = time.perf_counter()

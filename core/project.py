@@ -177,7 +177,7 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
                             previous.metrics.get("cv_accuracy") if previous else None,
                             counts, 0, spec is None, time.perf_counter() - start, superseded=True,
                             previous_labels=previous.n_labels if previous else None)
-    model_id = next(m.id for m in store.models(project.id) if m.version == version)
+    model_id = store.model(project.id, version).id
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache,
                                       pool if pool is not None else PoolMatrix(),
                                       [r.text_id for r in labelled])
