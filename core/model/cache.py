@@ -87,7 +87,7 @@ class MemoryCache:
 def band_layers(n_states: int) -> tuple[int, ...]:
     """The hidden-state rows a compact entry keeps: one every tenth of the depth and the
     quarter depths (fusion's layers); every layer of a backbone of 10 layers or fewer.
-    Never the embedding row 0, which selection picks only where nothing else carries signal.
+    Never the embedding row 0 (token embeddings before any context).
 
     n_states: layers + 1 of one backbone (each part of a group has its own entries and
     so its own band). Example: SmolLM2-135M (31 states) -> (3, 6, 8, 9, 12, 15, 18, 21,
