@@ -289,6 +289,10 @@ def _predict_input(args, ws):
     from core.io import ImportResult
 
     path = Path(args.data)
+    if args.engine == "ray":
+        from core.scoring_ray import check_input_size
+
+        check_input_size(path)
     if args.engine == "ray" and path.suffix.lower() == ".parquet":
         from core.scoring_ray import read_parquet_texts
 

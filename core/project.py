@@ -8,6 +8,12 @@ Two retrains of one project may run at once (two browser tabs labelling) and fin
 out of order; the store keeps a head only when no saved version was trained on newer
 labels (``Store.save_model``'s ``label_generation``), so "the latest model" never goes
 back to older data.
+
+Feature selection is restricted to the hidden states every pool text keeps
+(``core.model.cache.band_layers``, each backbone of a group its own band): the
+embedding job caches a large pool compactly, so a head reading any other layer could
+not predict it without embedding the pool again. Labelled texts are not embedded
+again when they lack the other layers: they are never read.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from core.errors import InputError
 from core.learn.features import FeatureSpec
 from core.learn.head import labels_missing, not_enough_labels
 from core.learn.pool import PoolMatrix
+from core.model.cache import band_layers
+from core.model.group import group_parts, is_fused
 
-__all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "load_classifier",
-           "predict_texts", "retrain", "settings_of"]
+__all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "in_band", "load_classifier",
+           "pool_rows", "predict_texts", "retrain", "settings_of"]
 
 # Re-select layers/mode by CV when the label count has grown by this factor since the
 # last selection; in between, a submit only refits the head (fast).
@@ -99,7 +107,25 @@ def load_classifier(model_version) -> Classifier:
     return Classifier.from_state(model_version.params, model_version.state)
 
 
-def _reusable_spec(previous, settings: Settings, classes: list[str], n_labels: int) -> FeatureSpec | None:
+def pool_rows(settings: Settings, n_states: int) -> list[int]:
+    """The hidden-state rows of X (n, n_states, hidden) that every pool text keeps: the
+    band of the backbone, or of each part of a group at that part's rows."""
+    if is_fused(settings.backbone):
+        return [part.offset + i for part in group_parts(settings.backbone)
+                for i in band_layers(part.n_states)]
+    return list(band_layers(n_states))
+
+
+def in_band(X: np.ndarray, settings: Settings) -> np.ndarray:
+    """X (n, n_states, hidden) with NaN outside ``pool_rows``: feature selection then only
+    reads the band (``core.learn.features`` selects among complete layers)."""
+    kept = np.full(X.shape[1], np.nan, dtype=np.float32)
+    kept[pool_rows(settings, X.shape[1])] = 1.0
+    return X * kept[None, :, None]
+
+
+def _reusable_spec(previous, settings: Settings, classes: list[str], n_labels: int,
+                   n_states: int) -> FeatureSpec | None:
     if previous is None:
         return None
     params = previous.params
@@ -108,7 +134,9 @@ def _reusable_spec(previous, settings: Settings, classes: list[str], n_labels: i
     selected_at = previous.metrics.get("selected_at_labels", 0)
     if n_labels > selected_at * _RESELECT_GROWTH:
         return None
-    return FeatureSpec.from_json(params["spec"])
+    spec = FeatureSpec.from_json(params["spec"])
+    # a head selected before the band existed may read a layer the pool does not keep
+    return spec if set(spec.layers) <= set(pool_rows(settings, n_states)) else None
 
 
 def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = None,
@@ -132,9 +160,10 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
     counts = store.label_counts(project.id)
     if not labelled:
         raise not_enough_labels(labels_missing(counts))
-    X = features_for(backbone, [r.text for r in labelled], settings, cache=cache, progress=progress)
+    X = in_band(features_for(backbone, [r.text for r in labelled], settings, cache=cache,
+                             progress=progress), settings)
     previous = store.latest_model(project.id)
-    spec = None if reselect else _reusable_spec(previous, settings, classes, len(labelled))
+    spec = None if reselect else _reusable_spec(previous, settings, classes, len(labelled), X.shape[1])
     clf = train(X, [r.label for r in labelled], classes, settings, spec=spec, random_state=random_state)
     clf.metrics["selected_at_labels"] = (previous.metrics.get("selected_at_labels", len(labelled))
                                          if spec is not None else len(labelled))
@@ -148,9 +177,10 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
                             previous.metrics.get("cv_accuracy") if previous else None,
                             counts, 0, spec is None, time.perf_counter() - start, superseded=True,
                             previous_labels=previous.n_labels if previous else None)
-    model_id = next(m.id for m in store.models(project.id) if m.version == version)
+    model_id = store.model(project.id, version).id
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache,
-                                      pool if pool is not None else PoolMatrix())
+                                      pool if pool is not None else PoolMatrix(),
+                                      [r.text_id for r in labelled])
     return TrainOutcome(version, clf.metrics,
                         previous.metrics.get("cv_accuracy") if previous else None,
                         counts, n_predicted, spec is None, time.perf_counter() - start,
@@ -158,11 +188,10 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
 
 
 def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache,
-                        pool: PoolMatrix) -> int:
-    ids, texts = store.unlabelled_columns(project.id)
-    if not ids:
+                        pool: PoolMatrix, labelled_ids: list[int]) -> int:
+    ids, probs = pool.predict_unlabelled(store, project.id, backbone, clf, labelled_ids, cache=cache)
+    if not len(ids):
         return 0
-    probs = pool.predict_proba(backbone, clf, texts, cache=cache)
     store.save_probabilities(model_id, ids, clf.classes, probs)
     return len(ids)
 

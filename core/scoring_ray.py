@@ -25,11 +25,14 @@ import numpy as np
 
 from core.errors import InputError
 
-__all__ = ["INSTALL_HINT", "score_with_ray", "read_parquet_texts"]
+__all__ = ["INSTALL_HINT", "check_input_size", "score_with_ray", "read_parquet_texts"]
 
 INSTALL_HINT = ('--engine ray needs Ray Data, which is not installed here. Install it with '
                 'pip install "tenshot[ray]" (or pip install "ray[data]"), or leave out --engine ray.')
 DEFAULT_BATCH_SIZE = 64
+# the driver holds the file's texts as Python strings, a row dict each for Ray, and the
+# results: an estimate (not measured) of how many times the file's bytes that takes
+_DRIVER_BYTES_PER_FILE_BYTE = 4
 
 
 def _ray():
@@ -128,6 +131,40 @@ def score_with_ray(bundle: bytes, lines: Sequence[int], texts: Sequence[str], *,
     line = np.concatenate(got_lines) if got_lines else np.zeros(0, np.int64)
     order = np.argsort(line, kind="stable")
     return line[order], np.concatenate(got_probs)[order]
+
+
+def check_input_size(path: str | Path, *, available: int | None = None) -> None:
+    """Refuse, in plain words, a file the driver could not hold: the input is read on
+    this machine before it is spread over the actors.
+
+    available: free memory in bytes (default: this machine's, from /proc/meminfo or sysconf).
+    """
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else 0
+    free = _available_memory() if available is None else available
+    if free is None or size * _DRIVER_BYTES_PER_FILE_BYTE <= free:
+        return
+    most = free // _DRIVER_BYTES_PER_FILE_BYTE
+    raise InputError(
+        f"{path.name} is {size / 2**30:,.1f} GB; --engine ray reads it on this machine first and "
+        f"needs about {_DRIVER_BYTES_PER_FILE_BYTE}x that in memory, but {free / 2**30:,.1f} GB "
+        f"is free. Split it into files of at most {most / 2**30:,.1f} GB and score each one "
+        "(the predictions of the parts are the same as of the whole).")
+
+
+def _available_memory() -> int | None:
+    """Free memory of this machine in bytes (MemAvailable), or None where it is unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def read_parquet_texts(path: str | Path, *, text_column: str | None = None) -> list[str]:

@@ -83,3 +83,17 @@ def test_ray_usage_statistics_stay_off_unless_the_user_opts_in(monkeypatch):
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
     _ray()
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+
+
+def test_a_file_too_big_for_the_ray_driver_is_refused_in_plain_words(tmp_path):
+    # issue 14 item 5: a clear message when a file is too big for the chosen engine
+    from core.errors import InputError
+    from core.scoring_ray import check_input_size
+
+    data = write_csv(tmp_path / "big.csv", [(f"sentence number {i}", "") for i in range(2000)])
+    size = os.path.getsize(data)
+    check_input_size(data, available=4 * size)  # fits
+    with pytest.raises(InputError, match=r"big\.csv is .* GB; --engine ray reads it on this "
+                                         r"machine first .* Split it into files of at most"):
+        check_input_size(data, available=4 * size - 1)
+    check_input_size(data)  # this machine has room for a small file

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 from core.errors import InputError, StoreError, UnknownProject
 from core.store import SCHEMA_VERSION, Store
 from core.store.codec import pack_arrays, unpack_arrays
-from core.hashing import text_hash
+from core.hashing import prompt_hash, text_hash
 from core.store.connection import transactional
 from core.store.schema import MIGRATIONS, migrate, schema_version
 
@@ -813,3 +813,79 @@ def test_compact_features_round_trip_in_half_the_bytes(store):
     assert sizes[text_hash("t0")] == 31 * 576 * 2 and sizes[text_hash("huge")] == 31 * 576 * 4
     with pytest.raises(InputError, match="float32 or float16"):
         store.put_features("fp", None, "mean", items, dtype="int8")
+
+
+def test_band_only_features_round_trip_with_nan_in_the_rows_not_kept(store):
+    # issue 14: a 100,000-text pool kept all 31 layers (36 kB a text in float16, 3.75 GB)
+    rng = np.random.default_rng(3)
+    items = {text_hash(f"t{i}"): rng.standard_normal((31, 576)).astype(np.float32) for i in range(3)}
+    band = (3, 6, 8, 9, 12, 15, 18, 21, 22, 24, 27, 30)
+    store.put_features("fp", None, "mean", items, dtype="float16", layers=lambda n: band)
+    got = store.get_features("fp", None, "mean", list(items))
+    others = [i for i in range(31) if i not in band]
+    for key, array in items.items():
+        assert got[key].shape == (31, 576) and got[key].dtype == np.float32
+        np.testing.assert_allclose(got[key][list(band)], array[list(band)], rtol=1e-3, atol=1e-3)
+        assert np.isnan(got[key][others]).all()
+    sizes = {length for (length,) in store.db.execute("SELECT length(data) FROM features")}
+    assert sizes == {len(band) * 576 * 2}
+    # an entry read back compact and written again keeps its rows, never NaN as features
+    key = text_hash("t0")
+    store.put_features("fp", None, "mean", {key: got[key]})
+    again = store.get_features("fp", None, "mean", [key])[key]
+    np.testing.assert_array_equal(np.isnan(again), np.isnan(got[key]))
+    np.testing.assert_allclose(again[list(band)], got[key][list(band)])
+    with pytest.raises(InputError, match="at least one complete layer"):
+        store.put_features("fp", None, "mean", items, layers=lambda n: (40,))
+
+
+def _v5_workspace(path) -> None:
+    """A version-5 file: 2 classes, 3 texts (1 labelled), 2 model versions with predictions
+    and a full float32 feature entry (no ``layers`` column yet)."""
+    db = Database(sqlite3.connect(str(path), isolation_level=None))
+    migrate(db, MIGRATIONS[:5])
+    now = "2026-01-01T00:00:00+00:00"
+    db.execute("INSERT INTO projects (id, name, created_at, updated_at) VALUES (1, 'p', ?, ?)",
+               [now, now])
+    for class_id, name in ((1, "neg"), (2, "pos")):
+        db.execute("INSERT INTO classes (id, project_id, name, position, created_at) "
+                   "VALUES (?, 1, ?, ?, ?)", [class_id, name, class_id, now])
+    for text_id, text in ((1, "good"), (2, "bad"), (3, "meh")):
+        db.execute("INSERT INTO texts (id, project_id, hash, text, source, created_at) "
+                   "VALUES (?, 1, ?, ?, 'typed', ?)", [text_id, f"h{text_id}", text, now])
+    db.execute("INSERT INTO labels (project_id, text_id, class_id, updated_at) VALUES (1, 1, 2, ?)",
+               [now])
+    for version in (1, 2):
+        db.execute("INSERT INTO models (id, project_id, version, created_at, params, metrics, "
+                   "n_labels, state, label_generation) VALUES (?, 1, ?, ?, '{}', ?, 1, ?, 1)",
+                   [version, version, now, f'{{"cv_accuracy": 0.{version}}}',
+                    pack_arrays({"c": np.full(2, version)})])
+    db.execute("INSERT INTO features (fingerprint, prompt_hash, pooling, text_hash, n_layers, "
+               "hidden_size, dtype, data, created_at) VALUES ('fp', ?, 'mean', ?, 3, 2, '<f4', ?, ?)",
+               [prompt_hash(None), text_hash("good"), np.arange(6, dtype="<f4").tobytes(), now])
+    db.close()
+
+
+def test_a_version_5_workspace_migrates_keeping_labels_models_and_full_features(path):
+    # issue 14: schema v6 lets a feature entry keep only some layers and counts text changes
+    _v5_workspace(path)
+    with Store.open(path) as store:
+        assert schema_version(store.db) == SCHEMA_VERSION >= 6
+        assert store.classes(1) == ["neg", "pos"]
+        assert [(r.text, r.label) for r in store.labelled(1)] == [("good", "pos")]
+        assert [(m.version, m.metrics) for m in store.models(1)] == [
+            (1, {"cv_accuracy": 0.1}), (2, {"cv_accuracy": 0.2})]
+        np.testing.assert_array_equal(store.model(1, 2).state["c"], [2, 2])
+        got = store.get_features("fp", None, "mean", [text_hash("good")])[text_hash("good")]
+        np.testing.assert_array_equal(got, np.arange(6, dtype=np.float32).reshape(3, 2))
+        assert store.text_columns(1) == ([1, 2, 3], ["good", "bad", "meh"])
+        before = store.text_version(1)
+        store.set_label(1, 2, "neg")
+        assert store.text_version(1) == before  # a label is not a text change
+        store.add_texts(1, ["new"])
+        added = store.text_version(1)
+        store.edit_text(1, 3, "meh!")
+        edited = store.text_version(1)
+        store.delete_texts(1, [2])
+        assert len({before, added, edited, store.text_version(1)}) == 4
+        assert store.text_columns(1) == ([1, 3, 4], ["good", "meh!", "new"])

@@ -21,6 +21,10 @@ Modes:
   class it is fusion: on the tuning half of bench/protocol.py (issue 12) CV's choice of
   mode lost to the fixed fusion at 8 and at 32 labels per class.
 
+Texts whose features lack some layers (NaN rows: a 100,000-text pool caches only
+``core.model.cache.band_layers``) restrict selection to the layers every text
+has: the scan, STC and fusion only read complete layers.
+
 Shortcut admitted: the layer scan uses ridge regression, not the head's own penalised
 logistic regression; on the benchmark sets it picked layers as good as a logistic CV.
 """
@@ -34,6 +38,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 from core.errors import InputError
 from core.learn.head import Head, check_labels, min_c
 from core.learn.solver import BLAS, standardise
+from core.model.cache import FUSION_DEPTHS
 from core.model.group import Part
 
 __all__ = ["OOF_KEY", "FeatureSpec", "select_features", "select_group_features"]
@@ -58,7 +63,7 @@ AUTO_MIN_PER_CLASS = 64
 # group) and combines them by FUSION_COMBINE ("mean" or "concat"; None lets CV choose).
 # bench/protocol.py's tuning half chose a middle band, averaged: on SmolLM2 it matched
 # or beat the quarter depths (1/4, 1/2, 3/4, 1), concatenation and CV's choice.
-FUSION_DEPTHS = (0.33, 0.5, 0.67)
+# FUSION_DEPTHS = (0.33, 0.5, 0.67) lives in core.model.cache: the pool's band keeps them.
 FUSION_COMBINE = "mean"
 
 
@@ -251,7 +256,7 @@ def select_features(X, y, *, mode="auto", penalty="l1", random_state=0, fusion_l
     X, y = _check_input(X, y)
     fixed = mode == "auto" and np.bincount(y).min() < auto_min_per_class
     mode = "fusion" if fixed else mode
-    cands = _candidates(X, candidate_layers)
+    cands = _complete(X, _candidates(X, candidate_layers))
     with BLAS.limit(limits=1, user_api="blas"):
         err, acc = _scan(X, y, cands)
         report = {"layer_scores": [None if np.isnan(a) else float(a) for a in acc]}
@@ -316,6 +321,15 @@ def _candidates(X, candidate_layers):
         raise InputError(f"candidate_layers must be indices 0..{n_states - 1}, "
                          f"got {candidate_layers}.")
     return [int(c) for c in cands]
+
+
+def _complete(X, layers):
+    """The layers among ``layers`` that every text of X has (no NaN), in the same order."""
+    kept = [layer for layer in layers if np.isfinite(X[:, layer]).all()]
+    if not kept:
+        raise InputError(f"None of the layers {list(layers)} is known for every text; "
+                         "embed the texts again (their cached features are incomplete).")
+    return type(layers)(kept)
 
 
 def _scan(X, y, layers):
@@ -387,7 +401,7 @@ def _build(mode, X, y, err, *, penalty, random_state, eta, cands, fusion_layers,
         layers, neurons = _stc(X, y, sorted(ranked[:_STC_TOP_LAYERS]), eta, random_state)
         report["stc_layers"], report["stc_neurons"] = list(layers), sum(map(len, neurons))
         return FeatureSpec("stc", layers, "concat", shape, neurons), None
-    layers = _fusion_layers(X.shape[1] - 1, fusion_layers)
+    layers = _complete(X, _fusion_layers(X.shape[1] - 1, fusion_layers))
     if FUSION_COMBINE is not None or len(layers) == 1:
         return FeatureSpec("fusion", layers, FUSION_COMBINE or "concat", shape), None
     heads = {c: _quick_head(penalty, random_state).fit(

@@ -7,6 +7,11 @@ reads features only for texts it has not seen. When the spec changes (re-selecti
 other settings) Z is rebuilt once, reading the pool's features in chunks straight from
 the persistent cache, so the RAM feature LRU is not filled with 100,000 texts.
 
+``predict_unlabelled`` also keeps the project's texts (ids and strings, read from SQLite
+again only when ``Store.text_version`` says a text changed) and the Z row of each, so a
+head-only submit on a 100,000-text pool does no per-text Python work: it picks the
+unlabelled rows with numpy and multiplies.
+
 Memory: Z is float32 (n, d); d is 576 for one SmolLM2 layer, 4 x 576 for concatenated
 fusion, a few hundred for STC (100,000 x 576 x 4 bytes = 230 MB).
 """
@@ -43,26 +48,49 @@ class PoolMatrix:
         self._state = state if state is not None else {}
         self._lock = self._state.setdefault("lock", threading.Lock())
 
+    def predict_unlabelled(self, store, project_id: int, backbone, clf: Classifier, labelled_ids,
+                           *, cache=None, progress: Callable[[int, int], None] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """(text ids (n,), probabilities (n, n_classes)) of the project's texts that are not
+        in ``labelled_ids``, by text id; the probabilities equal ``predict_proba``'s.
+
+        The texts are read from the store only when one was added, edited or deleted
+        since the last call, and features only for texts Z does not hold yet.
+        """
+        with self._lock:
+            ids, texts = self._columns(store, project_id)
+            keep = np.flatnonzero(~np.isin(ids, np.fromiter(labelled_ids, np.int64)))
+            self._start(backbone, clf)
+            where = self._placed(backbone, clf, texts, keep, persistent(cache), progress)
+            return ids[keep], self._probabilities(clf, where[keep])
+
     def matrix(self, backbone, clf: Classifier, texts: Sequence[str], *, cache=None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Z: float32 (len(texts), d) equal to ``clf.spec.transform(features_for(...))``.
 
         Only texts not seen under this key have their features read (or computed).
         """
-        Z, index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
-        return Z[index]
+        with self._lock:
+            index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
+            return self._state["Z"][index]
 
     def predict_proba(self, backbone, clf: Classifier, texts: Sequence[str], *, cache=None,
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Probabilities (n, n_classes), equal to ``clf.predict_proba(backbone, texts)``
-        (calibrated by the model's temperature, when it has one).
+        (calibrated by the model's temperature, when it has one)."""
+        with self._lock:
+            index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
+            return self._probabilities(clf, index)
+
+    def _probabilities(self, clf: Classifier, index: np.ndarray) -> np.ndarray:
+        """Probabilities of Z's rows ``index``.
 
         One product with the head's linear map on raw Z in float32 (Z's own precision:
         probabilities agree with the head's float64 path to about 1e-6), over every row
-        kept; the texts' rows are picked from the result, so Z (up to 920 MB for 100,000
+        kept; the wanted rows are picked from the result, so Z (up to 920 MB for 100,000
         texts under 4-layer fusion) is never copied or converted.
         """
-        Z, index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
+        Z = self._state["Z"]
         W, b = clf.head.linear_map()
         W = W.astype(np.float32)
         logits = np.empty((len(Z), len(b)), dtype=np.float64)
@@ -72,26 +100,60 @@ class PoolMatrix:
         cal = clf.calibration  # the same temperature clf.predict_proba applies
         return softmax(logits) if cal is None else calibrate(logits, cal.temperature)
 
-    def _rows(self, backbone, clf, texts, *, cache, progress) -> tuple[np.ndarray, np.ndarray]:
-        """(Z of every kept row, the row of each text)."""
-        with self._lock:
-            key = json.dumps([backbone.fingerprint, clf.settings.to_dict(), clf.spec.to_json()])
-            if self._state.get("key") != key:
-                self._state.update(key=key, rows={},
-                                   Z=np.zeros((0, clf.spec.n_features), np.float32))
-            rows: dict[str, int] = self._state["rows"]
-            new = [t for t in dict.fromkeys(texts) if t not in rows]
-            if new:
-                self._append(backbone, clf, new, persistent(cache), progress)
-            if len(self._state["Z"]) > 2 * max(len(texts), _CHUNK):
-                self._keep_only(texts)  # most of the pool was labelled since: drop their rows
+    def _columns(self, store, project_id: int) -> tuple[np.ndarray, list[str]]:
+        """(ids (n,) int64, texts) of every live text of the project, kept until one changes."""
+        version = (store.path, project_id, store.text_version(project_id))
+        if self._state.get("texts_version") != version:
+            # the version is read first: a change landing between the two reads makes the
+            # kept version look older than the texts, so the next call reads again
+            ids, texts = store.text_columns(project_id)
+            self._state.update(texts=(np.array(ids, dtype=np.int64), texts), texts_version=version,
+                               where_tag=None)
+        return self._state["texts"]
+
+    def _placed(self, backbone, clf, texts: list[str], keep: np.ndarray, cache,
+                progress) -> np.ndarray:
+        """The Z row of each of ``texts`` (-1 where Z has none), after adding rows for
+        ``texts[keep]``; kept between calls while the texts and Z's rows stay put."""
+        tag = (self._state["texts_version"], self._state["key"])
+        if self._state.get("where_tag") != tag:
             rows = self._state["rows"]
-            return self._state["Z"], np.fromiter((rows[t] for t in texts), np.int64, len(texts))
+            self._state.update(where=np.fromiter((rows.get(t, -1) for t in texts), np.int64,
+                                                 len(texts)), where_tag=tag)
+        where = self._state["where"]
+        missing = keep[where[keep] < 0]
+        if len(missing):
+            self._append(backbone, clf, [texts[i] for i in missing], cache, progress)
+            rows = self._state["rows"]
+            where[missing] = [rows[texts[i]] for i in missing]
+        if len(self._state["Z"]) > 2 * max(len(keep), _CHUNK):
+            self._keep_only([texts[i] for i in keep])  # most of the pool was labelled since
+            return self._placed(backbone, clf, texts, keep, cache, progress)
+        return where
+
+    def _start(self, backbone, clf) -> None:
+        """Forget Z when the backbone, the settings or the spec changed."""
+        key = json.dumps([backbone.fingerprint, clf.settings.to_dict(), clf.spec.to_json()])
+        if self._state.get("key") != key:
+            self._state.update(key=key, rows={}, Z=np.zeros((0, clf.spec.n_features), np.float32),
+                               where_tag=None)
+
+    def _rows(self, backbone, clf, texts, *, cache, progress) -> np.ndarray:
+        """The Z row of each text, reading features for texts Z does not hold."""
+        self._start(backbone, clf)
+        rows: dict[str, int] = self._state["rows"]
+        new = [t for t in dict.fromkeys(texts) if t not in rows]
+        if new:
+            self._append(backbone, clf, new, persistent(cache), progress)
+        if len(self._state["Z"]) > 2 * max(len(texts), _CHUNK):
+            self._keep_only(texts)  # most of the pool was labelled since: drop their rows
+        rows = self._state["rows"]
+        return np.fromiter((rows[t] for t in texts), np.int64, len(texts))
 
     def _keep_only(self, texts: Sequence[str]) -> None:
         rows, keep = self._state["rows"], list(dict.fromkeys(texts))
         Z = self._state["Z"][[rows[t] for t in keep]]
-        self._state.update(rows={t: i for i, t in enumerate(keep)}, Z=Z)
+        self._state.update(rows={t: i for i, t in enumerate(keep)}, Z=Z, where_tag=None)
 
     def _append(self, backbone, clf, new: list[str], cache, progress) -> None:
         parts = [self._state["Z"]]

@@ -4,6 +4,11 @@
 ``put_features`` (``FeatureCache``): the store (``core.store.Store``, persistent) or a
 ``MemoryCache`` (an LRU in RAM, optionally in front of the store). Keys are
 (``cache_key`` of the backbone, prompt, pooling, text hash).
+
+A large pool is cached compactly: float16, and only ``band_layers`` of each entry (12
+of SmolLM2's 31 hidden states, 14 kB a text instead of 71 kB). Feature selection of a
+project is restricted to that band (``core.project.retrain``), so the pool always has
+what the head reads.
 """
 
 from __future__ import annotations
@@ -13,7 +18,16 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FeatureCache", "MemoryCache", "cache_key", "persistent"]
+__all__ = ["FUSION_DEPTHS", "FeatureCache", "MemoryCache", "band_layers", "cache_key", "persistent"]
+
+# the band: a hidden state every tenth of the depth, and at each quarter of it
+_BAND_STEPS = 10
+# the fractions of the depth that the fixed fusion reads (core.learn.features imports
+# them from here, so the pool's band always holds the default head's layers); the
+# quarter depths were fusion's layers before issue 12 and stay in the band, so a model
+# saved then can still be reused on a band-only pool
+FUSION_DEPTHS = (0.33, 0.5, 0.67)
+_QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
 
 class FeatureCache(Protocol):
@@ -31,7 +45,8 @@ class MemoryCache:
     rerun around the rerun's Store and a process-wide ``items`` dict it keeps alive;
     a retrain then reads features from RAM. ``max_items`` bounds memory (one SmolLM2
     text is ~71 kB per pooling). ``store_dtype="float16"`` writes compact entries to the
-    backing store (``Store.put_features``'s dtype); RAM keeps what was computed.
+    backing store: float16 (``Store.put_features``'s dtype) and only the ``band_layers``
+    rows; RAM keeps what was computed.
     """
 
     def __init__(self, backing=None, *, items: OrderedDict | None = None, max_items: int = 20_000,
@@ -58,7 +73,8 @@ class MemoryCache:
 
     def put_features(self, fingerprint, prompt, pooling, items):
         if self.backing is not None and self.store_dtype != "float32":
-            self.backing.put_features(fingerprint, prompt, pooling, items, dtype=self.store_dtype)
+            self.backing.put_features(fingerprint, prompt, pooling, items, dtype=self.store_dtype,
+                                      layers=band_layers)
         elif self.backing is not None:
             self.backing.put_features(fingerprint, prompt, pooling, items)
         self._remember(fingerprint, prompt, pooling, items)
@@ -71,6 +87,23 @@ class MemoryCache:
                 self._items.popitem(last=False)
             except KeyError:
                 break
+
+
+def band_layers(n_states: int) -> tuple[int, ...]:
+    """The hidden-state rows a compact entry keeps: one every tenth of the depth, the
+    fusion depths and the quarter depths; every layer of a backbone of 10 layers or fewer.
+    Never the embedding row 0 (token embeddings before any context).
+
+    n_states: layers + 1 of one backbone (each part of a group has its own entries and
+    so its own band). Example: SmolLM2-135M (31 states) -> (3, 6, 8, 9, 10, 12, 15, 18,
+    20, 21, 22, 24, 27, 30).
+    """
+    n_layers = int(n_states) - 1
+    if n_layers < 1:
+        return (0,)
+    steps = {round(n_layers * i / _BAND_STEPS) for i in range(1, _BAND_STEPS + 1)}
+    fixed = {max(1, round(n_layers * q)) for q in FUSION_DEPTHS + _QUARTERS}
+    return tuple(sorted(i for i in steps | fixed if i >= 1))
 
 
 def cache_key(backbone, max_length: int) -> str:

@@ -104,8 +104,9 @@ class PredictionsMixin(StoreBase):
                          labels: list[str], label_index: np.ndarray, confidence: np.ndarray,
                          names: list[str], probs: np.ndarray) -> None:
         """labels[label_index[i]] is row i's predicted class name (vectorised: 100k rows)."""
-        known = np.fromiter((r[0] for r in self._all(
-            "SELECT id FROM texts WHERE project_id = ?", [project_id])), dtype=np.int64)
+        # one string of every id, parsed in C: 100,000 rows fetched as tuples cost ~0.1 s a submit
+        (joined,) = self._one("SELECT group_concat(id) FROM texts WHERE project_id = ?", [project_id])
+        known = np.fromstring(joined or "", dtype=np.int64, sep=",")
         stray = text_ids[~np.isin(text_ids, known)]
         if len(stray):
             raise InputError(

@@ -20,6 +20,9 @@ Design notes on the layout:
   keeps its id, label and history, hidden from every read, so undo can bring it back.
   ``text_events`` records deletions and edits (with the old wording) for that undo.
 - ``features`` is keyed by text hash, not text id, so it is shared by all projects.
+  Since schema version 6 an entry may hold only some hidden-state rows (``layers``,
+  a JSON list; NULL: every row), so a 100,000-text pool keeps only the band of layers
+  its feature selection reads.
 """
 
 import json
@@ -315,11 +318,38 @@ def _copy_prediction_rows(db: Database, model_id: int, rows: list[tuple]) -> Non
         "VALUES (?, ?, ?, ?, ?)", [model_id, len(rows), json.dumps(names), blob, utc_now()])
 
 
+_V6_COMPACT = """
+ALTER TABLE features ADD COLUMN layers TEXT;
+ALTER TABLE projects ADD COLUMN text_generation INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER texts_generation_insert AFTER INSERT ON texts BEGIN
+    UPDATE projects SET text_generation = text_generation + 1 WHERE id = NEW.project_id;
+END;
+CREATE TRIGGER texts_generation_delete AFTER DELETE ON texts BEGIN
+    UPDATE projects SET text_generation = text_generation + 1 WHERE id = OLD.project_id;
+END;
+CREATE TRIGGER texts_generation_update AFTER UPDATE ON texts BEGIN
+    UPDATE projects SET text_generation = text_generation + 1 WHERE id = NEW.project_id;
+END;
+"""
+
+
+def _v6_compact_pool(db: Database) -> None:
+    """Feature entries may keep only some hidden-state rows; projects count text changes.
+
+    ``features.layers``: the hidden-state rows an entry holds (JSON list), NULL for every
+    row, which is what each existing entry holds, so every cached feature stays readable
+    as before. ``projects.text_generation`` changes whenever a text is added, edited or
+    deleted (with ``label_generation``: whenever the unlabelled pool may have changed), so
+    a submit can keep the pool's 100,000 texts in RAM instead of reading them again.
+    """
+    db.executescript(_V6_COMPACT)
+
+
 Migration = Callable[[Database], None]
 
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions, _v4_text_edits,
-                                     _v5_prediction_sets)
+                                     _v5_prediction_sets, _v6_compact_pool)
 
 #: The version a file has once every migration this code knows has run.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -169,6 +169,23 @@ class TextsMixin(StoreBase):
             self._project_name(project_id)
         return row[0]
 
+    def text_version(self, project_id: int) -> tuple:
+        """A value that changes whenever one of the project's texts is added, edited or
+        deleted (labels aside), so a caller can keep ``text_columns`` in RAM."""
+        row = self._one("SELECT text_generation, created_at FROM projects WHERE id = ?", [project_id])
+        if row is None:
+            self._project_name(project_id)
+        return tuple(row)
+
+    def text_columns(self, project_id: int) -> tuple[list[int], list[str]]:
+        """Every live text of the project as two columns (ids, texts), by text id."""
+        rows = self._all("SELECT id, text FROM texts WHERE project_id = ? AND deleted_at IS NULL "
+                         "ORDER BY id", [project_id])
+        if not rows:
+            return [], []
+        ids, texts = zip(*rows)
+        return list(ids), list(texts)
+
     def labelled(self, project_id: int) -> list[Label]:
         """Return ``(text_id, text, class name)`` of every labelled text, by text id."""
         rows = self._all(
