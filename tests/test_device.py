@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -79,3 +80,60 @@ def test_the_app_gives_a_new_project_the_backbone_for_the_hardware(fresh_workspa
         assert not at.exception
         (settings,) = sql(fresh_workspace, "SELECT settings FROM projects WHERE name = ?", name)[0]
         assert json.loads(settings)["backbone"] == (gpu_box if on_gpu else DEFAULT_BACKBONE)
+
+
+# --- CUDA only: the invariants in each dtype, with the tolerances of device.TOLERANCES ---
+
+needs_cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+TEXT = "the film was very good , not bad !"
+PROMPT = "review : {text} sentiment :"
+
+
+def _on_cuda(backbone, dtype: str):
+    import copy
+
+    import torch
+
+    gpu = copy.deepcopy(backbone)
+    gpu.model = gpu.model.to("cuda", getattr(torch, dtype))
+    gpu.device, gpu.info = "cuda", {"dtype": dtype}
+    return gpu
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_cuda_coefficient_attributions_are_exact_in_every_dtype(tiny_backbone, dtype):
+    from core.explain.attributions import coefficient_attributions
+    from core.learn.classifier import Settings, features_for, train
+
+    settings = Settings(backbone="tiny", prompt=PROMPT, mode="fusion")
+    clf = train(features_for(tiny_backbone, POS + NEG, settings), ["pos"] * 6 + ["neg"] * 6,
+                ["neg", "pos"], settings)
+    a = coefficient_attributions(_on_cuda(tiny_backbone, dtype), clf, TEXT)
+    scale = max(1.0, float(np.abs(a.logits).max()))
+    assert a.exact and np.abs(a.values.sum(0) + a.constant - a.logits).max() <= 1e-4 * scale
+    assert np.abs(a.values).sum() > 0.01
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_cuda_zero_shot_matches_fp32_on_the_cpu_within_the_dtypes_tolerance(dtype):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.learn.zeroshot import class_log_probs
+    from core.model.backbone import Backbone
+    from core.model.device import tolerance
+    from tests.helpers import make_tokenizer
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                      tie_word_embeddings=True, attn_implementation="eager")).eval()
+    cpu = Backbone("tiny-tied", lm.model, tok, "tiny-tied-fp")
+    texts, classes = ["a good movie", "i hate it"], ["bad", "very good"]
+    expected = class_log_probs(cpu, texts, classes, prompt="review : {text} sentiment :")
+    got = class_log_probs(_on_cuda(cpu, dtype), texts, classes, prompt="review : {text} sentiment :")
+    tol = tolerance(dtype).logprob
+    assert np.abs(got - expected).max() <= tol
