@@ -138,10 +138,11 @@ def shap_speed(bb, n: int, rng, profile: bool = False) -> dict:
 
     def timed_forward(**inputs):  # the network's share: synced, so its GPU work counts here
         t = time.perf_counter()
-        out = Backbone.forward(bb, **inputs)
-        _sync(bb)
-        network[0] += time.perf_counter() - t
-        return out
+        try:  # the prefix path ends a pass early by raising from a layer hook
+            return Backbone.forward(bb, **inputs)
+        finally:
+            _sync(bb)
+            network[0] += time.perf_counter() - t
 
     bb.forward = timed_forward  # an instance attribute, dropped again below
     if profile:
