@@ -4,8 +4,13 @@
         [--dtypes float32,bfloat16] [--shap-n 10] [--backbone smollm2-135m] [--cold] [--profile]
         [--out FILE.md]
 
-On a GPU it finishes in a few minutes (see ../shared/GPU.md to stage it on an air-gapped
-box); ``--device cpu --n 64 --batches 32,plan --shap-n 2`` runs it here. For each dtype
+The one command on a GPU box (under 5 minutes; ../shared/GPU.md stages tenshot and the
+packaged model on an air-gapped one):
+
+    python3 bench/gpu.py --out bench/BENCHMARKS.md
+
+and its quick check on a CPU: ``python3 bench/gpu.py --device cpu --n 32 --batches 32,plan
+--shap-n 1 --repeats 1``. For each dtype
 (default on CUDA: float32 and bfloat16; on CPU: float32), on SST-2 sentences
 (../shared/data/sst2/train.csv) in a review prompt:
 1. bare ``model(**batch, output_hidden_states=True)`` on length-sorted padded batches
@@ -13,7 +18,8 @@ box); ``--device cpu --n 64 --batches 32,plan --shap-n 2`` runs it here. For eac
    the device's own, ``core.model.device.batch_plan``), best of 3, with the peak GPU
    memory of the ``embed`` run;
 2. SHAP seconds per sentence (``shap_attributions`` at its defaults, 144 strings) on
-   ``--shap-n`` test sentences of 18-22 tokens, with the efficiency error
+   ``--shap-n`` test sentences of 18-22 tokens, and the part of it spent outside the
+   network (``Backbone.forward``, synchronised), with the efficiency error
    |sum(values) + base - logits| against the dtype's tolerance (``core.model.device``);
    fidelity against the full Owen tree is bench/explain.py's ``--sweep``;
 3. one forward pass for a sentence's token states, and the warm load (``--cold`` adds a
@@ -42,6 +48,7 @@ from core.evaluate import draw_shots, load_split  # noqa: E402
 from core.explain.shapley import shap_attributions, warm_up  # noqa: E402
 from core.learn.classifier import Settings, features_for, train  # noqa: E402
 from core.model import forward  # noqa: E402
+from core.model.backbone import Backbone  # noqa: E402
 from core.model.device import apply_threads, tolerance  # noqa: E402
 from core.model.embed import embed, token_states  # noqa: E402
 from core.model.loading import load_backbone  # noqa: E402
@@ -126,22 +133,37 @@ def shap_speed(bb, n: int, rng, profile: bool = False) -> dict:
     sentences = [fits[i] for i in rng.choice(len(fits), n + 1, replace=False)]
     warm_up()
     shap_attributions(bb, clf, sentences[0])  # first call pays one-off costs
-    seconds, errors, prof = [], [], cProfile.Profile()
+    seconds, inside, errors, prof = [], [], [], cProfile.Profile()
+    network = [0.0]
+
+    def timed_forward(**inputs):  # the network's share: synced, so its GPU work counts here
+        t = time.perf_counter()
+        try:  # the prefix path ends a pass early by raising from a layer hook
+            return Backbone.forward(bb, **inputs)
+        finally:
+            _sync(bb)
+            network[0] += time.perf_counter() - t
+
+    bb.forward = timed_forward  # an instance attribute, dropped again below
     if profile:
         prof.enable()
     for text in sentences[1:]:
         _sync(bb)
+        network[0] = 0.0
         t = time.perf_counter()
         r = shap_attributions(bb, clf, text)
         seconds.append(time.perf_counter() - t)
+        inside.append(network[0])
         scale = max(1.0, float(np.abs(r.logits).max()))
         errors.append(float(np.abs(r.values.sum(0) + r.base_values - r.logits).max()) / scale)
+    del bb.forward
     if profile:
         prof.disable()
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
         print(out.getvalue(), file=sys.stderr)
     return {"median_s": float(np.median(seconds)), "max_s": float(np.max(seconds)),
+            "outside_s": float(np.median(np.subtract(seconds, inside))),
             "efficiency": max(errors), "n": n}
 
 
@@ -201,15 +223,16 @@ def markdown(args, rows, wall: float) -> str:
         for s in r["speed"]:
             lines.append(f"| {r['dtype']} | {s['batch']} | {s['batches']} | {s['bare']:,.1f} | {s['embed']:,.1f} "
                          f"| {s['ratio']:.2f} | {s['peak_gib']:.2f} |")
-    lines += ["", "| dtype | best embed / best bare | SHAP s/sentence (median, max) | efficiency error / "
-              "logit scale (tolerance) | token states ms | warm load s | cold load s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| dtype | best embed / best bare | SHAP s/sentence (median, max) | of which outside the "
+              "network | efficiency error / logit scale (tolerance) | token states ms | warm load s | cold load s |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         best = max(s["embed"] for s in r["speed"]) / max(s["bare"] for s in r["speed"])
         sh = r["shap"]
         shap_cell = f"{sh['median_s']:.2f}, {sh['max_s']:.2f} (n={sh['n']})" if sh else "–"
         eff = f"{sh['efficiency']:.1e} ({r['tolerance'].logprob:.0e})" if sh else "–"
-        lines.append(f"| {r['dtype']} | {best:.2f} | {shap_cell} | {eff} | {r['states_ms']:.1f} "
+        outside = f"{sh['outside_s']:.2f}" if sh else "–"
+        lines.append(f"| {r['dtype']} | {best:.2f} | {shap_cell} | {outside} | {eff} | {r['states_ms']:.1f} "
                      f"| {r['load_s']:.1f} | {r['cold_s']:.1f} |")
     return "\n".join(lines + [""])
 

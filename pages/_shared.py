@@ -16,7 +16,7 @@ from typing import Sequence
 import streamlit as st
 
 import core.jobs as jobs
-from core.model.device import hardware_default
+from core.model.device import new_project_backbone
 from core.model.loading import load_backbone
 from core.learn.classifier import Settings, default_prompt
 from core.errors import NotEnoughLabels, TenshotError
@@ -185,7 +185,7 @@ def new_project_settings() -> dict:
     """Settings for a project created in the app. $TENSHOT_BACKBONE picks the backbone
     (a registry name or a local model folder); the default is the packaged SmolLM2, or
     on a CUDA machine the strongest packaged backbone installed that fits its card."""
-    name = os.environ.get("TENSHOT_BACKBONE") or hardware_default()
+    name = new_project_backbone()
     return Settings(backbone=name, prompt=default_prompt(name)).to_dict()
 
 

@@ -93,6 +93,23 @@ def test_layers_above_the_deepest_read_never_run(decoder):
             h.remove()
 
 
+def test_a_pass_hooks_only_the_layers_it_reads_and_threads_are_chosen_once(decoder, monkeypatch):
+    # regression (issue 13, SHAP's cost outside the network): every packed pass hooked
+    # every layer, and every call sampled /proc/stat for the thread count
+    hooked, plans = [], []
+    spy = decoder.model.layers[0].register_forward_pre_hook(
+        lambda m, a: hooked.append([len(layer._forward_hooks) for layer in decoder.model.layers]))
+    monkeypatch.setattr(core.model.prefix, "apply_threads", lambda: plans.append(1))
+    try:
+        pe = PrefixEmbedder(decoder, TEXT, prompt=PROMPT, pooling="mean", layers=[2])
+        for i in range(3):
+            pe(_variants(TEXT, 4, seed=i))
+    finally:
+        spy.remove()
+    assert hooked and all(counts[:2] == [0, 1] and not any(counts[2:]) for counts in hooked)
+    assert len(plans) == (0 if str(decoder.device).startswith("cuda") else 1)
+
+
 def test_repeats_and_packing_limits_do_not_change_the_features(decoder, monkeypatch):
     strings = _variants(TEXT, 30, seed=1)
     expected = embed(decoder, strings, prompt=PROMPT)

@@ -9,7 +9,8 @@ guessing:
   (CPU keeps the figures measured on 2 cores: 32 texts, 8,192 tokens);
 - ``thread_plan`` / ``apply_threads``: torch's threads for a CPU that other processes
   (and other threads of this one) use too;
-- ``hardware_default``: the backbone new projects get on this machine.
+- ``new_project_backbone`` / ``hardware_default``: the backbone new projects get on this
+  machine (``GPU_RANKING`` is the one table it chooses from).
 
 Shortcut admitted: the GPU figures are rules written from the H100 measurements in
 ../shared/GPU.md (bf16 there), not re-measured for every card; ``bench/gpu.py`` prints
@@ -24,9 +25,10 @@ from typing import Any
 
 from core.errors import InputError
 
-__all__ = ["BatchPlan", "CPU_PLAN", "FP32_MAX_PARAMS", "Precision", "TOLERANCES", "Tolerance",
-           "apply_threads", "batch_plan", "cuda_free_bytes", "describe_device", "hardware_default",
-           "other_runnable", "precision", "thread_plan", "tolerance", "usable_cores"]
+__all__ = ["BatchPlan", "CPU_PLAN", "FP32_MAX_PARAMS", "GPU_RANKING", "Hardware", "Precision",
+           "TOLERANCES", "Tolerance", "apply_threads", "batch_plan", "cuda_free_bytes", "describe_device",
+           "describe_hardware", "hardware_default", "new_project_backbone", "other_runnable", "precision",
+           "thread_plan", "tolerance", "usable_cores"]
 
 
 # --- dtype ----------------------------------------------------------------------------
@@ -236,35 +238,72 @@ def apply_threads(*, workers: int = 1, cores: int | None = None, others: float |
 
 # --- the backbone for the hardware ---------------------------------------------------
 
-# packaged backbones best first by the mean of CR / AG News / SST-5 at 64 per class
-# (bench/BENCHMARKS.md: qwen2.5-1.5b 0.697, smollm2-135m 0.664, gemma3-270m 0.657,
-# qwen2.5-0.5b 0.622), with the GPU memory each needs to run (weights in its dtype plus
-# room for a batch)
-_GPU_RANKING = (("qwen2.5-1.5b", 8 << 30), ("smollm2-135m", 2 << 30))
+# THE ranking new projects on a CUDA machine choose from: packaged backbones best first,
+# each with the free GPU memory it needs (weights in its dtype plus room for a batch).
+# Where the order comes from: the accuracy protocol of issue 12 (bench/BENCHMARKS.md;
+# being re-measured on branch `proto`, change the order here and nowhere else when it
+# lands). So far: mean of CR / AG News / SST-5 at 64 per class, qwen2.5-1.5b 0.697,
+# smollm2-135m 0.664, gemma3-270m 0.657, qwen2.5-0.5b 0.622 (the two below SmolLM2 are
+# left out: never worth choosing over it). A local model folder may stand in the table
+# too (installed when it exists).
+GPU_RANKING: tuple[tuple[str, int], ...] = (("qwen2.5-1.5b", 8 << 30), ("smollm2-135m", 2 << 30))
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the backbone choice looks at: whether CUDA is usable and its free memory (bytes)."""
+
+    cuda: bool
+    free_bytes: int = 0
+
+
+def describe_hardware() -> Hardware:
+    """This machine's CUDA device 0 (free memory as ``cuda_free_bytes``), or no CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return Hardware(cuda=False)
+    return Hardware(cuda=True, free_bytes=cuda_free_bytes("cuda"))
 
 
 def hardware_default(*, cuda: bool | None = None, free_bytes: int | None = None) -> str:
-    """The backbone new projects get: on CUDA the strongest packaged one that is installed
-    and fits in the card's free memory; on CPU the small default."""
-    from core.errors import BackboneUnavailable
-    from core.model.registry import DEFAULT_BACKBONE, REGISTRY, resolve_packaged
+    """The backbone for this hardware: on CUDA the first of ``GPU_RANKING`` that is
+    installed and fits in the card's free memory; on CPU the small default.
+    cuda / free_bytes override what ``describe_hardware`` reports."""
+    from core.model.registry import DEFAULT_BACKBONE
 
-    if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
+    if cuda is None or (cuda and free_bytes is None):
+        found = describe_hardware()
+        cuda = found.cuda if cuda is None else cuda
+        free_bytes = found.free_bytes if free_bytes is None else free_bytes
     if not cuda:
         return DEFAULT_BACKBONE
-    if free_bytes is None:
-        free_bytes = cuda_free_bytes("cuda")
-    for name, needs in _GPU_RANKING:
-        try:
-            resolve_packaged(REGISTRY[name])
-        except BackboneUnavailable:
-            continue
-        if needs <= free_bytes:
+    for name, needs in GPU_RANKING:
+        if needs <= free_bytes and _installed(name):
             return name
     return DEFAULT_BACKBONE
+
+
+def new_project_backbone() -> str:
+    """The backbone a new project gets, in the app, the CLI and the Python API alike:
+    $TENSHOT_BACKBONE when set (a registry name or a model folder), else
+    ``hardware_default()``."""
+    return os.environ.get("TENSHOT_BACKBONE") or hardware_default()
+
+
+def _installed(name: str) -> bool:
+    from pathlib import Path
+
+    from core.errors import BackboneUnavailable
+    from core.model.registry import REGISTRY, resolve_packaged
+
+    if name not in REGISTRY:
+        return Path(name).exists()
+    try:
+        resolve_packaged(REGISTRY[name])
+    except BackboneUnavailable:
+        return False
+    return True
 
 
 def describe_device(backbone) -> str:

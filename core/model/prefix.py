@@ -73,31 +73,42 @@ class _Stop(Exception):
 
 @dataclass
 class _Run:
-    """One variant already run: its token ids and {hidden-state index: (n_tokens, hidden)}.
-
-    Its key/value cache is not copied out: tokens [0, shared) are parent's, tokens
-    [shared, n) sit in the packed pass's cache ``packed`` from position ``start`` on;
-    ``packed`` holds every layer's keys and values in one tensor of shape
-    (2 * layers run, 1, kv_heads, length, head_dim): keys of layer l at 2l, values at 2l + 1.
-    """
+    """One variant already run: its token ids and, per token, its slot in the embedder's
+    banks (``_Bank``), where its hidden states and key/value cache lie. A variant that
+    reused a prefix shares that prefix's slots, so nothing is copied per variant."""
 
     ids: tuple
-    hidden: dict
-    parent: "_Run | None"
-    shared: int
-    packed: object
-    start: int
+    slots: np.ndarray  # int64 (n_tokens,)
 
 
-def _segments(run: _Run, p: int) -> list[tuple[object, int, int]]:
-    """(packed cache, start, end) pieces that hold the keys/values of run's first p tokens."""
-    out = []
-    while p > 0:
-        if p > run.shared:
-            out.append((run.packed, run.start, run.start + p - run.shared))
-            p = run.shared
-        run = run.parent
-    return out[::-1]
+class _Bank:
+    """Rows of one shape in one growing tensor, on the model's device.
+
+    Tokens are rows: ``append`` adds a pass's new tokens (capacity doubles, so growing
+    costs one copy on average), ``take`` gathers any tokens in one ``index_select``.
+    The hidden-state bank holds (tokens, layers read, hidden); the key/value bank
+    (tokens, 2 x layers run, kv_heads, head_dim): keys of layer l at 2l, values at 2l + 1.
+    """
+
+    def __init__(self):
+        self.data, self.size = None, 0
+
+    def append(self, rows) -> None:
+        n = rows.shape[0]
+        if self.data is None or self.size + n > self.data.shape[0]:
+            grown = rows.new_empty((max(256, 2 * (self.size + n)), *rows.shape[1:]))
+            if self.size:
+                grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:self.size + n] = rows
+        self.size += n
+
+    def take(self, slots):
+        return self.data.index_select(0, slots)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.data is None else self.size * self.data[0].nbytes
 
 
 class PrefixEmbedder:
@@ -126,14 +137,17 @@ class PrefixEmbedder:
         # so finding a variant's longest shared prefix walks its tokens once instead of
         # comparing it with every run (that was 144 x 144 Python comparisons per text)
         self._trie: dict = {}
+        self._hidden, self._kv = _Bank(), _Bank()
         self.features: dict[tuple, np.ndarray] = {}
-        self.tokens_run, self._kept_bytes = 0, 0
+        self.tokens_run = 0
+        if not str(backbone.device).startswith("cuda"):
+            # once per explanation: sampling the other processes' threads on every call
+            # cost more than a small call's own Python on a loaded box
+            apply_threads()  # only the cores other work leaves free (core.model.device)
         self(text)  # the whole text: every variant shares at least its prompt prefix with it
 
     def __call__(self, strings: Sequence[str] | str) -> np.ndarray:
         strings = [strings] if isinstance(strings, str) else list(strings)
-        if not str(self.backbone.device).startswith("cuda"):
-            apply_threads()  # only the cores other work leaves free (core.model.device)
         ids = [tuple(e.input_ids) for e in encode(self.backbone.tokenizer, strings,
                                                   prompt=self.prompt, max_length=self.max_length)]
         todo = list(dict.fromkeys(i for i in ids if i not in self.features))
@@ -148,8 +162,7 @@ class PrefixEmbedder:
         if chunk:
             self._run_packed(chunk)
         out = np.zeros((len(strings), self.backbone.n_layers, self.backbone.hidden_size), np.float32)
-        for row, key in enumerate(ids):
-            out[row, self.layers] = self.features[key]
+        out[:, self.layers] = np.stack([self.features[key] for key in ids])
         return out
 
     def _plan(self, ids: tuple) -> tuple[_Run | None, int]:
@@ -175,80 +188,78 @@ class PrefixEmbedder:
 
         Each reused prefix enters the key/value cache once (the longest any variant
         needs); a 4D mask lets each variant's tokens see its own prefix and, causally,
-        its own new tokens, with positions continuing after its prefix.
+        its own new tokens, with positions continuing after its prefix. The index
+        bookkeeping is numpy on the host and crosses to the device in one copy; the
+        mask, the cache, the padded states and the pooling are whole-tensor operations
+        there, and the pooled features come back in one copy.
         """
-        import torch
-
-        from transformers import DynamicCache
-
         bb = self.backbone
-        reach: dict[tuple, tuple[_Run, int]] = {}
-        for _, run, p in chunk:
-            if p:
-                reach[run.ids] = (run, max(p, reach.get(run.ids, (run, 0))[1]))
-        start, past_len = {}, 0
-        for key, (_, p) in reach.items():
-            start[key], past_len = past_len, past_len + p
-        sizes = [len(tokens) - p for tokens, _, p in chunk]
-        n = sum(sizes)
-        ids = torch.tensor([[t for tokens, _, p in chunk for t in tokens[p:]]])
-        positions = torch.tensor([[p + j for (_, _, p), size in zip(chunk, sizes) for j in range(size)]])
-        allowed = torch.zeros((n, past_len + n), dtype=torch.bool)
-        q = 0
-        for (_, run, p), size in zip(chunk, sizes):
-            if p:
-                allowed[q:q + size, start[run.ids]:start[run.ids] + p] = True
-            allowed[q:q + size, past_len + q:past_len + q + size] = torch.ones(size, size).tril().bool()
-            q += size
-        param = next(bb.model.parameters())
-        allowed = allowed.to(param.device)
-        mask = torch.zeros((1, 1, n, past_len + n), dtype=param.dtype, device=param.device).masked_fill(
-            ~allowed, torch.finfo(param.dtype).min)
-        cache = None
-        if past_len:
-            # every layer's reused keys and values in one copy (not one per layer and side)
-            pieces = [seg for run, p in reach.values() for seg in _segments(run, p)]
-            both = torch.cat([packed[:, :, :, a:b] for packed, a, b in pieces], 3)
-            kv = [(both[2 * layer], both[2 * layer + 1]) for layer in range(self.depth)]
-            # layers above the stop never run, but the cache must have an entry for each
-            kv += [kv[-1]] * (len(bb.model.layers) - self.depth)
-            cache = DynamicCache(kv)  # plain layers: a sliding-window layer would crop the packed keys
-        hidden, cache = self._forward(ids, mask, positions, cache)
-        # the new tokens' keys/values only: the reused prefixes are kept where they came from
-        packed = torch.stack([t[:, :, past_len:] for layer in range(self.depth)
-                              for t in (cache.layers[layer].keys, cache.layers[layer].values)])
-        self.tokens_run += n
-        rows = torch.zeros((len(chunk), max(len(tokens) for tokens, _, _ in chunk)), dtype=torch.long)
-        seqs = {r: torch.zeros((*rows.shape, bb.hidden_size)) for r in self.layers}
-        keep = self._kept_bytes < _KEEP_BYTES or not self.runs
-        if keep:
-            self._kept_bytes += packed.nbytes
-        q = 0
-        for row, ((tokens, run, p), size) in enumerate(zip(chunk, sizes)):
-            rows[row, :len(tokens)] = 1
-            # prefix + new tokens; copies, not views, which would keep the whole pass alive
-            states = {}
-            for r in self.layers:
-                new = hidden[r][0, q:q + size].float()
-                states[r] = torch.cat([run.hidden[r][:p], new]) if p else new.clone()
-                seqs[r][row, :len(tokens)] = states[r]
-            if keep:
-                self._keep(_Run(tokens, states, run, p, packed, q))
-                self._kept_bytes += sum(t.nbytes for t in states.values())
-            q += size
-        pooled = pool([seqs[r] for r in self.layers], rows, (self.pooling,))[self.pooling]
+        plan = _pack(chunk, self._hidden.size)
+        dev = self._to_device(plan)
+        hidden, cache = self._forward(dev["ids"][None], self._mask(dev, plan), dev["positions"][None],
+                                      self._past(dev["past"]) if plan.past_len else None)
+        self.tokens_run += plan.n
+        keep = self._kept_bytes() < _KEEP_BYTES or not self.runs
+        if keep:  # the new tokens' keys/values only: reused prefixes are in the bank already
+            self._kv.append(_new_kv(cache, self.depth, plan.past_len))
+        self._hidden.append(_token_major(hidden, self.layers))
+        seqs = self._hidden.take(dev["gather"]).view(len(chunk), plan.width, len(self.layers), bb.hidden_size)
+        pooled = pool(list(seqs.unbind(2)), dev["rows"], (self.pooling,))[self.pooling]
         for row, (tokens, _, _) in enumerate(chunk):
             self.features[tokens] = pooled[row]
+            if keep:
+                self._keep(_Run(tokens, plan.slots[row]))
+        if not keep:  # past the memory cap: this pass's states are dropped again
+            self._hidden.size -= plan.n
+
+    def _kept_bytes(self) -> int:
+        return self._hidden.nbytes + self._kv.nbytes
+
+    def _to_device(self, plan: "_Packing") -> dict:
+        """Every index array of a pass in one host->device copy, split there by name."""
+        import torch
+
+        parts = plan.arrays()
+        flat = torch.from_numpy(np.concatenate([a.ravel() for a in parts.values()])).to(self.backbone.device)
+        out, at = {}, 0
+        for name, arr in parts.items():
+            out[name], at = flat[at:at + arr.size].view(arr.shape), at + arr.size
+        return out
+
+    def _mask(self, dev: dict, plan: "_Packing"):
+        """(1, 1, n, past + n) additive mask: token i sees its variant's prefix (columns
+        [lo, hi) of the reused cache) and its own variant's tokens up to itself."""
+        import torch
+
+        param = next(self.backbone.model.parameters())
+        seg, n = dev["seg"], plan.n
+        col = torch.arange(plan.past_len, device=seg.device)
+        sees_prefix = (col >= dev["lo"][seg, None]) & (col < dev["hi"][seg, None])
+        own = (seg[:, None] == seg[None, :]) & torch.ones(n, n, dtype=torch.bool, device=seg.device).tril()
+        allowed = torch.cat([sees_prefix, own], 1)
+        mask = torch.zeros(allowed.shape, dtype=param.dtype, device=param.device)
+        return mask.masked_fill_(~allowed.to(param.device), torch.finfo(param.dtype).min)[None, None]
+
+    def _past(self, slots):
+        """The reused prefixes' keys/values from the bank, as a cache for every layer."""
+        from transformers import DynamicCache
+
+        # (past, 2 x layers, kv_heads, head_dim) -> (2 x layers, 1, kv_heads, past, head_dim)
+        both = self._kv.take(slots).permute(1, 2, 0, 3).unsqueeze(1)
+        kv = [(both[2 * layer], both[2 * layer + 1]) for layer in range(self.depth)]
+        # layers above the stop never run, but the cache must have an entry for each
+        kv += [kv[-1]] * (len(self.backbone.model.layers) - self.depth)
+        return DynamicCache(kv)  # plain layers: a sliding-window layer would crop the packed keys
 
     def _forward(self, ids, mask, positions, cache):
-        """Run the decoder layers up to self.depth; ({index: (1, n, hidden)}, cache)."""
+        """Run the decoder layers up to self.depth; ({index: (1, n, hidden)} on the device, cache)."""
         from transformers import DynamicCache
 
         model, last = self.backbone.model, self.backbone.n_layers - 1
-        hooks = _capture_hooks(model)
         cache = cache if cache is not None else DynamicCache()
         job = _Job({r for r in self.layers if r < last},
                    self.depth if self.depth < len(model.layers) else None, {})
+        hooks = _capture_hooks(model, job)
         _local.job = job
         try:
             out = self.backbone.forward(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -261,7 +272,92 @@ class PrefixEmbedder:
             _local.job = None
             for hook in hooks:
                 hook.remove()
-        return {r: t.detach().cpu() for r, t in job.captured.items()}, cache
+        return job.captured, cache
+
+
+@dataclass
+class _Packing:
+    """The host-side plan of one packed pass (numpy int64 arrays).
+
+    n: new tokens; past_len: reused prefix tokens; width: the longest variant.
+    ids, positions, seg (n,): each new token's id, position and variant (row);
+    lo, hi (rows,): the columns of the reused cache a variant's tokens see;
+    past (past_len,): bank slots of the reused tokens; slots: per variant, the bank
+    slots of all its tokens; gather (rows * width,), rows (rows, width): those slots
+    padded (slot 0) and the mask of real tokens, for pooling.
+    """
+
+    n: int
+    past_len: int
+    width: int
+    ids: np.ndarray
+    positions: np.ndarray
+    seg: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    past: np.ndarray
+    slots: list
+    gather: np.ndarray
+    rows: np.ndarray
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("ids", "positions", "seg", "lo", "hi", "past", "gather", "rows")}
+
+
+def _pack(chunk: list[tuple[tuple, _Run | None, int]], base: int) -> _Packing:
+    """Plan a packed pass whose new tokens go to bank slots ``base``, ``base + 1``, ...
+
+    Example: a kept run of ids (5, 6, 7) in slots [0, 1, 2], and chunk
+    [((5, 8), that run, 1), ((5, 6, 9), that run, 2)] with base 3: tokens [8, 6, 9] run
+    at positions [1, 1, 2] (seg [0, 1, 1]); the cache reuses slots [0, 1] (the longest
+    prefix needed), variant 0 sees column [0, 1) of it, variant 1 [0, 2); the variants'
+    slots are [0, 3] and [0, 4, 5].
+    """
+    rows = len(chunk)
+    p = np.array([q for _, _, q in chunk], np.int64)
+    sizes = np.array([len(t) for t, _, _ in chunk], np.int64) - p
+    first = np.cumsum(sizes) - sizes
+    n = int(sizes.sum())
+    seg = np.repeat(np.arange(rows), sizes)
+    # each reused run's longest needed prefix enters the cache once
+    reach: dict[tuple, list] = {}
+    for _, run, q in chunk:
+        if q:
+            entry = reach.setdefault(run.ids, [run, 0])
+            entry[1] = max(entry[1], q)
+    start, at = {}, 0
+    for key, (_, q) in reach.items():
+        start[key], at = at, at + q
+    lo = np.array([start[run.ids] if q else 0 for _, run, q in chunk], np.int64)
+    past = (np.concatenate([run.slots[:q] for run, q in reach.values()]) if reach
+            else np.zeros(0, np.int64))
+    slots = [np.concatenate([run.slots[:q] if q else np.zeros(0, np.int64),
+                             base + f + np.arange(size)])
+             for (_, run, q), f, size in zip(chunk, first, sizes)]
+    width = max(len(t) for t, _, _ in chunk)
+    gather = np.zeros((rows, width), np.int64)
+    real = np.zeros((rows, width), np.int64)
+    for row, s in enumerate(slots):
+        gather[row, :len(s)], real[row, :len(s)] = s, 1
+    return _Packing(n, at, width, np.array([t for tokens, _, q in chunk for t in tokens[q:]], np.int64),
+                    p[seg] + np.arange(n) - first[seg], seg, lo, lo + p, past, slots,
+                    gather.ravel(), real)
+
+
+def _new_kv(cache, depth: int, past_len: int):
+    """The new tokens' keys and values of every layer run: (n, 2 x depth, kv_heads, head_dim)."""
+    import torch
+
+    both = torch.stack([t[0, :, past_len:] for layer in range(depth)
+                        for t in (cache.layers[layer].keys, cache.layers[layer].values)])
+    return both.permute(2, 0, 1, 3)
+
+
+def _token_major(hidden: dict, layers: list[int]):
+    """The captured states of the layers read, token-major: (n, len(layers), hidden)."""
+    import torch
+
+    return torch.stack([hidden[r][0] for r in layers], 1)
 
 
 # --- capture hooks ----------------------------------------------------------------------
@@ -278,16 +374,19 @@ class _Job:
     captured: dict
 
 
-def _capture_hooks(model) -> list:
-    """Register the capture hooks for one forward pass; the caller removes them.
+def _capture_hooks(model, job: _Job) -> list:
+    """Register the capture hooks one forward pass needs; the caller removes them.
 
-    Nothing is left on the model between passes. While registered they act only for
-    the thread whose ``_local.job`` is set, so a retrain running the same model in
-    another thread meanwhile is neither captured nor stopped.
+    Only the layers whose output the job reads or stops after get a hook (registering
+    and calling one on every layer was a measurable share of a small pass). Nothing is
+    left on the model between passes. While registered they act only for the thread
+    whose ``_local.job`` is set, so a retrain running the same model in another thread
+    meanwhile is neither captured nor stopped.
     """
-    hooks = [model.layers[0].register_forward_pre_hook(_before_first_layer, with_kwargs=True)]
+    hooks = ([model.layers[0].register_forward_pre_hook(_before_first_layer, with_kwargs=True)]
+             if 0 in job.wanted else [])
     hooks += [layer.register_forward_hook(functools.partial(_after_layer, i + 1))
-              for i, layer in enumerate(model.layers)]
+              for i, layer in enumerate(model.layers) if i + 1 in job.wanted or i + 1 == job.stop_after]
     return hooks
 
 
