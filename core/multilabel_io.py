@@ -46,7 +46,8 @@ class LabelSetImport:
     sets: per text a tuple of class names (``()``: none of these) or None (unlabelled).
     names: every class name met, first seen first; unknown: {name: lines} of names that
     are not classes (empty when no classes were given); notes: the import summary's
-    plain sentences, one per kind of oddity met.
+    plain sentences, one per kind of oddity met; dropped: lines whose labels could not be
+    used (odd list items, "none of these" with classes), imported unlabelled.
     """
 
     texts: list[str]
@@ -55,6 +56,7 @@ class LabelSetImport:
     names: list[str] = field(default_factory=list)
     unknown: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)  # lines whose labels were unusable
 
     @property
     def n_none(self) -> int:
@@ -129,6 +131,7 @@ def label_sets_of(rows, classes: Sequence[str] = (), *, separator: str = SEPARAT
                 out.unknown.setdefault(name, []).append(line)
     out.names = list(seen)
     out.notes = _notes(odd, separator)
+    out.dropped = sorted(odd["item"] + odd["mixed"])
     return out
 
 

@@ -24,6 +24,8 @@ a single-label problem would.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -34,6 +36,7 @@ from core.learn.classifier import Classifier, Settings, features_for
 from core.learn.features import OOF_KEY, FeatureSpec, select_features
 from core.learn.head import MIN_LABELS_PER_CLASS, Head
 from core.learn.multilabel_metrics import multilabel_scores
+from core.learn.solver import BLAS
 
 __all__ = ["FORMAT", "THRESHOLD_MIN_LABELS", "MultiLabelClassifier", "OneVsRestHead",
            "classifier_from_state", "choose_threshold", "is_multi_label_state", "label_matrix",
@@ -121,7 +124,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class OneVsRestHead:
-    """K binary Heads on one Z (n, d); fitted Y is bool (n, K).
+    """K binary Heads on one Z (n, d); fitted Y is bool (n, K), one class per thread
+    (``n_jobs``, default up to 4), each head's CV on that one thread.
 
     After ``fit``: ``heads_`` (K Heads), ``coef_`` (K, d) and ``intercept_`` (K,) give
     each class's log-odds on standardised Z; ``mean_``, ``scale_`` (d,) (shared: every
@@ -144,11 +148,16 @@ class OneVsRestHead:
             raise InputError(f"Expected Y of shape (n, K) for Z of shape (n, d), got {Y.shape} "
                              f"and {Z.shape}.")
         K = Y.shape[1]
-        self.heads_ = [Head(self.penalty, l1_ratio=self.l1_ratio, n_splits=self.n_splits,
-                            n_repeats=self.n_repeats, random_state=self.random_state,
-                            n_jobs=self.n_jobs).fit(Z, Y[:, k].astype(np.int64),
-                                                    C=None if Cs is None else Cs[k])
-                       for k in range(K)]
+
+        def one(k):  # one thread per class: the solver releases the GIL
+            return Head(self.penalty, l1_ratio=self.l1_ratio, n_splits=self.n_splits,
+                        n_repeats=self.n_repeats, random_state=self.random_state,
+                        n_jobs=1).fit(Z, Y[:, k].astype(np.int64), C=None if Cs is None else Cs[k])
+
+        n_jobs = min(K, self.n_jobs or min(os.cpu_count() or 1, 4))
+        # one BLAS thread around the whole pool: each Head.fit's own limit then nests inside it
+        with BLAS.limit(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            self.heads_ = list(pool.map(one, range(K)))
         if Cs is None:
             self.oof_proba_ = np.stack([_sigmoid(h.oof_logits_[..., 1] - h.oof_logits_[..., 0]).mean(0)
                                         for h in self.heads_], 1)
