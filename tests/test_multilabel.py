@@ -227,3 +227,49 @@ def test_a_bundle_predicts_the_same_sets(project, tiny_backbone, tmp_path):
     assert again.predict(tiny_backbone, UNLABELLED) == clf.predict(tiny_backbone, UNLABELLED)
     X = features_for(tiny_backbone, UNLABELLED, clf.settings)
     assert_allclose(again.predict_proba_features(X), clf.predict_proba_features(X))
+
+
+# --- per-class stability, report and learning curve --------------------------------------
+
+
+def test_per_class_stability_and_report_run_on_the_class_view(project, tiny_backbone):
+    from core.explain.stability import bootstrap
+    from core.multilabel_explain import (ClassStore, class_inputs, class_model, class_report,
+                                         load_class_stability, save_class_stability)
+
+    store, p = project
+    retrain(store, p, tiny_backbone)
+    model = store.latest_model(p.id)
+    clf = load_classifier(model)
+    inputs = class_inputs(store, p.id, tiny_backbone, clf, "film")
+    assert inputs["y"].tolist() == [1, 1, 0, 0, 1, 1, 0, 0, 0, 0]  # none of these is "not film"
+    runs = {c: bootstrap(clf.class_classifier(c), **class_inputs(store, p.id, tiny_backbone, clf, c),
+                         B=4, seed=1) for c in ("film", "pos")}
+    for c, stability in runs.items():
+        save_class_stability(store, model.id, c, stability)
+    assert load_class_stability(store, model.id, "film").classes == ["not film", "film"]
+    assert load_class_stability(store, model.id, "pos").classes == ["not pos", "pos"]
+    assert load_class_stability(store, model.id, "neg") is None
+    view = ClassStore(store, "film", {"film": 0.5})
+    assert {r.label for r in view.labelled(p.id)} == {"film", "not film"}
+    assert all(x.probs["film"] + x.probs["not film"] == pytest.approx(1) for x in view.predictions(model.id))
+    row = model.metrics["per_class"]["film"]
+    n = row["tp"] + row["fp"] + row["fn"] + row["tn"]
+    assert class_model(model, "film").metrics["cv_accuracy"] == pytest.approx((row["tp"] + row["tn"]) / n)
+    html = class_report(store, p, tiny_backbone, clf, model, "film", with_profile=False).decode()
+    assert "not film" in html and "<script>alert" not in html
+
+
+def test_learning_curve_uses_macro_f1(project, tiny_backbone):
+    from core.learn.multilabel_curves import multilabel_learning_curve
+
+    store, p = project
+    retrain(store, p, tiny_backbone)
+    clf = load_classifier(store.latest_model(p.id))
+    sets = store.label_sets(p.id)
+    X = features_for(tiny_backbone, [r.text for r in sets], clf.settings)
+    curve = multilabel_learning_curve(clf, X, label_matrix([r.labels for r in sets], CLASSES),
+                                      n_splits=2, n_sizes=2)
+    assert curve.sizes.tolist() == [5] and curve.scores.shape == (1, 2)
+    assert ((curve.scores >= 0) & (curve.scores <= 1)).all()
+    assert curve.counts == (4, 4, 4)

@@ -286,8 +286,10 @@ class MultiLabelClassifier:
         if name not in self.classes:
             raise InputError(f"There is no class {name!r}; the classes are {', '.join(self.classes)}.")
         k = self.classes.index(name)
-        return Classifier([f"not {name}", name], self.settings, self.spec, self.head.heads_[k],
-                          {"per_class": self.metrics.get("per_class", {}).get(name, {})})
+        head = self.head.heads_[k]
+        return Classifier([f"not {name}", name], self.settings, self.spec, head,
+                          {"C": float(head.C_), "n_labels": self.metrics.get("n_labels"),
+                           "per_class": self.metrics.get("per_class", {}).get(name, {})})
 
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-able params and named arrays; the inverse is ``classifier_from_state``."""
