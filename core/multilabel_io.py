@@ -31,7 +31,7 @@ from core.errors import InputError
 from core.export import neutralise
 
 __all__ = ["NONE_MARKERS", "SEPARATOR", "LabelSetImport", "SetRow", "check_classes", "import_label_sets",
-           "label_sets_of", "looks_multi_label", "sets_to_csv", "sets_to_jsonl", "split_cell"]
+           "label_sets_of", "looks_multi_label", "set_rows", "sets_to_csv", "sets_to_jsonl", "split_cell"]
 
 SEPARATOR = ";"
 #: CSV cells meaning "none of these" (compared case-insensitively, after stripping)
@@ -262,3 +262,19 @@ def import_label_sets(store, project_id: int, parsed: LabelSetImport, *, source:
     new = check_classes(parsed, store.classes(project_id), add_classes=add_classes, name=source)
     return store.add_labelled_sets(project_id, parsed.texts, parsed.sets, source=source,
                                    new_classes=new, session=session)
+
+
+def set_rows(store, project, model=None, *, include: str = "both") -> list[SetRow]:
+    """The Export page's rows of a multi-label project, by text id: human sets ('labels'),
+    the model's predicted sets of the other texts ('predictions'), or 'both'."""
+    from core.multilabel import set_predictions
+
+    if include not in ("labels", "predictions", "both"):
+        raise InputError(f"include must be 'labels', 'predictions' or 'both', not {include!r}.")
+    human = {r.text_id: r for r in store.label_sets(project.id)}
+    rows = [SetRow(r.text_id, r.text, r.labels, None, None)
+            for r in human.values()] if include != "predictions" else []
+    if include != "labels" and model is not None:
+        rows += [SetRow(p.text_id, p.text, None, p.labels, dict(p.probs))
+                 for p in set_predictions(store, project, model) if p.text_id not in human]
+    return sorted(rows, key=lambda r: r.row_id)

@@ -5,12 +5,13 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 
 from core.errors import InputError
 from core.io import read_records
 from core.multilabel_io import (SetRow, check_classes, import_label_sets, label_sets_of,
-                                looks_multi_label, sets_to_csv, sets_to_jsonl, split_cell)
+                                looks_multi_label, set_rows, sets_to_csv, sets_to_jsonl, split_cell)
 from core.store import Store
 
 CLASSES = ["staff", "waiting time", "food; drink"]
@@ -116,3 +117,19 @@ def test_export_imports_back_the_same_sets(store, pid):
     back = [json.loads(line) for line in sets_to_jsonl(rows, CLASSES).decode().splitlines()]
     assert [r["labels"] for r in back] == [["staff", "food; drink"], [], None]
     assert back[2]["predicted"] == ["waiting time"] and back[2]["probs"]["waiting time"] == 0.9
+
+
+def test_export_rows_hold_human_sets_and_predicted_sets(store, pid):
+    ids = store.add_texts(pid, ["a", "b", "c"]).text_ids
+    store.set_label_set(pid, ids[0], ["staff"])
+    store.set_label_set(pid, ids[1], [])
+    version = store.save_model(pid, params={"classes": CLASSES, "head": {"thresholds_": [0.5, 0.5, 0.5]}},
+                               metrics={}, state={"w": np.zeros(1)}, n_labels=2)
+    model = store.model(pid, version)
+    store.save_probabilities(model.id, [ids[2]], CLASSES, np.array([[0.7, 0.2, 0.6]]))
+    project = store.project(pid)
+    rows = set_rows(store, project, model)
+    assert [(r.row_id, r.labels, r.predicted) for r in rows] == [
+        (ids[0], ("staff",), None), (ids[1], (), None), (ids[2], None, ("staff", "food; drink"))]
+    assert [r.row_id for r in set_rows(store, project, model, include="predictions")] == [ids[2]]
+    assert [r.row_id for r in set_rows(store, project, None, include="labels")] == ids[:2]
