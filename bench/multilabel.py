@@ -11,8 +11,9 @@ accuracy): tenshot's default backbone and settings (SmolLM2-135M, default prompt
 mode, elastic-net) with the one-vs-rest head; all-MiniLM-L6-v2 features with the same
 heads; TF-IDF + scikit-learn one-vs-rest LR.
 
-Submit time: a multi-label project of the 28 classes with 200 labelled texts (a k=8 draw,
-topped up) and 1,000 unlabelled ones, features cached; one full retrain (spec, C and
+Submit time: a multi-label project of the 28 classes with 200 labelled texts (the smallest
+k's first draw, topped up from the other draws) and about 1,000 unlabelled ones (drawn
+texts and the test sample), features cached by the accuracy runs; one full retrain (spec, C and
 thresholds chosen by CV), then --submits submits that each label one more text and
 retrain as the app does (each class refitted at its chosen C). Reported: the median
 submit in wall seconds and in CPU seconds (process time of all threads: on a loaded
@@ -78,18 +79,18 @@ def accuracy(args, store, backbones) -> list[dict]:
 
 def submit_times(args, store, backbone) -> dict:
     """Seconds of one full multi-label retrain and the median of --submits fast ones."""
-    data = prepare_multilabel(SET, shots=[8], seeds=1, max_test=None)
-    rows = list(data.draws[(8, 0)])
-    rng = np.random.default_rng(1)
-    rest = [i for i in rng.permutation(len(data.train_texts)) if i not in set(rows)]
-    rows = (rows + rest)[:200]
-    pool = rest[200:1200 + args.submits]
+    # texts whose features the accuracy runs cached: the draws' and the test sample's
+    data = prepare_multilabel(SET, shots=args.shots, seeds=args.seeds, max_test=args.max_test)
+    first = list(data.draws[(min(args.shots), 0)])
+    drawn = list(dict.fromkeys(first + np.concatenate(list(data.draws.values())).tolist()))
+    rows, rest = drawn[:200], drawn[200:]
+    pool = rest[:args.submits] + rest[args.submits:][:1000 - len(data.test_texts)]
     name = f"submit-{time.time():.0f}"
     project = store.create_project(name, data.classes, task_type="multi_label",
                                    settings=Settings().to_dict())
     store.add_labelled_sets(project.id, [data.train_texts[i] for i in rows],
                             [data.train_sets[i] for i in rows])
-    store.add_texts(project.id, [data.train_texts[i] for i in pool])
+    store.add_texts(project.id, [data.train_texts[i] for i in pool] + data.test_texts)
     kept: dict = {}  # the app keeps the pool's head inputs between submits (core.learn.pool)
     try:
         t = time.perf_counter()
@@ -104,7 +105,8 @@ def submit_times(args, store, backbone) -> dict:
             times.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             assert not out.reselected
-        return {"classes": len(data.classes), "labels": len(rows), "pool": len(pool),
+        return {"classes": len(data.classes), "labels": len(rows),
+                "pool": len(pool) + len(data.test_texts),
                 "full_s": full_s, "submit_median_s": statistics.median(times),
                 "submit_s": times, "submit_cpu_median_s": statistics.median(cpu), "submit_cpu_s": cpu,
                 "cv_macro_f1": full.metrics["cv_macro_f1"],
