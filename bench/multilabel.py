@@ -1,14 +1,14 @@
 """Multi-label few-shot accuracy on GoEmotions, and the time of one multi-label submit.
 
     nice -n 5 /work/main/.venv/bin/python bench/multilabel.py \
-        [--shots 8,16,32] [--seeds 3] [--max-test 1000] [--submits 10] [--quick]
+        [--shots 8,16,32] [--seeds 3] [--max-test 1000] [--submits 10] [--mode layer] [--quick]
 
 Accuracy: ``../shared/data/goemotions/`` (28 emotion labels, Reddit comments, ``text,labels``
 with ``;``-separated names). For k in --shots and each seed, k texts are drawn per label
 (a drawn text brings all its labels; ``core.multilabel_eval.draw_per_class``) and three
 methods are scored on the same draws and the same test sample (micro/macro-F1, subset
 accuracy): tenshot's default backbone and settings (SmolLM2-135M, default prompt, auto
-mode, elastic-net) with the one-vs-rest head; all-MiniLM-L6-v2 features with the same
+mode, elastic-net; --mode/--penalty change both heads) with the one-vs-rest head; all-MiniLM-L6-v2 features with the same
 heads; TF-IDF + scikit-learn one-vs-rest LR.
 
 Submit time: a multi-label project of the 28 classes with 200 labelled texts (the smallest
@@ -61,6 +61,12 @@ def _progress(stage: str, done: int, total: int) -> None:
         _say(f"  {stage}: {done}/{total}")
 
 
+def _settings(args, name: str) -> Settings:
+    """The product's defaults for backbone ``name``, with --mode / --penalty when given."""
+    changes = {k: v for k, v in (("mode", args.mode), ("penalty", args.penalty)) if v}
+    return replace(Settings(), backbone=name, prompt=default_prompt(name), **changes).check()
+
+
 def accuracy(args, store, backbones) -> list[dict]:
     """Runs of the three methods on the same draws."""
     data = prepare_multilabel(SET, shots=args.shots, seeds=args.seeds, max_test=args.max_test)
@@ -68,7 +74,7 @@ def accuracy(args, store, backbones) -> list[dict]:
          f"{sorted({len(r) for r in data.draws.values()})} texts")
     runs = []
     for method, name in (("tenshot (SmolLM2-135M)", "smollm2-135m"), ("MiniLM + head", "minilm-l6")):
-        settings = replace(Settings(), backbone=name, prompt=default_prompt(name)).check()
+        settings = _settings(args, name)
         t = time.time()
         runs += head_runs(data, backbones(name), settings, method=method, cache=store,
                           progress=_progress)
@@ -87,7 +93,7 @@ def submit_times(args, store, backbone) -> dict:
     pool = rest[:args.submits] + rest[args.submits:][:1000 - len(data.test_texts)]
     name = f"submit-{time.time():.0f}"
     project = store.create_project(name, data.classes, task_type="multi_label",
-                                   settings=Settings().to_dict())
+                                   settings=_settings(args, Settings().backbone).to_dict())
     store.add_labelled_sets(project.id, [data.train_texts[i] for i in rows],
                             [data.train_sets[i] for i in rows])
     store.add_texts(project.id, [data.train_texts[i] for i in pool] + data.test_texts)
@@ -120,6 +126,8 @@ def markdown(run: dict) -> str:
              f"{run['seeds']} seeds, test sample {run['n_test']} texts",
              f"- date {run['date']}; machine: {run['machine']}; wall time {run['wall_s']:.0f} s",
              f"- command: `{run['command']}`",
+             f"- settings of the heads: mode {run['settings']['mode']}, penalty "
+             f"{run['settings']['penalty']} (MiniLM: no prompt)",
              "- mean ± std over seeds; every method sees the same draws and test rows; "
              "tenshot's per-class thresholds chosen by CV, the TF-IDF baseline at 0.5.", "",
              "| method | k | texts drawn | micro-F1 | macro-F1 | subset accuracy |",
@@ -150,6 +158,9 @@ def main() -> None:
     p.add_argument("--submits", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="k=4, 1 seed, 100 test texts, 3 submits")
     p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--mode", choices=["auto", "layer", "fusion", "stc"],
+                   help="feature mode of both heads and of the timed project (default: the product's)")
+    p.add_argument("--penalty", choices=["l1", "elasticnet", "l2"])
     args = p.parse_args()
     if args.quick:
         args.shots, args.seeds, args.max_test, args.submits = "4", 1, 100, 3
@@ -157,6 +168,7 @@ def main() -> None:
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     run = {"date": str(datetime.date.today()), "machine": machine(), "seeds": args.seeds,
+           "settings": _settings(args, Settings().backbone).to_dict(),
            "command": f"nice -n 5 /work/main/.venv/bin/python bench/multilabel.py {' '.join(sys.argv[1:])}"}
     loaded: dict = {}
 
