@@ -76,8 +76,11 @@ def cmd_projects(args, ws) -> int:
 
 
 def cmd_train(args, ws) -> int:
+    from core.cli_multilabel import is_multi_label_train, train_multi_label
     from core.project import retrain
 
+    if is_multi_label_train(args, ws):
+        return train_multi_label(args, ws, lambda project: _train_settings(args, project))
     rows = _read_input(args, ws, "import")
     with ws.open() as store:
         project, classes = _target(store, args, rows)
@@ -238,6 +241,8 @@ def cmd_predict(args, ws) -> int:
     rows = _predict_input(args, ws)
     with ws.open() as store:
         clf = _classifier(args, store)
+        if getattr(clf, "multi_label", False):
+            return _predict_sets(args, ws, store, clf, rows, out)
         _check_target(args, clf)  # an accuracy no threshold reaches is refused before any work
         if args.engine == "ray":
             probs = _predict_on_ray(args, clf, rows)
@@ -252,6 +257,18 @@ def cmd_predict(args, ws) -> int:
     write = to_jsonl if out.suffix.lower() in (".jsonl", ".ndjson") else to_csv
     write_atomically(out, write(table, clf.classes, id_column="line", threshold=threshold))
     _say(f"wrote {len(table)} predictions to {args.out}")
+    return _input_status(rows)
+
+
+def _predict_sets(args, ws, store, clf, rows, out) -> int:
+    from core.cli_multilabel import predict_multi_label
+
+    if args.engine == "ray":
+        probs = _predict_on_ray(args, clf, rows)
+    else:
+        probs = clf.predict_proba(_backbone(clf.settings.backbone), rows.texts, cache=store,
+                                  progress=_bar("predicting"))
+    predict_multi_label(args, clf, rows, probs, out)
     return _input_status(rows)
 
 
@@ -346,10 +363,13 @@ def cmd_export(args, ws) -> int:
 
 
 def cmd_eval(args, ws) -> int:
+    from core.cli_multilabel import eval_multi_label, wants_multi_label_eval
     from core.evaluate import evaluate
 
     out = check_out(args.json, {"--db": args.db, "--data": args.data}, option="--json")
     settings = _settings(args)
+    if wants_multi_label_eval(args):
+        return eval_multi_label(args, ws, settings)
     shots = [int(s) for s in args.shots.split(",")]
     bars = {}
 
@@ -410,6 +430,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--label-column")
     t.add_argument("--add-classes", action="store_true",
                    help="let labels that are not classes of the project become new classes")
+    t.add_argument("--multi-label", action="store_true",
+                   help="zero, one or many classes per text: ';'-separated in a CSV cell ('none of "
+                        "these' for none), a list in JSONL; detected from the file when left out")
     model_opts(t)
     for name, helptext in (("predict", "predict a file's texts"), ("export", "write a model bundle")):
         sp = sub.add_parser(name, help=helptext)
@@ -446,6 +469,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also ask the backbone LLM directly (no training) on the same test rows")
     e.add_argument("--zero-shot-prompt", help="zero-shot instruction holding {text} and {classes}")
     e.add_argument("--json", required=True)
+    e.add_argument("--multi-label", action="store_true",
+                   help="DIR's files have a labels column of ';'-separated names (k texts drawn per "
+                        "class); detected from train.csv when left out")
     model_opts(e)
     return p
 

@@ -135,11 +135,19 @@ def _kind(value: object) -> str:
     return {list: "a list", dict: "an object", bool: "true or false"}.get(type(value), "not text")
 
 
-def _label_of(row: dict, column: str) -> tuple[str | None, bool]:
-    """The row's label (None: unlabelled) and whether a value was there but unusable."""
+def _label_of(row: dict, column: str, lists: bool = False) -> tuple[str | tuple | None, bool]:
+    """The row's label (None: unlabelled) and whether a value was there but unusable.
+
+    lists: keep a JSON list as a tuple of its items (a multi-label file's label set; the
+    items are checked by ``core.multilabel_io``), and an empty cell as "" (not None).
+    """
     value = row.get(column)
     if value is None:
         return None, False
+    if lists and isinstance(value, list):
+        return tuple(value), False
+    if lists and isinstance(value, str):
+        return value.strip(), False
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None, True
     return str(value).strip() or None, False
@@ -183,7 +191,7 @@ def _numeric_warning(texts: list[str], column: str) -> str | None:
 
 
 def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, label_column,
-               result: ImportResult, limits: Limits) -> ImportResult:
+               result: ImportResult, limits: Limits, lists: bool = False) -> ImportResult:
     result.columns = columns
     result.text_column = _pick(columns, text_column, ("text", "sentence", "content", "body"), "text")
     if result.text_column is None:
@@ -205,7 +213,7 @@ def _from_rows(rows: list[tuple[int, dict]], columns: list[str], text_column, la
         result.texts.append(text)
         result.lines.append(line)
         if labels is not None:
-            label, unusable = _label_of(row, result.label_column)
+            label, unusable = _label_of(row, result.label_column, lists)
             labels.append(label)
             if unusable:
                 result.dropped_labels.append(line)
@@ -273,7 +281,7 @@ def _csv_records(text: str, name: str) -> list[tuple[int, list[str]]]:
 
 
 def _read_csv(text: str, name: str, text_column, label_column, result: ImportResult,
-              limits: Limits) -> ImportResult:
+              limits: Limits, lists: bool = False) -> ImportResult:
     records = _csv_records(text, name)
     if not records or not any(c.strip() for c in records[0][1]):
         raise InputError(f"{name} has an empty header row; the first row must name the columns.")
@@ -290,7 +298,7 @@ def _read_csv(text: str, name: str, text_column, label_column, result: ImportRes
     if body and not rows:
         raise InputError(f"No row of {name} matches its header ({len(header)} columns); "
                          "check the separator and the quotes.")
-    return _from_rows(rows, header, text_column, label_column, result, limits)
+    return _from_rows(rows, header, text_column, label_column, result, limits, lists)
 
 
 def _json_line(line: str) -> tuple[object, str]:
@@ -306,7 +314,7 @@ def _json_line(line: str) -> tuple[object, str]:
 
 
 def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportResult,
-                limits: Limits) -> ImportResult:
+                limits: Limits, lists: bool = False) -> ImportResult:
     rows, columns = [], {}
     # JSON Lines are separated by \n only: a JSON string may hold U+2028 and other breaks
     for i, line in enumerate(text.split("\n"), start=1):
@@ -326,7 +334,7 @@ def _read_jsonl(text: str, name: str, text_column, label_column, result: ImportR
     if not rows:
         raise InputError(f"No line of {name} is a JSON object like "
                          '{"text": "...", "label": "..."}. Write one object per line (JSON Lines).')
-    return _from_rows(rows, list(columns), text_column, label_column, result, limits)
+    return _from_rows(rows, list(columns), text_column, label_column, result, limits, lists)
 
 
 def _mb(n_bytes: int) -> str:
@@ -347,9 +355,14 @@ def _check_size(n_bytes: int, name: str, limits: Limits) -> None:
 
 
 def read_records(data: bytes, name: str, *, text_column: str | None = None,
-                 label_column: str | None = None, limits: Limits = DEFAULT_LIMITS) -> ImportResult:
+                 label_column: str | None = None, limits: Limits = DEFAULT_LIMITS,
+                 label_lists: bool = False) -> ImportResult:
     """Parse an uploaded file. ``name`` decides the format by its extension; ``limits``
-    bounds the file's size and cuts over-long texts (with a warning)."""
+    bounds the file's size and cuts over-long texts (with a warning).
+
+    label_lists: a multi-label file: label cells come back raw (a JSON list as a tuple,
+    a text cell as its stripped text, "" kept) for ``core.multilabel_io.label_sets_of``.
+    """
     _check_size(len(data), name, limits)
     fmt = _format(name)
     text, warnings = decode_bytes(data, name)
@@ -358,7 +371,7 @@ def read_records(data: bytes, name: str, *, text_column: str | None = None,
         rows = [(i, {"text": line}) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
         return _from_rows(rows, ["text"], None, None, result, limits)
     reader = _read_csv if fmt == "csv" else _read_jsonl
-    return reader(text, name, text_column, label_column, result, limits)
+    return reader(text, name, text_column, label_column, result, limits, label_lists)
 
 
 def columns_of(data: bytes, name: str, *, limits: Limits = DEFAULT_LIMITS) -> list[str]:

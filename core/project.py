@@ -29,9 +29,11 @@ from core.learn.curves import clear_change
 from core.errors import InputError
 from core.learn.features import FeatureSpec
 from core.learn.head import labels_missing, not_enough_labels
+from core.learn.multilabel import classifier_from_state
 from core.learn.pool import PoolMatrix
 from core.model.cache import band_layers
 from core.model.group import group_parts, is_fused
+from core.multilabel import predict_sets, retrain_multi_label
 
 __all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "in_band", "load_classifier",
            "pool_rows", "predict_texts", "retrain", "settings_of"]
@@ -103,8 +105,9 @@ def settings_of(project) -> Settings:
 
 
 def load_classifier(model_version) -> Classifier:
-    """A stored ModelVersion (with state) -> Classifier."""
-    return Classifier.from_state(model_version.params, model_version.state)
+    """A stored ModelVersion (with state) -> Classifier, or a ``MultiLabelClassifier`` for a
+    multi-label project's model (``clf.multi_label`` is True on those)."""
+    return classifier_from_state(model_version.params, model_version.state)
 
 
 def pool_rows(settings: Settings, n_states: int) -> list[int]:
@@ -148,7 +151,12 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
     ``cache`` defaults to the store itself; pass a MemoryCache over it to keep features in RAM.
     ``pool``: keep it between calls (with a state dict that outlives it) so a submit that
     reuses the feature spec predicts the unlabelled texts without reading their features.
+    A multi-label project is trained by ``core.multilabel.retrain_multi_label`` (one head
+    per class; its outcome has the same fields, its headline score is macro-F1).
     """
+    if project.multi_label:
+        return retrain_multi_label(store, project, backbone, cache=cache, pool=pool,
+                                   reselect=reselect, progress=progress, random_state=random_state)
     start = time.perf_counter()
     cache = cache if cache is not None else store
     settings = settings_of(project)
@@ -198,7 +206,12 @@ def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int
 
 def predict_texts(backbone, clf: Classifier, texts: list[str], *, cache=None,
                   progress: Callable[[int, int], None] | None = None) -> tuple[list[str], np.ndarray]:
-    """(predicted class names, probabilities (n, n_classes)) for arbitrary texts."""
+    """(predicted class names, probabilities (n, n_classes)) for arbitrary texts.
+
+    For a multi-label classifier the first item is each text's predicted set (a tuple
+    of class names; ``core.multilabel.predict_sets``)."""
+    if getattr(clf, "multi_label", False):
+        return predict_sets(backbone, clf, texts, cache=cache, progress=progress)
     if not texts:
         raise InputError("There are no texts to predict.")
     probs = clf.predict_proba(backbone, texts, cache=cache, progress=progress)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core.learn.classifier import Classifier
+from core.learn.multilabel import classifier_from_state
 from core.errors import BundleError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "save_bundle", "load_bundle", "bundle_bytes"]
@@ -73,6 +74,9 @@ def _member(zf: zipfile.ZipFile, name: str, expected: str | None) -> bytes:
 def load_bundle(source: str | Path | bytes) -> Classifier:
     """Read a bundle written by save_bundle; raises BundleError for anything else.
 
+    A multi-label model's bundle (its params say ``"task_type": "multi_label"``) loads as a
+    ``core.learn.multilabel.MultiLabelClassifier``, with its classes and thresholds.
+
     Nothing in the file is executed: JSON is parsed, arrays are read with
     ``allow_pickle=False``, and every member must match the manifest's sha256.
     """
@@ -94,7 +98,7 @@ def load_bundle(source: str | Path | bytes) -> Classifier:
             arrays_raw = _member(zf, "arrays.npz", sums.get("arrays.npz", "missing"))
         with np.load(io.BytesIO(arrays_raw), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        return Classifier.from_state(params, arrays)
+        return classifier_from_state(params, arrays)
     except BundleError:
         raise
     except Exception as err:  # zipfile, zlib, json, numpy and the classifier raise many types

@@ -7,6 +7,7 @@ keeps one ``Database`` with a module per concern):
 - :mod:`core.store.projects`: projects and their settings;
 - :mod:`core.store.classes`: classes, class changes and their undo;
 - :mod:`core.store.texts`: texts, labels, label events and label undo;
+- :mod:`core.store.label_sets`: multi-label projects' label sets and "none of these";
 - :mod:`core.store.edits`: deleting and editing single texts, and their undo;
 - :mod:`core.store.features`: the feature cache;
 - :mod:`core.store.models`: model versions and stored explanations;
@@ -16,8 +17,8 @@ keeps one ``Database`` with a module per concern):
   the row types; :mod:`core.store.codec` JSON and array blobs.
 
 Every public method that writes runs in one transaction and returns after it is
-committed, so an acknowledged label survives a crash. Shortcuts: projects are
-single-label only for now (the schema allows multi-label), and undo of labels
+committed, so an acknowledged label survives a crash. A project is single-label or
+multi-label (``create_project(..., task_type=...)``). Shortcuts: undo of labels
 and undo of class changes are two separate stacks; label undo is per labeller
 (``session``), class undo is per project.
 
@@ -33,18 +34,18 @@ from core.store.classes import ClassesMixin
 from core.store.edits import TextEditsMixin
 from core.store.features import FeatureCacheMixin
 from core.store.jobs import JobsMixin
+from core.store.label_sets import LabelSetsMixin
 from core.store.models import ModelsMixin
 from core.store.predictions import PredictionsMixin
 from core.store.projects import ProjectsMixin
-from core.store.rows import AddResult, Job, Label, ModelVersion, Prediction, Project, TextRow
+from core.store.rows import AddResult, Job, Label, LabelSet, ModelVersion, Prediction, Project, TextRow
 from core.store.schema import SCHEMA_VERSION
 from core.store.texts import TextsMixin
 
-__all__ = ["SCHEMA_VERSION", "AddResult", "Job", "Label", "ModelVersion", "Prediction", "Project",
+__all__ = ["SCHEMA_VERSION", "AddResult", "Job", "Label", "LabelSet", "ModelVersion", "Prediction", "Project",
            "Store", "TextRow"]
 
 
-class Store(ProjectsMixin, ClassesMixin, TextsMixin, TextEditsMixin, FeatureCacheMixin, ModelsMixin,
-            PredictionsMixin,
-            JobsMixin):
+class Store(ProjectsMixin, ClassesMixin, TextsMixin, LabelSetsMixin, TextEditsMixin, FeatureCacheMixin,
+            ModelsMixin, PredictionsMixin, JobsMixin):
     """A tenshot workspace. Open with ``Store.open(path)``; use one per thread."""

@@ -97,6 +97,9 @@ class ClassesMixin(StoreBase):
             project_id, "merge", {"sources": source_ids, "into": into_id}
         )
         for source_id in source_ids:
+            if self.is_multi_label(project_id):
+                self._move_in_sets(project_id, source_id, into_id, event_id)
+                continue
             for text_id in self._texts_labelled(source_id):
                 self._change_label(project_id, text_id, into_id, event_id)
         self._retire(source_ids)
@@ -107,8 +110,7 @@ class ClassesMixin(StoreBase):
         class_id = self._class_id(project_id, name)
         self._check_room(project_id, 1, f"delete {name!r}")
         event_id = self._schema_event(project_id, "delete", {"class_id": class_id})
-        for text_id in self._texts_labelled(class_id):
-            self._change_label(project_id, text_id, None, event_id)
+        self._remove_class_labels(project_id, class_id, event_id)
         self._retire([class_id])
 
     @transactional
@@ -135,8 +137,7 @@ class ClassesMixin(StoreBase):
 
     def _undo_add(self, project_id: int, event_id: int, payload: dict[str, Any]) -> str:
         class_id = payload["class_id"]
-        for text_id in self._texts_labelled(class_id):
-            self._change_label(project_id, text_id, None, event_id)
+        self._remove_class_labels(project_id, class_id, event_id)
         self._retire([class_id])
         return f"Removed the added class {self._name_of(class_id)!r}."
 
@@ -158,13 +159,15 @@ class ClassesMixin(StoreBase):
     def _restore_labels(self, event_id: int) -> int:
         """Put back labels a class change moved, where nothing has changed them since."""
         events = self._all(
-            "SELECT id, project_id, text_id, class_id, previous_class_id FROM label_events "
-            "WHERE schema_event_id = ? AND undone = 0 ORDER BY id DESC",
+            "SELECT id, project_id, text_id, class_id, previous_class_id, class_set, previous_set "
+            "FROM label_events WHERE schema_event_id = ? AND undone = 0 ORDER BY id DESC",
             [event_id],
         )
         restored = 0
-        for label_event_id, project_id, text_id, class_id, previous in events:
-            if self._current_class(text_id) == class_id:
+        for _, project_id, text_id, class_id, previous, class_set, previous_set in events:
+            if class_set is not None:  # a multi-label project's set change
+                restored += self._restore_set(text_id, class_set, previous_set, project_id)
+            elif self._current_class(text_id) == class_id:
                 self._write_label(project_id, text_id, previous)
                 restored += 1
         self.db.execute(
@@ -194,6 +197,14 @@ class ClassesMixin(StoreBase):
             [project_id, kind, dump_json(payload), utc_now()],
         )
         return cursor.lastrowid
+
+    def _remove_class_labels(self, project_id: int, class_id: int, event_id: int) -> None:
+        """Take a deleted (or un-added) class off every text, as one event per text."""
+        if self.is_multi_label(project_id):
+            self._move_in_sets(project_id, class_id, None, event_id)
+            return
+        for text_id in self._texts_labelled(class_id):
+            self._change_label(project_id, text_id, None, event_id)
 
     def _texts_labelled(self, class_id: int) -> list[int]:
         rows = self._all("SELECT text_id FROM labels WHERE class_id = ?", [class_id])

@@ -6,6 +6,7 @@ from core.errors import InputError, UnknownProject
 from core.store.classes import clean_class_names
 from core.store.codec import dump_json, load_json, utc_now
 from core.store.connection import StoreBase, transactional
+from core.store.label_sets import SINGLE_LABEL, TASK_TYPES
 from core.store.rows import Project
 
 __all__ = ["ProjectsMixin"]
@@ -18,17 +19,26 @@ class ProjectsMixin(StoreBase):
 
     @transactional
     def create_project(
-        self, name: str, classes: list[str], *, settings: dict[str, Any] | None = None
+        self, name: str, classes: list[str], *, settings: dict[str, Any] | None = None,
+        task_type: str = SINGLE_LABEL,
     ) -> Project:
-        """Create a single-label project with at least two distinct class names."""
+        """Create a project with at least two distinct class names.
+
+        task_type: ``"single_label"`` (one class per text) or ``"multi_label"`` (zero, one
+        or many; see ``core.store.label_sets``). It is fixed for the project's life.
+        """
+        if task_type not in TASK_TYPES:
+            raise InputError(f"A project is {' or '.join(map(repr, TASK_TYPES))}, "
+                             f"but got {task_type!r}.")
         name = _clean_project_name(name)
         class_names = clean_class_names(classes)
         settings = _checked_settings(settings or {})
         self._refuse_taken(name)
         now = utc_now()
         project_id = self.db.execute(
-            "INSERT INTO projects (name, settings, created_at, updated_at) VALUES (?, ?, ?, ?)",
-            [name, dump_json(settings), now, now],
+            "INSERT INTO projects (name, task_type, settings, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [name, task_type, dump_json(settings), now, now],
         ).lastrowid
         self.db.conn.executemany(
             "INSERT INTO classes (project_id, name, position, created_at) VALUES (?, ?, ?, ?)",

@@ -10,6 +10,7 @@ __all__ = [
     "AddResult",
     "TextRow",
     "Label",
+    "LabelSet",
     "ModelVersion",
     "Prediction",
     "Job",
@@ -29,6 +30,11 @@ class Project:
     name: str
     task_type: str
     settings: dict[str, Any] = field(hash=False)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether a text may have zero, one or many classes (``task_type`` multi_label)."""
+        return self.task_type == "multi_label"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,17 @@ class Label(NamedTuple):
     text_id: int
     text: str
     label: str
+
+
+class LabelSet(NamedTuple):
+    """A labelled text of a multi-label project; unpacks as ``(text_id, text, labels)``.
+
+    labels: class names in class order; ``()`` is the answer "none of these".
+    """
+
+    text_id: int
+    text: str
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)

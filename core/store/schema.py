@@ -345,11 +345,51 @@ def _v6_compact_pool(db: Database) -> None:
     db.executescript(_V6_COMPACT)
 
 
+_V7_LABEL_SETS = """
+CREATE TABLE none_labels (
+    project_id INTEGER NOT NULL,
+    text_id INTEGER NOT NULL PRIMARY KEY,
+    updated_at TEXT NOT NULL,
+    FOREIGN KEY (text_id, project_id) REFERENCES texts(id, project_id) ON DELETE CASCADE
+);
+CREATE INDEX none_labels_project ON none_labels(project_id);
+CREATE TRIGGER none_labels_multi_label_only BEFORE INSERT ON none_labels
+WHEN (SELECT task_type FROM projects WHERE id = NEW.project_id) != 'multi_label'
+BEGIN
+    SELECT RAISE(ABORT, 'only a text in a multi-label project can be labelled none of these');
+END;
+CREATE TRIGGER none_labels_generation_insert AFTER INSERT ON none_labels BEGIN
+    UPDATE projects SET label_generation = label_generation + 1 WHERE id = NEW.project_id;
+END;
+CREATE TRIGGER none_labels_generation_delete AFTER DELETE ON none_labels BEGIN
+    UPDATE projects SET label_generation = label_generation + 1 WHERE id = OLD.project_id;
+END;
+ALTER TABLE label_events ADD COLUMN class_set TEXT;
+ALTER TABLE label_events ADD COLUMN previous_set TEXT;
+"""
+
+
+def _v7_multi_label_sets(db: Database) -> None:
+    """Multi-label projects: "none of these" as an answer, and a label set changed as one event.
+
+    - ``none_labels``: a text of a multi-label project whose labeller chose none of
+      the classes. It is labelled (a negative for every class), unlike a text with no
+      row here and none in ``labels``. Only multi-label projects may hold rows (trigger),
+      and every insert or delete counts in ``projects.label_generation`` like ``labels``.
+    - ``label_events.class_set`` / ``previous_set``: in a multi-label project one event
+      records a text's whole set of class ids after and before a change, as a sorted
+      JSON list; ``[]`` is "none of these", NULL unlabelled. Single-label events leave
+      both NULL and keep using ``class_id`` / ``previous_class_id``.
+    Nothing existing changes: older projects are single-label and keep every row.
+    """
+    db.executescript(_V7_LABEL_SETS)
+
+
 Migration = Callable[[Database], None]
 
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_explanations, _v3_sessions, _v4_text_edits,
-                                     _v5_prediction_sets, _v6_compact_pool)
+                                     _v5_prediction_sets, _v6_compact_pool, _v7_multi_label_sets)
 
 #: The version a file has once every migration this code knows has run.
 SCHEMA_VERSION = len(MIGRATIONS)
