@@ -1,0 +1,217 @@
+"""Multi-label projects in the app (issue 16): the type chosen on the Projects page, the
+Label page's toggles (number keys, Enter, N for none of these, undo; submit retrains),
+its table mode, and the Predictions page (sets, probabilities, corrections, What changed)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.store import Store
+from tests.helpers import page_text, sql
+
+pytestmark = pytest.mark.usefixtures("whole_app_reruns")
+
+APP = str(Path(__file__).parents[1] / "app.py")
+CLASSES = ["pos", "neg", "film"]
+# (text, label set): "film" goes with either sentiment; () is "none of these"
+LABELLED = [("good movie", ("pos", "film")), ("great film", ("pos", "film")),
+            ("i love it", ("pos",)), ("wonderful plot", ("pos",)),
+            ("bad movie", ("neg", "film")), ("awful film", ("neg", "film")),
+            ("i hate it", ("neg",)), ("terrible plot", ("neg",)),
+            ("the review", ()), ("it is a review", ())]
+UNLABELLED = ["very good film", "very bad", "the plot", "excellent movie"]
+
+
+@pytest.fixture
+def ml_project(fresh_workspace, tiny_model_dir):
+    """A multi-label project with sentences and no label yet: (db path, project id)."""
+    with Store.open(fresh_workspace) as store:
+        p = store.create_project("Tags", CLASSES, task_type="multi_label", settings={
+            "backbone": tiny_model_dir, "prompt": None, "mode": "layer", "penalty": "l2"})
+        store.add_texts(p.id, [t for t, _ in LABELLED] + UNLABELLED)
+    return fresh_workspace, p.id
+
+
+@pytest.fixture
+def ml_trained(ml_project, tiny_model_dir):
+    """ml_project with every LABELLED set and two model versions: (db path, project id)."""
+    from core.model.loading import load_backbone
+    from core.project import retrain
+
+    path, pid = ml_project
+    with Store.open(path) as store:
+        p = store.project(pid)
+        bb = load_backbone(tiny_model_dir)
+        for text, labels in LABELLED[:-1]:
+            store.set_label_set(pid, store.text_id(pid, text), labels)
+        retrain(store, p, bb)
+        store.set_label_set(pid, store.text_id(pid, LABELLED[-1][0]), LABELLED[-1][1])
+        retrain(store, p, bb)
+    return ml_project
+
+
+def _open(page: str, pid: int) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["project_id"] = pid
+    at.switch_page(f"pages/{page}.py")
+    return at.run()
+
+
+def _current(at, path: str, pid: int) -> str:
+    return sql(path, "SELECT text FROM texts WHERE id = ?", at.session_state[f"current_{pid}"])[0][0]
+
+
+def _set_of(path: str, text: str) -> tuple[str, ...] | None:
+    """The stored set of a text through the Store (None: unlabelled, (): none of these)."""
+    with Store.open(path) as store:
+        pid = sql(path, "SELECT project_id FROM texts WHERE text = ?", text)[0][0]
+        return store.label_set(pid, store.text_id(pid, text))
+
+
+# --- Projects page -------------------------------------------------------------------------
+
+
+def test_the_project_type_is_chosen_at_creation_and_shown_afterwards(fresh_workspace, whole_app_reruns):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input(key="new_project_name").input("Tickets")
+    at.text_input(key="new_project_classes").input("billing, login, bug")
+    at.radio(key="new_project_type").set_value("any number of classes (multi-label)")
+    at.button(key="create_project_btn").click().run()
+    assert not at.exception
+    assert sql(fresh_workspace, "SELECT name, task_type FROM projects") == [("Tickets", "multi_label")]
+    assert "Multi-label project" in page_text(at)
+
+
+def test_a_project_created_as_before_is_single_label(fresh_workspace, whole_app_reruns):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input(key="new_project_name").input("Reviews")
+    at.text_input(key="new_project_classes").input("neg, pos")
+    at.button(key="create_project_btn").click().run()
+    assert not at.exception
+    assert sql(fresh_workspace, "SELECT task_type FROM projects") == [("single_label",)]
+    assert "Multi-label project" not in page_text(at)
+
+
+# --- Label page ----------------------------------------------------------------------------
+
+
+def test_toggles_have_number_keys_and_submit_none_and_undo_have_theirs(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    assert not at.exception
+    buttons = {b.key: b for b in at.button}
+    assert [(buttons[f"ml_toggle_{i}"].label, buttons[f"ml_toggle_{i}"].proto.shortcut)
+            for i in range(3)] == [("pos", "1"), ("neg", "2"), ("film", "3")]
+    assert buttons["ml_submit"].proto.shortcut.lower() == "enter"
+    assert buttons["ml_none"].proto.shortcut.lower() == "n"
+    assert buttons["undo"].proto.shortcut.lower() == "u"
+    assert buttons["ml_submit"].disabled  # nothing toggled yet
+    assert "Keyboard: 1–3 toggle a class · Enter submit · N none of these" in page_text(at)
+    # the per-class refusal, as the single-label page shows its own
+    assert "Label 2 more sentences with “pos”" in page_text(at)
+
+
+def test_toggle_submit_stores_the_set_and_toggling_twice_turns_a_class_off(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    text = _current(at, path, pid)
+    at.button(key="ml_toggle_0").click().run()
+    at.button(key="ml_toggle_2").click().run()
+    at.button(key="ml_toggle_1").click().run()
+    at.button(key="ml_toggle_1").click().run()  # "neg" on, then off again
+    buttons = {b.key: b for b in at.button}
+    assert [buttons[f"ml_toggle_{i}"].proto.type for i in range(3)] == ["primary", "secondary", "primary"]
+    assert buttons["ml_submit"].label.replace("\\", "") == "Submit: pos, film"
+    assert _set_of(path, text) is None  # nothing stored before the submit
+    at.button(key="ml_submit").click().run()
+    assert not at.exception
+    assert _set_of(path, text) == ("pos", "film")
+    assert _current(at, path, pid) != text
+    # the next sentence starts with every toggle off
+    assert all(b.proto.type == "secondary" for b in at.button if b.key.startswith("ml_toggle_"))
+
+
+def test_none_of_these_is_recorded_and_undo_brings_the_sentence_back_unlabelled(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    text = _current(at, path, pid)
+    at.button(key="ml_none").click().run()
+    assert not at.exception
+    assert _set_of(path, text) == ()  # a real answer, not unlabelled
+    assert sql(path, "SELECT COUNT(*) FROM none_labels") == [(1,)]
+    at.button(key="undo").click().run()
+    assert not at.exception
+    assert _set_of(path, text) is None
+    assert _current(at, path, pid) == text
+    assert "the sentence is unlabelled again" in page_text(at)
+
+
+def test_undo_puts_the_set_back_on_the_toggles(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    text = _current(at, path, pid)
+    at.button(key="ml_toggle_1").click().run()
+    at.button(key="ml_submit").click().run()
+    at.button(key="undo").click().run()
+    assert _current(at, path, pid) == text and _set_of(path, text) is None
+    buttons = {b.key: b for b in at.button}
+    assert buttons["ml_toggle_1"].proto.type == "primary"
+    assert buttons["ml_submit"].label.replace("\\", "") == "Submit: neg"
+
+
+def test_labelling_sets_until_every_class_has_enough_trains_a_model(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    truth = dict(LABELLED)
+    for _ in range(len(LABELLED) + len(UNLABELLED)):
+        if sql(path, "SELECT COUNT(*) FROM models") != [(0,)]:
+            break
+        text = _current(at, path, pid)
+        labels = truth.get(text)
+        if labels is None:
+            at.button(key="skip").click().run()
+            continue
+        for name in labels:
+            at.button(key=f"ml_toggle_{CLASSES.index(name)}").click().run()
+        at.button(key="ml_submit" if labels else "ml_none").click().run()
+        assert not at.exception
+    assert sql(path, "SELECT COUNT(*) FROM models") == [(1,)]
+    assert "Model v1 trained on" in page_text(at) and "cross-validated macro-F1" in page_text(at)
+    assert at.metric[0].label == "Macro-F1, model v1"
+    # every submit after that retrains
+    at.button(key="ml_none").click().run()
+    assert sql(path, "SELECT COUNT(*) FROM models") == [(2,)]
+
+
+def test_the_model_guess_shows_the_predicted_set_and_accept_stores_it(ml_trained):
+    path, pid = ml_trained
+    at = _open("label", pid)
+    assert not at.exception
+    text = _current(at, path, pid)
+    assert "Model's guess:" in page_text(at) and "film " in page_text(at)
+    accept = at.button(key="accept")
+    guess = accept.help.replace("\\", "").split("“")[1].split("”")[0]
+    accept.click().run()
+    stored = _set_of(path, text)
+    assert stored is not None and (", ".join(stored) or "none of these") == guess
+
+
+def test_table_mode_gives_selected_rows_one_set(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    at.segmented_control(key="label_mode").set_value("Table").run()
+    assert not at.exception
+    at.session_state["ml_label_table"] = {"edited_rows": {0: {"Select": True}, 1: {"Select": True}},
+                                          "added_rows": [], "deleted_rows": []}
+    at.multiselect(key="ml_table_classes").set_value(["neg", "film"]).run()
+    at.button(key="ml_table_apply").click().run()
+    assert not at.exception
+    first_two = [t for t, _ in LABELLED[:2]]
+    assert [_set_of(path, t) for t in first_two] == [("neg", "film")] * 2
+    at.segmented_control(key="ml_table_give").set_value("None of these").run()
+    at.session_state["ml_label_table"] = {"edited_rows": {0: {"Select": True}},
+                                          "added_rows": [], "deleted_rows": []}
+    at.run()
+    at.button(key="ml_table_apply").click().run()
+    assert _set_of(path, LABELLED[2][0]) == ()
