@@ -215,3 +215,85 @@ def test_table_mode_gives_selected_rows_one_set(ml_project):
     at.run()
     at.button(key="ml_table_apply").click().run()
     assert _set_of(path, LABELLED[2][0]) == ()
+
+
+# --- Predictions page ----------------------------------------------------------------------
+
+
+def _editor_key(at) -> str:
+    return at.session_state["ml_pred_editor_key"]
+
+
+def test_predictions_show_sets_and_per_class_probabilities(ml_trained):
+    from core.multilabel import set_predictions
+
+    path, pid = ml_trained
+    at = _open("predictions", pid)
+    assert not at.exception
+    assert at.metric[1].label == "CV macro-F1"
+    frame = at.dataframe[0].value
+    assert {"Keep", "Your labels", "Sentence", "Predicted", "p(pos)", "p(neg)", "p(film)"} <= set(frame.columns)
+    with Store.open(path) as store:
+        p = store.project(pid)
+        stored = {x.text: x for x in set_predictions(store, p, store.latest_model(pid))}
+    for _, row in frame.iterrows():
+        want = stored[row["Sentence"]]
+        assert list(row["Your labels"]) == list(want.labels)
+        assert row["Predicted"] == (", ".join(want.labels) or "none of these")
+        assert abs(row["p(film)"] - 100 * want.probs["film"]) < 1e-6
+    assert "coverage control of single-label projects is not offered here" in page_text(at)
+
+
+def test_correcting_a_prediction_in_place_edits_the_set_and_retrains(ml_trained):
+    path, pid = ml_trained
+    at = _open("predictions", pid)
+    frame = at.dataframe[0].value
+    first, second = frame["Sentence"][0], frame["Sentence"][1]
+    kept = tuple(frame["Your labels"][1])
+    at.session_state[_editor_key(at)] = {
+        "edited_rows": {0: {"Your labels": ["neg", "film"]}, 1: {"Keep": True}},
+        "added_rows": [], "deleted_rows": []}
+    at.run()
+    save = at.button(key="mlp_save")
+    assert save.label == "Save 2 label sets and retrain" and not save.disabled
+    save.click().run()
+    assert not at.exception
+    assert _set_of(path, first) == ("neg", "film")
+    assert _set_of(path, second) == kept  # kept as predicted
+    assert sql(path, "SELECT COUNT(*) FROM models") == [(3,)]
+    assert "Model v3 trained on" in page_text(at)
+
+
+def test_an_emptied_set_is_saved_as_none_of_these(ml_trained):
+    path, pid = ml_trained
+    at = _open("predictions", pid)
+    first = at.dataframe[0].value["Sentence"][0]
+    at.session_state[_editor_key(at)] = {"edited_rows": {0: {"Your labels": []}},
+                                         "added_rows": [], "deleted_rows": []}
+    at.run()
+    at.button(key="mlp_save").click().run()
+    assert _set_of(path, first) == ()
+
+
+def test_what_changed_lists_sets_that_changed(ml_trained):
+    from core.model.loading import load_backbone
+    from core.multilabel import changed_sets
+    from core.project import retrain
+
+    path, pid = ml_trained
+    with Store.open(path) as store:
+        p = store.project(pid)
+        # labels against the grain move the heads, so some predicted sets change
+        for text in ("very good film", "excellent movie"):
+            store.set_label_set(pid, store.text_id(pid, text), ["neg"])
+        retrain(store, p, load_backbone(p.settings["backbone"]))
+        expected = changed_sets(store, p)
+    assert expected, "the test needs a change to show"
+    at = _open("predictions", pid)
+    assert not at.exception
+    assert at.tabs[1].label == f"What changed ({len(expected)})"
+    assert f"Model v2 → v3: {len(expected):,} sentence" in page_text(at)
+    table = at.tabs[1].dataframe[0].value
+    shown = {r["Sentence"]: (r["v2"], r["v3"]) for _, r in table.iterrows()}
+    assert shown == {c.text: (", ".join(c.before) or "none of these", ", ".join(c.after) or "none of these")
+                     for c in expected}
