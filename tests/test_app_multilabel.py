@@ -297,3 +297,85 @@ def test_what_changed_lists_sets_that_changed(ml_trained):
     shown = {r["Sentence"]: (r["v2"], r["v3"]) for _, r in table.iterrows()}
     assert shown == {c.text: (", ".join(c.before) or "none of these", ", ".join(c.after) or "none of these")
                      for c in expected}
+
+
+# --- Model page ----------------------------------------------------------------------------
+
+
+def test_model_page_shows_multi_label_scores_and_a_row_per_class(ml_trained):
+    path, pid = ml_trained
+    at = _open("model", pid)
+    assert not at.exception
+    with Store.open(path) as store:
+        m = store.latest_model(pid).metrics
+    metrics = {x.label: x.value for x in at.metric}
+    assert metrics["CV macro-F1"] == f"{m['cv_macro_f1']:.0%}"
+    assert metrics["CV micro-F1"] == f"{m['cv_micro_f1']:.0%}"
+    assert metrics["Subset accuracy"] == f"{m['cv_subset_accuracy']:.0%}"
+    assert metrics["Hamming loss"] == f"{m['cv_hamming_loss']:.3f}"
+    table = at.dataframe[0].value
+    assert list(table["Class"]) == CLASSES
+    for _, row in table.iterrows():
+        pc = m["per_class"][row["Class"]]
+        assert (row["Precision"], row["Recall"], row["F1"]) == (pc["precision"], pc["recall"], pc["f1"])
+        assert (row["Found (TP)"], row["False alarms (FP)"], row["Missed (FN)"], row["Right “no” (TN)"]) == (
+            pc["tp"], pc["fp"], pc["fn"], pc["tn"])
+        assert row["With it"] == pc["support"]
+
+
+def test_a_threshold_set_on_the_model_page_changes_the_predicted_sets(ml_trained):
+    from core.multilabel import effective_thresholds, set_predictions
+
+    path, pid = ml_trained
+    at = _open("model", pid)
+    at.selectbox(key="ml_thr_class").set_value("film").run()
+    at.slider(key="ml_thr_2").set_value(0.01).run()
+    at.button(key="ml_thr_save").click().run()
+    assert not at.exception
+    with Store.open(path) as store:
+        p = store.project(pid)
+        model = store.latest_model(pid)
+        assert effective_thresholds(p, model)["film"] == 0.01
+        assert all("film" in x.labels for x in set_predictions(store, p, model))
+    assert at.dataframe[0].value.set_index("Class").loc["film", "Your threshold"] == 0.01
+    at.button(key="ml_thr_reset").click().run()
+    with Store.open(path) as store:
+        assert store.project(pid).settings["thresholds"] == {}
+
+
+def test_the_learning_curve_is_on_macro_f1(fresh_workspace, tiny_model_dir):
+    from core.model.loading import load_backbone
+    from core.project import retrain
+    from tests.helpers import plotly_specs
+
+    good = "good great love wonderful delight excellent fine happy best superb".split()
+    bad = "bad awful hate terrible boring worst poor sad dull ugly".split()
+    sets = {}
+    for words, name in ((good, "pos"), (bad, "neg")):
+        for w in words:
+            sets.update({f"{w} movie": (name, "film"), f"{w} plot": (name,),
+                         f"very {w} film": (name, "film")})
+    sets.update({t: () for t in ("the review", "it is a review", "this is it", "a review !")})
+    with Store.open(fresh_workspace) as store:
+        p = store.create_project("Tags", CLASSES, task_type="multi_label", settings={
+            "backbone": tiny_model_dir, "prompt": None, "mode": "layer", "penalty": "l2"})
+        store.add_labelled_sets(p.id, list(sets), list(sets.values()))
+        retrain(store, p, load_backbone(tiny_model_dir))
+    at = _open("model", p.id)
+    at.button(key="m_diag").click().run()
+    assert not at.exception and not at.error
+    spec = [s for s in plotly_specs(at) if "Learning curve" in json_title(s)][0]
+    assert spec["layout"]["yaxis"]["title"]["text"] == "macro-F1"
+    assert spec["layout"]["xaxis"]["title"]["text"] == "labelled sentences"
+
+
+def json_title(spec) -> str:
+    title = spec.get("layout", {}).get("title", {})
+    return title.get("text", "") if isinstance(title, dict) else str(title)
+
+
+def test_model_page_without_a_model_names_what_each_class_needs(ml_project):
+    path, pid = ml_project
+    at = _open("model", pid)
+    assert not at.exception
+    assert "Label 2 more sentences with “pos”" in page_text(at)
