@@ -12,10 +12,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.active import next_for_project
 from core.errors import TenshotError
 from core.learn.multilabel import label_matrix, missing_per_class, not_enough_multilabel
-from core.multilabel import set_predictions
+from core.multilabel_active import next_for_multilabel, table_rows_multilabel
 from pages._shared import escape_markdown, flash, labeller, percent, show_error, store, train
 
 __all__ = ["NONE_KEY", "SUBMIT_KEY", "describe_set", "multilabel_overview", "missing_message",
@@ -162,18 +161,10 @@ def on_undo(project_id: int) -> None:
     train(store().project(project_id), say_missing=False)
 
 
-def _guess(project, text_id: int):
-    """The latest model's predicted set and probabilities for one unlabelled sentence, or None."""
-    latest = store().latest_model(project.id)
-    if latest is None:
-        return None
-    return next((p for p in set_predictions(store(), project, latest) if p.text_id == text_id), None)
-
-
 def label_one_at_a_time(project, classes: list[str], session_list) -> None:
     """The multi-label card: the sentence, a toggle per class, submit, none of these, skip, undo."""
     key = f"current_{project.id}"
-    picked = next_for_project(store(), project.id, recent_texts=session_list("recent", project),
+    picked = next_for_multilabel(store(), project.id, recent_texts=session_list("recent", project),
                               skip=session_list("skipped", project),
                               prefer=st.session_state.get(key), random_state=project.id)
     if not picked:
@@ -184,7 +175,7 @@ def label_one_at_a_time(project, classes: list[str], session_list) -> None:
         return
     current = picked[0]
     st.session_state[key] = current.text_id
-    guess = _guess(project, current.text_id)
+    guess = current if current.guess is not None else None
     with st.container(border=True):
         size = "#### " if len(current.text) <= 300 else ""
         st.markdown(size + escape_markdown(current.text))
@@ -192,7 +183,7 @@ def label_one_at_a_time(project, classes: list[str], session_list) -> None:
             st.caption("No model guess yet.")
         else:
             probs = " · ".join(f"{c} {percent(guess.probs.get(c))}" for c in classes)
-            st.caption(escape_markdown(f"Model's guess: {describe_set(guess.labels)} ({probs})"))
+            st.caption(escape_markdown(f"Model's guess: {describe_set(guess.guess)} ({probs})"))
     on = chosen(project.id, current.text_id)
     st.caption("Toggle every class this sentence has, then submit:")
     toggles = st.columns(min(len(classes), 5) or 1)
@@ -206,7 +197,10 @@ def label_one_at_a_time(project, classes: list[str], session_list) -> None:
     n = min(len(classes), 9)
     accept = f" · {ACCEPT_KEY} accept the model's guess" if guess is not None else ""
     st.caption(f"Keyboard: 1–{n} toggle a class · {SUBMIT_KEY} submit · {NONE_KEY} none of these · "
-               f"{SKIP_KEY} skip · {UNDO_KEY} undo{accept}.")
+               f"{SKIP_KEY} skip · {UNDO_KEY} undo{accept}. "
+               + ("Picked at random until there is a model." if guess is None else
+                  "Picked where some class is nearest its threshold, favouring classes with few "
+                  "sentences and avoiding repeats of what you just labelled."))
 
 
 def _actions(project, current, on: tuple[str, ...], guess) -> None:
@@ -224,8 +218,8 @@ def _actions(project, current, on: tuple[str, ...], guess) -> None:
                 on_click=on_skip, args=(project.id, current.text_id), width="stretch")
     if guess is not None:
         accept.button("Accept guess", key="accept", shortcut=ACCEPT_KEY, icon=":material/check:",
-                      help=escape_markdown(f"Label it “{describe_set(guess.labels)}”, the model's guess."),
-                      on_click=on_submit, args=(project.id, current.text_id, guess.labels,
+                      help=escape_markdown(f"Label it “{describe_set(guess.guess)}”, the model's guess."),
+                      on_click=on_submit, args=(project.id, current.text_id, guess.guess,
                                                 current.text), width="stretch")
     with undo:
         _undo_button(project)
@@ -240,18 +234,14 @@ def _undo_button(project) -> None:
 
 
 def _table_frame(project, show: str, search: str) -> tuple[list[int], pd.DataFrame]:
-    s = store()
-    sets = {r.text_id: r.labels for r in s.label_sets(project.id)}
-    latest = s.latest_model(project.id)
-    guesses = {p.text_id: p.labels for p in set_predictions(s, project, latest)} if latest else {}
-    rows = [r for r in s.texts(project.id)
-            if (show == "all" or (show == "labelled") == (r.id in sets))
+    rows = [r for r in table_rows_multilabel(store(), project.id)
+            if (show == "all" or (show == "labelled") == (r.labels is not None))
             and (not search or search.lower() in r.text.lower())]
     frame = pd.DataFrame({"Select": False, "Sentence": [r.text for r in rows],
-                          "Labels": [describe_set(sets.get(r.id)) if r.id in sets else "" for r in rows],
-                          "Model guess": [describe_set(guesses[r.id]) if r.id in guesses else ""
+                          "Labels": ["" if r.labels is None else describe_set(r.labels) for r in rows],
+                          "Model guess": ["" if r.predicted is None else describe_set(r.predicted)
                                           for r in rows]})
-    return [r.id for r in rows], frame
+    return [r.text_id for r in rows], frame
 
 
 def label_table(project, classes: list[str]) -> None:
