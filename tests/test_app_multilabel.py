@@ -422,3 +422,50 @@ def test_explain_picks_a_class_and_explains_that_class_head(ml_trained, tiny_mod
 
 def _text_of(path: str, text_id) -> str:
     return sql(path, "SELECT text FROM texts WHERE id = ?", text_id)[0][0]
+
+
+# --- Data page -----------------------------------------------------------------------------
+
+
+def test_uploading_a_multi_label_csv_lists_its_summary_and_imports_all_or_nothing(ml_project):
+    path, pid = ml_project
+    at = _open("data", pid)
+    data = ("text,labels\n"
+            "good movie,pos;film\n"          # line 2: two classes
+            "the review,none of these\n"     # line 3: none of these
+            "very bad,\n"                    # line 4: empty cell -> unlabelled
+            "great film,pos;pos\n"           # line 5: a name twice -> counted once
+            "boring movie,neg;horror\n")     # line 6: not a class
+    at.file_uploader(key="upload_0").set_value(("tags.csv", data.encode(), "text/csv")).run()
+    assert not at.exception
+    shown = page_text(at)
+    assert "5 texts: 3 with classes, 1 “none of these”, 1 unlabelled." in shown
+    assert "(line 4) had an empty labels cell and came in unlabelled" in shown
+    assert "(line 5) named a class twice in one cell; it was counted once" in shown
+    assert "“horror” (line 6)" in shown and "nothing is imported until then" in shown
+    assert at.button(key="import_btn").disabled  # nothing half-imported
+    before = sql(path, "SELECT COUNT(*) FROM texts")
+    at.checkbox(key="upload_add_classes").check().run()
+    button = at.button(key="import_btn")
+    assert button.label == "Import 5 sentences (4 labelled)" and not button.disabled
+    button.click().run()
+    assert not at.exception
+    assert sql(path, "SELECT COUNT(*) FROM texts") == [(before[0][0] + 1,)]  # only "boring movie" is new
+    assert [_set_of(path, t) for t in ("good movie", "the review", "very bad", "great film", "boring movie")] == [
+        ("pos", "film"), (), None, ("pos",), ("neg", "horror")]
+    with Store.open(path) as store:
+        assert store.classes(pid) == CLASSES + ["horror"]
+    assert "label sets imported" in page_text(at)
+    table = at.dataframe[0].value
+    assert dict(zip(table["Sentence"], table["Labels"]))["good movie"] == "pos, film"
+
+
+def test_uploading_jsonl_lists(ml_project):
+    path, pid = ml_project
+    at = _open("data", pid)
+    data = b'{"text": "i love it", "labels": ["pos"]}\n{"text": "it is a review", "labels": []}\n'
+    at.file_uploader(key="upload_0").set_value(("tags.jsonl", data, "application/json")).run()
+    assert "2 texts: 1 with classes, 1 “none of these”, 0 unlabelled." in page_text(at)
+    at.button(key="import_btn").click().run()
+    assert not at.exception
+    assert [_set_of(path, t) for t in ("i love it", "it is a review")] == [("pos",), ()]
