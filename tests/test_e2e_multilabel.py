@@ -50,6 +50,7 @@ def _label_with_keys(page, labels: tuple[str, ...]) -> None:
 
 def test_multi_label_flow(server, page, tmp_path):
     url, db = server
+    page.set_default_timeout(180_000)  # a loaded machine: the first page load took over 60 s
     _open(page, url)
     page.get_by_role("textbox", name="Project name").fill("Review tags")
     page.get_by_role("textbox", name="Classes, separated by commas").fill(", ".join(CLASSES))
