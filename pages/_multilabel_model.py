@@ -40,8 +40,8 @@ def summary(latest) -> None:
                    help="Share of held-out sentences whose whole predicted set is exactly right.")
     cols[4].metric("Hamming loss", _points(m.get("cv_hamming_loss")),
                    help="Share of (sentence, class) decisions that are wrong: lower is better.")
-    cols[5].metric("Labelled sentences", f"{latest.n_labels:,}",
-                   help=f"{m.get('n_none', 0):,} of them “none of these”.")
+    cols[5].metric("Labelled", f"{latest.n_labels:,}",
+                   help=f"Labelled sentences; {m.get('n_none', 0):,} of them “none of these”.")
     s = latest.params.get("settings", {})
     at = m.get("cv_at_labels")
     st.caption(escape_markdown(

@@ -238,9 +238,10 @@ else:
     model_summary(project)
 mode = st.segmented_control("Mode", ["One at a time", "Table"], default="One at a time",
                             key="label_mode", required=True, label_visibility="collapsed")
-if project.multi_label:  # a toggle per class, "none of these", sets in the table
-    (label_table(project, classes) if mode == "Table"
-     else label_one_at_a_time(project, classes, session_list))
+if project.multi_label and mode == "Table":  # the selected rows get one set of classes
+    label_table(project, classes)
+elif project.multi_label:  # a toggle per class, "none of these"
+    label_one_at_a_time(project, classes, session_list)
 elif mode == "Table":
     table_mode(project, classes)
 else:

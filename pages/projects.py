@@ -36,7 +36,8 @@ def create_form(first: bool) -> None:
                         "a sentence may have zero, one or several of the classes, and “none of "
                         "these” is an answer of its own.")
         if first:
-            st.caption("Single-label: each sentence gets exactly one of these classes.")
+            st.caption("Single-label: exactly one of these classes per sentence. Multi-label: "
+                       "none, one or several, and “none of these” is an answer of its own.")
         if st.form_submit_button("Create project", type="primary", icon=":material/add:",
                                  key="create_project_btn"):
             try:
