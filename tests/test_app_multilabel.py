@@ -477,3 +477,11 @@ def test_the_label_page_prints_no_stray_value(ml_project):
     at = _open("label", pid)
     assert "None" not in [m.value for m in at.markdown]
     assert not at.get("code") and not at.get("json")
+
+
+def test_the_stability_page_says_plainly_it_is_single_label_for_now(ml_trained):
+    path, pid = ml_trained
+    at = _open("stability", pid)
+    assert not at.exception
+    assert "Stability runs are for single-label models for now" in page_text(at)
+    assert "st_run" not in [b.key for b in at.button]

@@ -101,10 +101,11 @@ def test_multi_label_flow(server, page, tmp_path):
     _shot(page, "ml-08-model")
 
     _go(page, "Explain", "Explain")
-    _see(page, "Explain the class")
+    _shot(page, "ml-09-explain-open")
+    page.get_by_text("Explain the class").first.wait_for(timeout=180_000)
     page.get_by_role("button", name="film", exact=True).or_(
         page.get_by_role("radio", name="film", exact=True)).first.click()
     _see(page, "“film”: probability")
     _see(page, "the model's score (logit) for “film”")
-    _shot(page, "ml-09-explain-film")
+    _shot(page, "ml-10-explain-film")
     assert page.dialogs == []
