@@ -471,14 +471,6 @@ def test_uploading_jsonl_lists(ml_project):
     assert [_set_of(path, t) for t in ("i love it", "it is a review")] == [("pos",), ()]
 
 
-def test_the_label_page_prints_no_stray_value(ml_project):
-    # regression: a conditional expression as a statement made Streamlit's magic print "None"
-    path, pid = ml_project
-    at = _open("label", pid)
-    assert "None" not in [m.value for m in at.markdown]
-    assert not at.get("code") and not at.get("json")
-
-
 def test_the_stability_page_says_plainly_it_is_single_label_for_now(ml_trained):
     path, pid = ml_trained
     at = _open("stability", pid)
