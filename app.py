@@ -54,9 +54,13 @@ def _sidebar() -> None:
     model = store().latest_model(current.id)
     accuracy = ""
     if model is not None:
-        accuracy = f" · model v{model.version}: {percent(model.metrics.get('cv_accuracy'))}"
+        score = "macro-F1 " if current.multi_label else ""
+        metric = "cv_macro_f1" if current.multi_label else "cv_accuracy"
+        accuracy = f" · model v{model.version}: {score}{percent(model.metrics.get(metric))}"
     noun = "sentence" if n_texts == 1 else "sentences"
-    st.caption(escape_markdown(f"{n_texts} {noun} · {sum(counts.values())} labelled{accuracy}"))
+    # a multi-label sentence may count in several classes, or in none ("none of these")
+    n_labelled = len(store().label_sets(current.id)) if current.multi_label else sum(counts.values())
+    st.caption(escape_markdown(f"{n_texts} {noun} · {n_labelled} labelled{accuracy}"))
 
 
 # st.navigation before the sidebar: it switches off the legacy pages/ folder handling

@@ -216,8 +216,10 @@ def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
         f" ({change.points:+.0f} points since the last model)" if change.clear else
         f" (no clear change since the last model: {change.points:+.0f} points is within the "
         "noise of this many labels)")
-    flash(f"Model v{outcome.version} trained on {outcome.metrics['n_labels']} labels: "
-          f"cross-validated accuracy {percent(outcome.metrics['cv_accuracy'])}{delta}.", "success")
+    score = ("macro-F1", "cv_macro_f1") if project.multi_label else ("accuracy", "cv_accuracy")
+    unit = "labelled sentences" if project.multi_label else "labels"  # a set is one sentence
+    flash(f"Model v{outcome.version} trained on {outcome.metrics['n_labels']} {unit}: "
+          f"cross-validated {score[0]} {percent(outcome.metrics[score[1]])}{delta}.", "success")
     return outcome
 
 

@@ -9,6 +9,7 @@ import core.jobs as jobs
 from core.active import table_rows
 from core.errors import InputError, TenshotError
 from core.io import columns_of, is_number, read_records
+from pages._multilabel_data import set_table_frame, upload_sets
 from pages._shared import (escape_markdown, flash, labeller, page_header, show_error,
                            start_embedding, store)
 
@@ -131,6 +132,9 @@ def upload(project) -> None:
             text_col, label_col = pick_columns(data, file.name)
             if text_col is None:
                 return
+            if project.multi_label and label_col:  # label sets, with their import summary
+                upload_sets(project, data, file.name, text_col, label_col)
+                return
         rows = read_records(data, file.name, text_column=text_col, label_column=label_col,
                             limits=store().limits)
     except InputError as err:
@@ -222,15 +226,19 @@ def export_hint() -> None:
 
 
 def sentence_table(project) -> None:
-    rows = table_rows(store(), project.id)
+    if project.multi_label:  # each sentence's set of classes
+        frame = set_table_frame(project)
+        rows, n_labelled = list(frame["Sentence"]), int((frame["Labels"] != "").sum())
+    else:
+        rows = table_rows(store(), project.id)
+        n_labelled = sum(1 for r in rows if r.label)
+        frame = pd.DataFrame({"Sentence": [r.text for r in rows], "Label": [r.label or "" for r in rows],
+                              "Model guess": [r.predicted or "" for r in rows]})
     if not rows:
         st.info("No sentences yet. Add some above: type one, paste many, or upload a file.",
                 icon=":material/arrow_upward:")
         return
-    n_labelled = sum(1 for r in rows if r.label)
     st.markdown(f"**{plural(len(rows), 'sentence')}**, {n_labelled:,} labelled")
-    frame = pd.DataFrame({"Sentence": [r.text for r in rows], "Label": [r.label or "" for r in rows],
-                          "Model guess": [r.predicted or "" for r in rows]})
     st.dataframe(frame, hide_index=True, height=min(400, 38 + 35 * len(rows)))
     export_hint()
     if n_labelled < len(rows):

@@ -22,6 +22,8 @@ from core.explain.words import probability_effects, view_agreement, word_attribu
 from core.figures import layer_weights_figure, phrases_figure, probability_figure, word_figure
 from core.hashing import text_hash
 from core.report import example_of, exactness_text
+from pages._multilabel import describe_set
+from pages._multilabel_explain import multilabel_class_view
 from pages._shared import escape_markdown, feature_cache, page_header, percent, show_error, store
 from pages._views import (class_picker, heatmap, legend, model_backbone, remember, report_builder, require_model,
                           short, stability_badge)
@@ -49,6 +51,11 @@ def pick_sentence(project, latest):
                         else "") + short(r.text) for r in rows[:MAX_OPTIONS]}
         texts, labels = {r.id: r.text for r in rows}, {}
         help_ = "Least confident predictions first: the model's guess and how sure it is."
+    elif project.multi_label:
+        rows = s.label_sets(project.id)
+        names = {r.text_id: f"{describe_set(r.labels)} · {short(r.text)}" for r in rows[:MAX_OPTIONS]}
+        texts, labels = {r.text_id: r.text for r in rows}, {r.text_id: describe_set(r.labels) for r in rows}
+        help_ = "Your labels, then the sentence."
     else:
         rows = labelled
         names = {r.text_id: f"{r.label} · {short(r.text)}" for r in rows[:MAX_OPTIONS]}
@@ -65,7 +72,8 @@ def pick_sentence(project, latest):
 
 def explain_text(bb, clf, model_id, text):
     """(token states, attribution) of a text, computed once per model and text this session."""
-    return remember(("attr", model_id, text_hash(text)), lambda: sentence_attribution(bb, clf, text))
+    return remember(("attr", model_id, tuple(clf.classes), text_hash(text)),
+                    lambda: sentence_attribution(bb, clf, text))
 
 
 def coefficient_view(ex, pooling: str) -> None:
@@ -98,14 +106,18 @@ def shap_warm_up() -> threading.Thread:
     return thread
 
 
-def shap_view(bb, clf, latest, text, k):
-    """SHAP's word scores for class k, from the store when computed before; None until asked."""
+def shap_view(bb, clf, latest, text, k, *, view: str | None = None):
+    """SHAP's word scores for class k, from the store when computed before; None until asked.
+
+    view: the class a multi-label page explains (its binary view); such SHAP is kept for
+    this session only, as the store keys SHAP by model version and sentence, not class.
+    """
     s, h = store(), text_hash(text)
     st.markdown("**By SHAP (hiding words)**", help="How much the score drops when words are "
                 "hidden, averaged fairly over combinations (Partition SHAP).")
-    key = ("shap", latest.id, h)
-    stored = any(k_.startswith(f"{h}|evals{SHAP_MAX_EVALS}|")
-                 for k_ in s.explanation_keys(latest.id, "shap"))
+    key = ("shap", latest.id, h, view)
+    stored = view is None and any(k_.startswith(f"{h}|evals{SHAP_MAX_EVALS}|")
+                                  for k_ in s.explanation_keys(latest.id, "shap"))
     cache = st.session_state.setdefault("_ex_shap", {})
     slot = st.empty()
     auto = st.session_state.get("_ex_shap_auto", False)  # kept while visiting other pages
@@ -114,7 +126,8 @@ def shap_view(bb, clf, latest, text, k):
         slot.empty()
         bar = st.progress(0.0, text="Hiding words and re-reading the sentence...")
         try:
-            cache[key] = shap_attributions(bb, clf, text, store=s, model_id=latest.id, cache=feature_cache(s),
+            cache[key] = shap_attributions(bb, clf, text, store=None if view else s, model_id=latest.id,
+                                           cache=feature_cache(s),
                                            progress=lambda d, t: bar.progress(
                                                d / t, text=f"SHAP: {d} of {t} versions read"))
         except TenshotError as err:
@@ -126,7 +139,8 @@ def shap_view(bb, clf, latest, text, k):
               help="Each new sentence then takes a few seconds longer to open.")
     if result is None:
         st.caption(f"Re-reads the sentence about {SHAP_MAX_EVALS} times with words hidden: a few "
-                   "seconds. The result is kept with this model version.")
+                   "seconds. The result is kept " + ("for this session." if view else
+                                                     "with this model version."))
         return None
     pieces = word_attributions(result, text, k)
     heatmap(text, pieces)
@@ -138,7 +152,7 @@ def shap_view(bb, clf, latest, text, k):
     return result
 
 
-def agreement_and_badge(latest, clf, text, k, states, attr, shap) -> None:
+def agreement_and_badge(latest, clf, text, k, states, attr, shap, *, view: str | None = None) -> None:
     left, right = st.columns(2)
     with left:
         if shap is None:
@@ -151,6 +165,10 @@ def agreement_and_badge(latest, clf, text, k, states, attr, shap) -> None:
             st.caption(escape_markdown(f"Not defined: {agree.reason}.") if agree.reason else
                        "Above 0.7 the two views tell the same story.")
     with right:
+        if view is not None:
+            st.caption("The stability badge is for single-label models for now: a bootstrap run "
+                       "refits every class's head, which the Stability page does not do yet.")
+            return
         try:
             stab = load_stability(store(), latest.id)
         except TenshotError as err:
@@ -223,7 +241,7 @@ def global_view(project, bb, clf, latest) -> None:
             st.plotly_chart(layer_weights_figure(weights, name), key=f"ex_layers_{i}")
         st.caption("How the model's weight is spread over the language model's layers: "
                    "shallow layers see words, deeper ones meaning.")
-        key = ("ex_phrases", latest.id)
+        key = ("ex_phrases", latest.id, tuple(clf.classes))
         texts = [r.text for r in store().texts(project.id)]
         if st.button("Find the words for each class", key="ex_phrases",
                      icon=":material/manage_search:"):
@@ -255,8 +273,13 @@ def global_view(project, bb, clf, latest) -> None:
                     column_config={"Mean contribution": st.column_config.NumberColumn(format="%+.3f")})
 
 
-def report_section(project, bb, clf, latest, text) -> None:
+def report_section(project, bb, clf, latest, text, *, view: str | None = None) -> None:
     st.subheader("Share with stakeholders", anchor=False)
+    if view is not None:
+        st.info("The stakeholder report is for single-label models for now: its accuracy, "
+                "learning curve and examples are not yet written for label sets.",
+                icon=":material/info:")
+        return
     st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
                "example explanations and the stored stability run. It opens in any browser, "
                "offline.")
@@ -273,6 +296,10 @@ st.caption(escape_markdown(f"Model v{latest.version}: which words push a predict
 text, label = pick_sentence(project, latest)
 if text is None:
     st.stop()
+view = None
+if project.multi_label:  # pick a class; the rest of the page explains that class's own head
+    clf, view = multilabel_class_view(project, latest, clf, bb, text, label,
+                                      lambda c: explain_text(bb, c, latest.id, text)[1])
 try:
     states, attr = explain_text(bb, clf, latest.id, text)
 except TenshotError as err:
@@ -280,27 +307,31 @@ except TenshotError as err:
     st.stop()
 predicted = clf.classes[int(softmax(attr.logits).argmax())]
 top, chart = st.columns([3, 2], vertical_alignment="center")
+if view is not None:  # the class is chosen above; its yes/no probability is in the chart there
+    top, chart = st.container(), None
 with top:
-    k = clf.classes.index(class_picker(
+    k = 1 if view is not None else clf.classes.index(class_picker(
         "Explain the class", clf.classes, predicted, key=f"ex_class_{latest.id}_{text_hash(text)[:16]}",
         help="The colours show what pushes the model towards this class."))
     ex = example_of(attr, clf.classes, text, class_index=k, label=label)
-    st.markdown(escape_markdown(f"Predicted: {predicted} ({ex.probs.max():.0%} sure)")
-                + ("" if label is None else "  \n" + escape_markdown(f"Your label: {label}")))
-    if label is not None and label != predicted:
+    if view is None:
+        st.markdown(escape_markdown(f"Predicted: {predicted} ({ex.probs.max():.0%} sure)")
+                    + ("" if label is None else "  \n" + escape_markdown(f"Your label: {label}")))
+    if view is None and label is not None and label != predicted:
         st.caption(":orange[:material/warning:] The model disagrees with your label.")
-with chart:
-    st.plotly_chart(probability_figure(clf.classes, ex.probs, highlight=predicted), key="ex_probs")
+if chart is not None:
+    with chart:
+        st.plotly_chart(probability_figure(clf.classes, ex.probs, highlight=predicted), key="ex_probs")
 st.subheader("Which words made the difference", anchor=False)
 coef_col, shap_col = st.columns(2, gap="large")
 with coef_col:
     coefficient_view(ex, clf.settings.pooling)
 with shap_col:
-    shap = shap_view(bb, clf, latest, text, k)
-agreement_and_badge(latest, clf, text, k, states, attr, shap)
+    shap = shap_view(bb, clf, latest, text, k, view=view)
+agreement_and_badge(latest, clf, text, k, states, attr, shap, view=view)
 if any(p.score for p in ex.pieces):
     st.plotly_chart(word_figure(ex.pieces, None if shap is None else word_attributions(shap, text, k)),
                     key="ex_words")
 sandbox(bb, clf, latest, text, ex)
 global_view(project, bb, clf, latest)
-report_section(project, bb, clf, latest, text)
+report_section(project, bb, clf, latest, text, view=view)

@@ -12,6 +12,7 @@ from core.learn.curves import accuracy_range
 from core.learn.head import MIN_LABELS_PER_CLASS, labels_missing, not_enough_labels
 from core.errors import TenshotError
 from core.project import accuracy_change
+from pages._multilabel import label_one_at_a_time, label_table, set_summary
 from pages._shared import (
     escape_markdown, flash, labeller, page_header, percent, show_error, store, train,
 )
@@ -231,10 +232,17 @@ if not store().texts(project.id):
             icon=":material/upload:")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
     st.stop()
-model_summary(project)
+if project.multi_label:
+    set_summary(project, store().models(project.id))
+else:
+    model_summary(project)
 mode = st.segmented_control("Mode", ["One at a time", "Table"], default="One at a time",
                             key="label_mode", required=True, label_visibility="collapsed")
-if mode == "Table":
+if project.multi_label and mode == "Table":  # the selected rows get one set of classes
+    label_table(project, classes)
+elif project.multi_label:  # a toggle per class, "none of these"
+    label_one_at_a_time(project, classes, session_list)
+elif mode == "Table":
     table_mode(project, classes)
 else:
     one_at_a_time(project, classes)

@@ -19,6 +19,8 @@ from core.model.embed import POOLINGS
 from core.errors import TenshotError
 from core.learn.features import FeatureSpec
 from core.project import load_classifier, settings_of
+from pages._multilabel import missing_message
+from pages._multilabel_model import multilabel_curve_section, multilabel_quality
 from pages._shared import (
     backbone, escape_markdown, feature_cache, page_header, percent, show_error, store, train,
 )
@@ -297,6 +299,14 @@ def prompt_section(project, settings) -> None:
         save_settings(project, settings, prompt=results[better].prompt)
 
 
+def stale_settings(project, latest, settings) -> None:
+    if settings_of_model(latest) != settings.to_dict():
+        st.warning("The settings changed since this model was trained.", icon=":material/update:")
+        if st.button("Retrain with the current settings", key="m_retrain"):
+            train(project)
+            st.rerun()
+
+
 project = page_header("Model")
 s = store()
 try:
@@ -313,11 +323,19 @@ quality, build, prompts = st.tabs(["Quality", "Settings", "Compare prompts"], ke
 with build:
     settings_form(project, settings)
 with quality:
-    if latest is None:
+    if latest is None and project.multi_label:
+        st.info(escape_markdown(missing_message(project) or "No model yet: train one on the Label page."),
+                icon=":material/school:")
+        st.page_link("pages/label.py", label="Go to Label", icon=":material/label:")
+    elif latest is None:
         counts = s.label_counts(project.id)
         st.info("No model yet. Label 2 sentences per class to get a first model "
                 f"({sum(counts.values())} labels so far).", icon=":material/school:")
         st.page_link("pages/label.py", label="Go to Label", icon=":material/label:")
+    elif project.multi_label:  # per-class scores and thresholds
+        multilabel_quality(project, latest, models)
+        stale_settings(project, latest, settings)
+        multilabel_curve_section(project, latest)
     else:
         summary(latest)
         if settings_of_model(latest) != settings.to_dict():
@@ -330,7 +348,11 @@ with quality:
         diagnostics_section(project, latest)
         layer_section(project, latest)
 with prompts:
-    if latest is None:
+    if project.multi_label:
+        st.info("Comparing prompts scores accuracy on single-label projects only; for a "
+                "multi-label project, change the prompt under Settings and compare the "
+                "macro-F1 of the new model version.", icon=":material/info:")
+    elif latest is None:
         st.info("Label 2 sentences per class first: prompts are compared on your labels.",
                 icon=":material/school:")
     else:

@@ -13,6 +13,7 @@ import streamlit as st
 from core.export import SORTS, filter_predictions, prediction_changes
 from core.errors import TenshotError
 from pages._coverage import MARKER, coverage_control
+from pages._multilabel_predictions import predictions_page
 from pages._shared import labeller, page_header, percent, show_error, store, train
 from pages._views import labels_from_edits, no_model_yet
 
@@ -118,6 +119,9 @@ def what_changed(models, changes) -> None:
 
 
 project = page_header("Predictions")
+if project.multi_label:  # predicted sets, per-class probabilities, corrections edit the set
+    predictions_page(project)
+    st.stop()
 s = store()
 models = s.models(project.id)
 if not models:

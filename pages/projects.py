@@ -7,12 +7,16 @@ import streamlit as st
 
 from core.errors import TenshotError
 from core.io import read_path
+from pages._multilabel import multilabel_overview
 from pages._shared import (current_project, escape_markdown, flash, labeller, new_project_settings,
                            percent, select_project, show_error, show_flashes, start_embedding,
                            store)
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo.csv"
 DEMO_NAME = "Demo: product and movie reviews"
+# the radio's words -> the store's project type
+PROJECT_TYPES = {"one class (single-label)": "single_label",
+                 "any number of classes (multi-label)": "multi_label"}
 
 
 def split_classes(raw: str) -> list[str]:
@@ -27,19 +31,25 @@ def create_form(first: bool) -> None:
                             placeholder="e.g. negative, positive",
                             help="You can add, rename, merge or delete classes later.",
                             key="new_project_classes")
+        kind = st.radio("Each sentence gets", list(PROJECT_TYPES), key="new_project_type",
+                        horizontal=True, help="Fixed once the project is created. Multi-label: "
+                        "a sentence may have zero, one or several of the classes, and “none of "
+                        "these” is an answer of its own.")
         if first:
-            st.caption("Each sentence gets exactly one of these classes.")
+            st.caption("Single-label: exactly one of these classes per sentence. Multi-label: "
+                       "none, one or several, and “none of these” is an answer of its own.")
         if st.form_submit_button("Create project", type="primary", icon=":material/add:",
                                  key="create_project_btn"):
             try:
                 project = store().create_project(name, split_classes(raw),
-                                                 settings=new_project_settings())
+                                                 settings=new_project_settings(),
+                                                 task_type=PROJECT_TYPES[kind])
             except TenshotError as err:
                 show_error(err)
                 return
             flash(f"Created the project “{project.name}”. "
                   "Next: add some sentences on the Data page.")
-            for key in ("new_project_name", "new_project_classes"):
+            for key in ("new_project_name", "new_project_classes", "new_project_type"):
                 st.session_state.pop(key, None)
             select_project(project.id)
 
@@ -84,6 +94,9 @@ def overview(project) -> None:
     counts = s.label_counts(project.id)
     n_texts = len(s.texts(project.id))
     model = s.latest_model(project.id)
+    if project.multi_label:
+        multilabel_overview(project, n_texts, model)
+        return
     cols = st.columns(4)
     cols[0].metric("Sentences", n_texts)
     cols[1].metric("Labelled", sum(counts.values()))

@@ -151,6 +151,12 @@ def token_section(project, clf, stab) -> None:
 
 project = page_header("Stability")
 latest, clf = require_model(project)
+if project.multi_label:  # the bootstrap refits one head; per-class refits are not written yet
+    st.info("Stability runs are for single-label models for now: a multi-label model has one "
+            "head per class, and refitting them per class is not available yet. The Explain "
+            "page explains each class.", icon=":material/info:")
+    st.page_link("pages/explain.py", label="Go to Explain", icon=":material/lightbulb:")
+    st.stop()
 st.caption(escape_markdown(f"Model v{latest.version}: would the model, its predictions and its "
                            "explanations stay the same with a slightly different set of labels?"))
 run_section(project, clf, latest)
