@@ -135,7 +135,7 @@ def _embed_in_chunks(store, job_id: int, model, texts: list[str], settings: Sett
 
         def progress(done: int, todo: int, start=start, size=len(chunk)) -> None:
             # embed counts only texts missing from the cache; the rest are done already
-            now_done = start + size - todo + done
+            now_done = min(start + size, max(start, start + size - todo + done))
             store.update_job(job_id, done=now_done,
                              message=f"Reading {now_done} of {total} sentences...")
 

@@ -10,7 +10,7 @@ import pytest
 
 import core.jobs as jobs
 from core.learn.classifier import Settings, features_for
-from core.model.cache import cache_key
+from core.model.cache import band_layers, cache_key
 from core.errors import BackboneError
 from core.store import Job, Store
 from core.hashing import text_hash
@@ -241,5 +241,49 @@ def test_an_embedding_job_stores_compact_features(db, tiny_backbone):
         key = cache_key(tiny_backbone, SETTINGS.max_length)
         cached = store.get_features(key, None, "mean", [text_hash(t) for t in TEXTS])
     exact = features_for(tiny_backbone, TEXTS, SETTINGS)
-    np.testing.assert_allclose(np.stack([cached[text_hash(t)] for t in TEXTS]), exact,
-                               rtol=2e-3, atol=2e-3)
+    got = np.stack([cached[text_hash(t)] for t in TEXTS])
+    # and only the band of layers (issue 14: a pool text keeps band_layers, NaN elsewhere)
+    rows = list(band_layers(tiny_backbone.n_layers))
+    np.testing.assert_allclose(got[:, rows], exact[:, rows], rtol=2e-3, atol=2e-3)
+    assert np.isnan(np.delete(got, rows, axis=1)).all()
+
+
+def test_an_embedding_job_on_a_fused_backbone_counts_sentences_not_parts(db, tiny_backbone):
+    # the default backbone is a pair (issue 12): each part reports its own batches, and
+    # the job's count must stay a count of sentences, 0..total, ending at total (it once
+    # went negative and the database refused it, failing the app's first embedding)
+    from core.model.backbone import Backbone
+    from core.model.group import BackboneGroup, Part
+    from tests.helpers import make_tiny_model, make_tokenizer
+
+    tok = make_tokenizer()
+    other = Backbone("tiny-b", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-b")
+    group = BackboneGroup("tiny+tiny-b", (tiny_backbone, other), (
+        Part("tiny", 0, tiny_backbone.n_layers, tiny_backbone.hidden_size),
+        Part("tiny-b", tiny_backbone.n_layers, other.n_layers, other.hidden_size)))
+    path, pid = db
+    job_id = jobs.start_embedding(path, pid, TEXTS * 20, Settings(backbone="tiny+tiny-b", prompt=None),
+                                  group, memory=OrderedDict())
+    assert jobs.wait(job_id, timeout=60)
+    with Store.open(path) as store:
+        job = store.job(job_id)
+        assert (job.status, job.done, job.total) == ("done", 100, 100), job.message
+
+
+def test_group_progress_is_in_sentences_and_never_goes_back(tiny_backbone):
+    from core.model.backbone import Backbone
+    from core.model.embed import embed_group
+    from core.model.group import BackboneGroup, Part
+    from tests.helpers import make_tiny_model, make_tokenizer
+
+    tok = make_tokenizer()
+    other = Backbone("tiny-b", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-b")
+    group = BackboneGroup("tiny+tiny-b", (tiny_backbone, other), (
+        Part("tiny", 0, tiny_backbone.n_layers, tiny_backbone.hidden_size),
+        Part("tiny-b", tiny_backbone.n_layers, other.n_layers, other.hidden_size)))
+    calls = []
+    texts = [f"{a} {b}" for a in WORDS[:8] for b in WORDS[10:15]]  # 40: two batches a part
+    embed_group(group, texts, pooling="mean", prompt=None, max_length=32,
+                progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) >= 4 and all(0 <= d <= t == len(texts) for d, t in calls), calls
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1][0] == len(texts)

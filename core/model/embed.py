@@ -263,7 +263,10 @@ def embed_group(group: BackboneGroup, texts, *, pooling: str, prompt: str | None
     for i, (part, bb, part_prompt) in enumerate(parts_of(group, prompt)):
         step = None
         if progress is not None:
-            step = lambda done, total, i=i: progress(i * total + done, len(group.parts) * total)
+            # in sentences, as for one backbone: part i of k has done i/k of the work, and
+            # a caller's count (a job's "done >= 0") must never run past or below it
+            k = len(group.parts)
+            step = lambda done, total, i=i, k=k: progress((i * total + done) // k, total)
         X[:, part.rows, :part.width] = embed(bb, texts, pooling=pooling, prompt=part_prompt,
                                              max_length=max_length, cache=cache, progress=step, echo=echo)
     return X
