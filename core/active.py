@@ -3,9 +3,11 @@
 Before a model exists, sentences come in a seeded random order: an unbiased
 start, reproducible from ``random_state``. Once a model has predicted the
 unlabelled sentences, the next one is the most *uncertain* (smallest margin
-between the two most probable classes), discounted by its *similarity* to the
-sentences labelled recently and to those already picked in the same batch, so
-that near-duplicates of what was just labelled do not come up again and again.
+between the two most probable classes), discounted when it is a *near-duplicate*
+of a sentence labelled recently or already picked in the same batch, so that
+near-duplicates of what was just labelled do not come up again and again. Only
+similarity above ordinary overlap counts: penalising all of it favoured short,
+odd sentences (issue 12; bench/active.py measures the strategy against random).
 When some classes have far more labels than others, the score also rewards the
 probability that a text belongs to a class with few labels (``balance_need``):
 labellers skip suggestions for classes they consider full, which wasted 29 of
@@ -37,8 +39,6 @@ _BALANCE = 0.7  # weight of class balance when one class has all labels and anot
 # penalty on all of it favoured short, odd texts with few common trigrams, so only the
 # similarity above this counts: near-duplicates (0.8+) are still passed over.
 _NEAR = 0.6
-_DENSITY = 0.0  # weight of trigram density (typical texts over outliers); 0: off
-_DENSITY_SAMPLE = 300  # candidates the density of a text is measured against
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -177,12 +177,6 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
     # only the most uncertain compete on diversity, so only they need vectors
     pool = np.argsort(-scores, kind="stable")[:max(_POOL, n)]
     vectors = text_vectors([candidates[i][1] for i in pool])
-    if _DENSITY:
-        rng = np.random.default_rng(random_state)
-        sample = rng.choice(len(candidates), min(_DENSITY_SAMPLE, len(candidates)), replace=False)
-        density = (vectors @ text_vectors([candidates[i][1] for i in sample]).T).mean(1)
-        scores = scores.copy()
-        scores[pool] *= (density / max(float(density.mean()), 1e-12)) ** _DENSITY
     recent = text_vectors(list(recent_texts)[-_RECENT:]) if recent_texts else None
     chosen = [pool[i] for i in pick(scores[pool], vectors, recent, n=n, diversity=diversity)]
     return [Suggestion(*candidates[i], float(scores[i]), "the model is unsure") for i in chosen]
