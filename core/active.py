@@ -3,9 +3,11 @@
 Before a model exists, sentences come in a seeded random order: an unbiased
 start, reproducible from ``random_state``. Once a model has predicted the
 unlabelled sentences, the next one is the most *uncertain* (smallest margin
-between the two most probable classes), discounted by its *similarity* to the
-sentences labelled recently and to those already picked in the same batch, so
-that near-duplicates of what was just labelled do not come up again and again.
+between the two most probable classes), discounted when it is a *near-duplicate*
+of a sentence labelled recently or already picked in the same batch, so that
+near-duplicates of what was just labelled do not come up again and again. Only
+similarity above ordinary overlap counts: penalising all of it favoured short,
+odd sentences (issue 12; bench/active.py measures the strategy against random).
 When some classes have far more labels than others, the score also rewards the
 probability that a text belongs to a class with few labels (``balance_need``):
 labellers skip suggestions for classes they consider full, which wasted 29 of
@@ -33,6 +35,10 @@ _DIM = 1024  # hashed trigram buckets: plenty for sentence-length texts
 _POOL = 30  # only the most uncertain candidates compete on diversity
 _RECENT = 20  # how many recently labelled texts the diversity term looks at
 _BALANCE = 0.7  # weight of class balance when one class has all labels and another none
+# Trigram cosine between two unrelated sentences is 0.2-0.45 (SST-2, CR, TREC pools); a
+# penalty on all of it favoured short, odd texts with few common trigrams, so only the
+# similarity above this counts: near-duplicates (0.8+) are still passed over.
+_NEAR = 0.6
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -116,13 +122,15 @@ def balance_need(probs: dict[int, dict[str, float]],
 
 
 def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None = None, *,
-         n: int = 1, diversity: float = 0.5, pool: int = _POOL) -> list[int]:
+         n: int = 1, diversity: float = 0.5, pool: int = _POOL, near: float = _NEAR) -> list[int]:
     """Greedy uncertainty-with-diversity selection; returns up to n row indices.
 
     uncertainty: (m,) scores, higher = more worth labelling.
     vectors: (m, d) unit-norm vectors of the candidates; recent: (r, d) of recent labels.
-    Each pick maximises ``uncertainty - diversity * max cosine similarity`` to the
-    recent texts and the picks so far, among the ``pool`` most uncertain candidates.
+    Each pick maximises ``uncertainty - diversity * near`` among the ``pool`` most
+    uncertain candidates, where ``near`` is the part of the largest cosine similarity
+    to the recent texts and the picks so far above ``near`` (``_NEAR``), rescaled to
+    [0, 1]: only near-duplicates are penalised.
     With diversity=0 this is plain uncertainty order (ties broken by index).
     """
     order = np.argsort(-uncertainty, kind="stable")[:max(pool, n)]
@@ -132,7 +140,7 @@ def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None
         left = [i for i in order if i not in chosen]
         sims = np.zeros(len(left))
         if anchors:
-            sims = (vectors[left] @ np.vstack(anchors).T).max(1)
+            sims = np.maximum((vectors[left] @ np.vstack(anchors).T).max(1) - near, 0) / (1 - near)
         best = left[int(np.argmax(uncertainty[left] - diversity * sims))]
         chosen.append(int(best))
         anchors.append(vectors[best][None])

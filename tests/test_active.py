@@ -167,3 +167,20 @@ def test_suggestions_favour_classes_with_few_labels_when_two_are_full():
     even = {c: 10 for c in classes}  # even labels: plain uncertainty order
     assert [s.text_id for s in suggest(CANDIDATES, probs, n=10, counts=even)] == \
         [s.text_id for s in plain]
+
+
+def test_ordinary_overlap_with_recent_texts_is_not_penalised_only_near_duplicates_are():
+    # issue 12 item 5: a penalty on every trigram overlap favoured short, odd texts (few
+    # common trigrams) over equally uncertain ordinary sentences; it cost accuracy per label
+    recent = ["the acting is wooden and the story drags on", "a warm and funny film about the family",
+              "the director never finds the right tone for the story"]
+    candidates = [(1, "the plot of the film is thin but the actors are charming"), (2, "meh !!")]
+    v = text_vectors([c[1] for c in candidates] + recent)
+    overlap = (v[:2] @ v[2:].T).max(1)
+    assert 0.2 < overlap[0] < 0.55 and overlap[1] < 0.1, "ordinary overlap vs none"
+    probs = {1: {"neg": 0.52, "pos": 0.48}, 2: {"neg": 0.56, "pos": 0.44}}
+    assert suggest(candidates, probs, recent, n=1)[0].text_id == 1
+    # a near-duplicate of a recent text is still passed over
+    dup = [(3, "the acting is wooden and the story drags on!"), (4, "meh !!")]
+    probs = {3: {"neg": 0.52, "pos": 0.48}, 4: {"neg": 0.56, "pos": 0.44}}
+    assert suggest(dup, probs, recent, n=1)[0].text_id == 4
