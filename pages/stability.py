@@ -4,6 +4,10 @@ labelled sentences are resampled (bootstrap refits of the head, core.explain.sta
 A run is stored with its model version, so every page (and the report) can use it.
 Unstable sentences link to the Label page: an unlabelled one becomes the sentence on
 screen there, a labelled one opens the Label table filtered to it.
+
+A multi-label model is refitted one class at a time: the class picked here is a yes/no
+problem ("<class>" vs "not <class>", core.multilabel_explain), with its own head, its
+own stored run and the page below unchanged.
 """
 
 import pandas as pd
@@ -16,6 +20,8 @@ from core.explain.stability import bootstrap, load_stability, project_inputs, sa
 from core.figures import agreement_figure, oob_figure, sign_figure, spearman_figure, topk_figure
 from core.model.embed import token_states
 from core.model.group import is_fused
+from core.multilabel import effective_thresholds
+from core.multilabel_explain import ClassStore, class_inputs, class_model
 from core.stability_view import predicted_classes, summarise, unstable_rows
 from pages._shared import (backbone, escape_markdown, feature_cache, page_header, percent,
                            show_error, store)
@@ -24,7 +30,7 @@ from pages._views import class_picker, remember, require_model, short, stability
 THRESHOLD = 0.8  # a sentence is unstable when fewer refits than this agree with the model
 
 
-def run_section(project, clf, latest) -> None:
+def run_section(project, clf, latest, view) -> None:
     with st.container(border=True):
         st.markdown("**Refit the model on resampled labels**")
         st.caption("Each refit trains the classifier on a random resample of your labelled "
@@ -36,19 +42,24 @@ def run_section(project, clf, latest) -> None:
                                 key="st_seed", help="The same seed gives exactly the same results.")
         if right.button("Run the bootstrap", type="primary", key="st_run",
                         icon=":material/play_arrow:", width="stretch"):
-            run(project, clf, latest, int(n), int(seed))
+            run(project, clf, latest, view, int(n), int(seed))
 
 
-def run(project, clf, latest, n: int, seed: int) -> None:
+def run(project, clf, latest, view, n: int, seed: int) -> None:
+    """Refit ``clf`` (a multi-label model's one class: ``view`` is then its ClassStore)."""
     s = store()
     bar = st.progress(0.0, text="Reading the sentences...")
+    reading = lambda d, t: bar.progress(0.2 * d / t, text=f"Reading the sentences: {d} of {t}")  # noqa: E731
     try:
-        inputs = project_inputs(s, project.id, backbone(clf.settings.backbone), clf,
-                                cache=feature_cache(s), progress=lambda d, t: bar.progress(
-                                    0.2 * d / t, text=f"Reading the sentences: {d} of {t}"))
+        bb = backbone(clf.settings.backbone)
+        if isinstance(view, ClassStore):
+            inputs = class_inputs(s, project.id, bb, multi_label_clf, view.class_name,
+                                  cache=feature_cache(s), progress=reading)
+        else:
+            inputs = project_inputs(s, project.id, bb, clf, cache=feature_cache(s), progress=reading)
         result = bootstrap(clf, **inputs, B=n, seed=seed, progress=lambda d, t: bar.progress(
             0.2 + 0.8 * d / t, text=f"Refit {d} of {t}"))
-        save_stability(s, latest.id, result)
+        save_stability(view, latest.id, result)
     except TenshotError as err:
         show_error(err)
     bar.empty()
@@ -71,10 +82,9 @@ def summary(stab, latest) -> None:
                    "steady the model.", icon=":material/warning:")
 
 
-def unstable_list(project, stab) -> None:
-    s = store()
-    texts = {r.id: r.text for r in s.texts(project.id)}
-    labels = {r.text_id: r.label for r in s.labelled(project.id)}
+def unstable_list(project, stab, view) -> None:
+    texts = {r.id: r.text for r in view.texts(project.id)}
+    labels = {r.text_id: r.label for r in view.labelled(project.id)}
     rows = unstable_rows(stab, texts, THRESHOLD)
     if not rows:
         st.success("Every sentence gets the same prediction from at least "
@@ -105,6 +115,7 @@ def open_in_label_page(project, text_id: int, text: str, unlabelled: bool) -> No
     """Hand the sentence to the Label page through the session keys it reads."""
     if unlabelled:
         st.session_state[f"current_{project.id}"] = text_id  # the one it shows first
+        st.session_state[f"ml_current_{project.id}"] = text_id
         st.session_state["label_mode"] = "One at a time"
     else:
         st.session_state["label_mode"] = "Table"
@@ -151,17 +162,18 @@ def token_section(project, clf, stab) -> None:
 
 project = page_header("Stability")
 latest, clf = require_model(project)
-if project.multi_label:  # the bootstrap refits one head; per-class refits are not written yet
-    st.info("Stability runs are for single-label models for now: a multi-label model has one "
-            "head per class, and refitting them per class is not available yet. The Explain "
-            "page explains each class.", icon=":material/info:")
-    st.page_link("pages/explain.py", label="Go to Explain", icon=":material/lightbulb:")
-    st.stop()
+view, multi_label_clf = store(), clf  # the latter: the whole multi-label model, for run()
+if project.multi_label:  # one class at a time: its own yes/no head and its own runs
+    name = st.selectbox("Class", clf.classes, key="st_ml_class",
+                        help="A multi-label model has one yes/no head per class; each class "
+                             "is refitted and judged on its own.")
+    view = ClassStore(store(), name, effective_thresholds(project, latest))
+    clf, latest = clf.class_classifier(name), class_model(latest, name)
 st.caption(escape_markdown(f"Model v{latest.version}: would the model, its predictions and its "
                            "explanations stay the same with a slightly different set of labels?"))
-run_section(project, clf, latest)
+run_section(project, clf, latest, view)
 try:
-    stab = load_stability(store(), latest.id)
+    stab = load_stability(view, latest.id)
 except TenshotError as err:
     show_error(err)
     st.stop()
@@ -179,7 +191,7 @@ with right:
     st.plotly_chart(agreement_figure(stab, THRESHOLD), key="st_agreement")
     st.caption("For each sentence, the share of refits that predict the same class as the model: "
                "bars on the left are sentences the model could easily flip on.")
-unstable_list(project, stab)
+unstable_list(project, stab, view)
 st.plotly_chart(sign_figure(stab), key="st_sign")
 st.caption("Each dot is one neuron the classifier reads: top right are the ones almost every "
            "refit picks with the same sign, the reliable core of the model.")

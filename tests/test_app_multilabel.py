@@ -471,9 +471,26 @@ def test_uploading_jsonl_lists(ml_project):
     assert [_set_of(path, t) for t in ("i love it", "it is a review")] == [("pos",), ()]
 
 
-def test_the_stability_page_says_plainly_it_is_single_label_for_now(ml_trained):
+def test_the_stability_page_refits_a_multi_label_model_one_class_at_a_time(ml_trained):
+    # issue 16 item 7: the stability page per class (each class's own yes/no head and run)
     path, pid = ml_trained
     at = _open("stability", pid)
     assert not at.exception
-    assert "Stability runs are for single-label models for now" in page_text(at)
-    assert "st_run" not in [b.key for b in at.button]
+    classes = at.selectbox(key="st_ml_class").options
+    assert len(classes) >= 2
+    at.number_input(key="st_B").set_value(10)
+    at.button(key="st_run").click().run()
+    assert not at.exception, at.exception
+    first = classes[0]
+    with Store.open(path) as store:
+        from core.multilabel_explain import load_class_stability
+
+        model = store.latest_model(pid)
+        run = load_class_stability(store, model.id, first)
+        assert run is not None and run.classes == [f"not {first}", first]
+        assert load_class_stability(store, model.id, classes[1]) is None
+    assert "Held-out accuracy" in [m.label for m in at.metric]
+    assert "unstable sentence" in page_text(at) or "Every sentence gets the same" in page_text(at)
+    at.selectbox(key="st_ml_class").set_value(classes[1]).run()
+    assert not at.exception
+    assert "No bootstrap run for model" in page_text(at)
