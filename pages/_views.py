@@ -16,6 +16,7 @@ from core.export import labels_from_choices
 from core.learn.head import MIN_LABELS_PER_CLASS
 from core.figures import short
 from core.project import load_classifier
+from core.multilabel_explain import class_report
 from core.report import heatmap_html, legend_html, report_filename, stakeholder_report
 from core.explain.stability import MODERATE, STABLE
 from pages._shared import backbone, db_path, escape_markdown, feature_cache, show_error, store
@@ -121,32 +122,41 @@ def labels_from_edits(shown, edited_rows: dict, *, label_column: str,
 
 
 def report_builder(project, latest, load, *, prefix: str, first: str | None = None,
-                   attribute=None) -> None:
+                   attribute=None, class_name: str | None = None) -> None:
     """The "Build the report" controls and the download, shared by Explain and Export.
 
     The built report is kept under one session key per model version, so a report
     built on one page can be downloaded on the other. load() -> (backbone, classifier),
     called only when the report is built; prefix: the widgets' key prefix; first,
-    attribute: as ``stakeholder_report`` takes them.
+    attribute: as ``stakeholder_report`` takes them; class_name: on a multi-label model
+    (load() then gives the whole multi-label classifier), the report of that class's
+    yes/no head (``core.multilabel_explain.class_report``), kept per class.
     """
-    key = ("ex_report", latest.id)
+    key = ("ex_report", latest.id) if class_name is None else ("ex_report", latest.id, class_name)
     with_profile = st.checkbox("Include the layer profile", value=True, key=f"{prefix}_report_profile",
                                help="Re-reads every labelled sentence: up to a minute.")
     if st.button("Build the report", key=f"{prefix}_report_build", icon=":material/description:"):
         bar = st.progress(0.0, text="Scoring held-out labels...")
         try:
             bb, clf = load()
-            st.session_state[key] = stakeholder_report(
-                store(), project, bb, clf, latest, first=first, with_profile=with_profile,
-                diagnostics=st.session_state.get(("diag", project.id, latest.id)),  # the Model page's
-                profile=st.session_state.get(("layers", project.id, latest.id)),
-                cache=feature_cache(store()), attribute=attribute,
-                progress=lambda share, what: bar.progress(share, text=what))
+            if class_name is not None:
+                st.session_state[key] = class_report(
+                    store(), project, bb, clf, latest, class_name, first=first,
+                    with_profile=with_profile, cache=feature_cache(store()), attribute=attribute,
+                    progress=lambda share, what: bar.progress(share, text=what))
+            else:
+                st.session_state[key] = stakeholder_report(
+                    store(), project, bb, clf, latest, first=first, with_profile=with_profile,
+                    diagnostics=st.session_state.get(("diag", project.id, latest.id)),  # the Model page's
+                    profile=st.session_state.get(("layers", project.id, latest.id)),
+                    cache=feature_cache(store()), attribute=attribute,
+                    progress=lambda share, what: bar.progress(share, text=what))
         except TenshotError as err:
             show_error(err)
         bar.empty()
     if key in st.session_state:
         st.download_button("Download report (HTML)", st.session_state[key],
-                           file_name=report_filename(project.name, latest.version),
+                           file_name=report_filename(project.name if class_name is None else
+                                                     f"{project.name} {class_name}", latest.version),
                            mime="text/html", key=f"{prefix}_report_download", type="primary",
                            icon=":material/download:", on_click="ignore")

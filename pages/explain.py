@@ -273,18 +273,16 @@ def global_view(project, bb, clf, latest) -> None:
                     column_config={"Mean contribution": st.column_config.NumberColumn(format="%+.3f")})
 
 
-def report_section(project, bb, clf, latest, text, *, view: str | None = None) -> None:
+def report_section(project, bb, clf, latest, text, *, view: str | None = None, whole=None) -> None:
+    """view: the class picked on a multi-label model (clf is then its yes/no head and
+    whole the multi-label classifier): the report is that class's."""
     st.subheader("Share with stakeholders", anchor=False)
-    if view is not None:
-        st.info("The stakeholder report is for single-label models for now: its accuracy, "
-                "learning curve and examples are not yet written for label sets.",
-                icon=":material/info:")
-        return
     st.caption("One HTML file with the model card, accuracy, learning curve, layer profile, "
                "example explanations and the stored stability run. It opens in any browser, "
-               "offline.")
-    report_builder(project, latest, lambda: (bb, clf), prefix="ex", first=text,
-                   attribute=lambda t: explain_text(bb, clf, latest.id, t)[1])
+               "offline." + ("" if view is None else f" This report is about the class “{view}”."))
+    report_builder(project, latest, lambda: (bb, clf if whole is None else whole), prefix="ex",
+                   first=text, attribute=lambda t: explain_text(bb, clf, latest.id, t)[1],
+                   class_name=view)
 
 
 project = page_header("Explain")
@@ -296,7 +294,7 @@ st.caption(escape_markdown(f"Model v{latest.version}: which words push a predict
 text, label = pick_sentence(project, latest)
 if text is None:
     st.stop()
-view = None
+view, whole = None, clf
 if project.multi_label:  # pick a class; the rest of the page explains that class's own head
     clf, view = multilabel_class_view(project, latest, clf, bb, text, label,
                                       lambda c: explain_text(bb, c, latest.id, text)[1])
@@ -334,4 +332,4 @@ if any(p.score for p in ex.pieces):
                     key="ex_words")
 sandbox(bb, clf, latest, text, ex)
 global_view(project, bb, clf, latest)
-report_section(project, bb, clf, latest, text, view=view)
+report_section(project, bb, clf, latest, text, view=view, whole=None if view is None else whole)

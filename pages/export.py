@@ -115,7 +115,12 @@ def report_section(project, latest) -> None:
         return backbone(clf.settings.backbone), clf
 
     # the built report is shared with the Explain page: one built there downloads here
-    report_builder(project, latest, load, prefix="export")
+    name = None
+    if project.multi_label:  # one report per class: each class has its own yes/no head
+        name = st.selectbox("Class", latest.params["classes"], key="export_report_class",
+                            help="A multi-label model has one yes/no head per class; the "
+                                 "report describes one class.")
+    report_builder(project, latest, load, prefix="export", class_name=name)
 
 
 project = page_header("Export")

@@ -494,3 +494,19 @@ def test_the_stability_page_refits_a_multi_label_model_one_class_at_a_time(ml_tr
     at.selectbox(key="st_ml_class").set_value(classes[1]).run()
     assert not at.exception
     assert "No bootstrap run for model" in page_text(at)
+
+
+def test_the_export_page_builds_one_class_s_stakeholder_report(ml_trained, downloads):
+    # issue 16 item 7: the report per class (it said "single-label for now")
+    path, pid = ml_trained
+    at = _open("export", pid)
+    assert not at.exception
+    name = at.selectbox(key="export_report_class").options[1]
+    at.selectbox(key="export_report_class").set_value(name).run()
+    at.checkbox(key="export_report_profile").uncheck()
+    at.button(key="export_report_build").click().run()
+    assert not at.exception, at.exception
+    (file,) = [n for n in downloads if n.endswith(".html")]
+    assert name in file
+    report = downloads[file].decode()
+    assert "Model card" in report and f"not {name}" in report
