@@ -384,7 +384,7 @@ def test_model_page_without_a_model_names_what_each_class_needs(ml_project):
 # --- Explain page --------------------------------------------------------------------------
 
 
-def test_explain_picks_a_class_and_explains_that_class_head(ml_trained, tiny_model_dir):
+def test_explain_picks_a_class_and_explains_that_class_head(ml_trained, tiny_model_dir, downloads):
     import numpy as np
 
     from core.explain.attributions import coefficient_attributions
@@ -415,9 +415,13 @@ def test_explain_picks_a_class_and_explains_that_class_head(ml_trained, tiny_mod
         assert f"“{name}”: probability {probs[k]:.0%}" in page_text(at)
         picker = at.button_group(key=picker.key)
     assert "10 labelled · model v2: macro-F1" in page_text(at)  # the sidebar counts sentences
-    # no report for label sets yet: said plainly, no button that would fail
-    assert "The stakeholder report is for single-label models for now" in page_text(at)
-    assert "ex_report_build" not in [b.key for b in at.button]
+    # the report is the picked class's (it was "single-label for now" before)
+    assert "This report is about the class “neg”." in page_text(at)
+    at.checkbox(key="ex_report_profile").uncheck()
+    at.button(key="ex_report_build").click().run()
+    assert not at.exception, at.exception
+    (file,) = [n for n in downloads if n.endswith(".html")]
+    assert "neg" in file and "not neg" in downloads[file].decode()
 
 
 def _text_of(path: str, text_id) -> str:
