@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.learn.bundle import bundle_bytes
 from core.export import export_rows, file_stem, needs_human, to_csv, to_jsonl
+from core.multilabel_io import set_rows, sets_to_csv, sets_to_jsonl
 from core.project import load_classifier
 from pages._coverage import coverage_control
 from pages._shared import backbone, escape_markdown, page_header, store
@@ -20,8 +21,44 @@ INCLUDE = {"both": "Labels and predictions", "labels": "Your labels only",
            "predictions": "Model predictions only"}
 
 
+def set_table_section(project, s, latest) -> None:
+    """A multi-label project's table: label sets (``;``-joined in the CSV, lists in the
+    JSONL, "none of these" for the empty set), so the file imports back as it was."""
+    include = st.selectbox("What to export", list(INCLUDE), format_func=INCLUDE.get,
+                           key="export_include")
+    rows = set_rows(s, project, latest, include=include)
+    if not rows:
+        st.info("Nothing to export yet: add sentences on the Data page and label a few.",
+                icon=":material/upload:")
+        st.page_link("pages/data.py", label="Go to Data", icon=":material/upload:")
+        return
+    n_human = sum(r.labels is not None for r in rows)
+    st.caption(f"{len(rows):,} rows: {n_human:,} labelled by you, {len(rows) - n_human:,} "
+               "predicted by model" + (f" v{latest.version}" if latest else "") + ". Columns: "
+               "text_id, text, labels (yours, separated by “;”), predicted (the model's set), "
+               "then one probability column per class; the file imports back as a multi-label file.")
+    with st.expander("Preview the first rows"):
+        st.dataframe(pd.DataFrame({
+            "text": [r.text for r in rows[:20]],
+            "labels": [None if r.labels is None else "; ".join(r.labels) or "none of these" for r in rows[:20]],
+            "predicted": [None if r.predicted is None else "; ".join(r.predicted) or "none of these"
+                          for r in rows[:20]]}), hide_index=True, width="stretch")
+    classes = s.classes(project.id)
+    stem = f"{file_stem(project.name)}-{include}"
+    left, right = st.columns(2)
+    left.download_button("Download CSV", sets_to_csv(rows, classes), file_name=f"{stem}.csv",
+                         mime="text/csv", icon=":material/table:", key="export_csv",
+                         width="stretch", on_click="ignore")
+    right.download_button("Download JSONL", sets_to_jsonl(rows, classes), file_name=f"{stem}.jsonl",
+                          mime="application/jsonl", icon=":material/data_object:",
+                          key="export_jsonl", width="stretch", on_click="ignore")
+
+
 def table_section(project, s, latest) -> None:
     st.subheader("Labels and predictions", anchor=False)
+    if project.multi_label:
+        set_table_section(project, s, latest)
+        return
     labelled = s.labelled(project.id)
     preds = s.predictions(latest.id) if latest else []
     if not labelled and not preds:

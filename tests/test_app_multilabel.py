@@ -514,3 +514,16 @@ def test_the_export_page_builds_one_class_s_stakeholder_report(ml_trained, downl
     assert name in file
     report = downloads[file].decode()
     assert "Model card" in report and f"not {name}" in report
+
+
+def test_the_export_page_writes_label_sets(ml_trained, downloads):
+    # the export of a multi-label project writes sets, in the format import reads back
+    path, pid = ml_trained
+    at = _open("export", pid)
+    assert not at.exception, at.exception
+    csvs = {n: b for n, b in downloads.items() if n.endswith(".csv")}
+    assert csvs, list(downloads)
+    text = next(iter(csvs.values())).decode()
+    header = text.splitlines()[0]
+    assert "text" in header and "labels" in header, header
+    assert "neg;film" in text or "film;neg" in text, text[:400]
