@@ -7,8 +7,8 @@ Accuracy: ``../shared/data/goemotions/`` (28 emotion labels, Reddit comments, ``
 with ``;``-separated names). For k in --shots and each seed, k texts are drawn per label
 (a drawn text brings all its labels; ``core.multilabel_eval.draw_per_class``) and three
 methods are scored on the same draws and the same test sample (micro/macro-F1, subset
-accuracy): tenshot's default backbone and settings (SmolLM2-135M, default prompt, auto
-mode, elastic-net; --mode/--penalty change both heads) with the one-vs-rest head; all-MiniLM-L6-v2 features with the same
+accuracy): tenshot's default backbone and settings (``Settings()``: since issue 12
+smollm2-135m+mpnet, the fixed fusion, L2; --mode/--penalty change both heads) with the one-vs-rest head; all-MiniLM-L6-v2 features with the same
 heads; TF-IDF + scikit-learn one-vs-rest LR.
 
 Submit time: a multi-label project of the 28 classes with 200 labelled texts (the smallest
@@ -76,7 +76,7 @@ def accuracy(args, store, backbones, save=lambda runs: None) -> list[dict]:
     _say(f"{len(data.classes)} classes, {len(data.test_texts)} test texts, draws of "
          f"{sorted({len(r) for r in data.draws.values()})} texts")
     runs = []
-    for method, name in (("tenshot (SmolLM2-135M)", "smollm2-135m"), ("MiniLM + head", "minilm-l6")):
+    for method, name in ((f"tenshot ({Settings().backbone})", Settings().backbone), ("MiniLM + head", "minilm-l6")):
         settings = _settings(args, name)
         t = time.time()
         runs += head_runs(data, backbones(name), settings, method=method, cache=store,
