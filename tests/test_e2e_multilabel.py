@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from core.store import Store
-from tests.browser import _current_sentence, _go, _open, _see, _shot, tall_shot
+from tests.browser import _current_sentence, _go, _open, _see, _shot
 
 pytestmark = pytest.mark.e2e
 
@@ -108,17 +108,4 @@ def test_multi_label_flow(server, page, tmp_path):
     _see(page, "“film”: probability")
     _see(page, "the model's score (logit) for “film”")
     _shot(page, "ml-10-explain-film")
-
-    # stability per class: the picked class's yes/no head is refitted
-    _go(page, "Stability", "Stability")
-    _see(page, "Refit the model on resampled labels")
-    page.get_by_role("spinbutton", name="Refits").fill("10")
-    page.get_by_role("button", name="Run the bootstrap").click()
-    _see(page, "Held-out accuracy")
-    tall_shot(page, "ml-11-stability-class")
-
-    # the export writes label sets, and the report is one class's
-    _go(page, "Export", "Export")
-    _see(page, "labels (yours, separated by “;”)")
-    tall_shot(page, "ml-12-export")
     assert page.dialogs == []
