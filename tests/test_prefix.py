@@ -106,7 +106,11 @@ def test_a_pass_hooks_only_the_layers_it_reads_and_threads_are_chosen_once(decod
             pe(_variants(TEXT, 4, seed=i))
     finally:
         spy.remove()
-    assert hooked and all(counts[:2] == [0, 1] and not any(counts[2:]) for counts in hooked)
+    # transformers may keep hooks of its own on every layer (it records hidden states that
+    # way once a model was run with output_hidden_states): count only what a pass adds
+    base = [len(layer._forward_hooks) for layer in decoder.model.layers]
+    added = [[c - b for c, b in zip(counts, base)] for counts in hooked]
+    assert hooked and all(a[:2] == [0, 1] and not any(a[2:]) for a in added), (hooked, base)
     assert len(plans) == (0 if str(decoder.device).startswith("cuda") else 1)
 
 
