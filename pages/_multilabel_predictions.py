@@ -160,7 +160,7 @@ def predictions_page(project) -> None:
     missing = len(unlabelled) - len(preds)
     if missing > 0:
         st.info(f"{missing:,} sentence{'s' * (missing != 1)} arrived after model v{latest.version} "
-                "and have no prediction yet.", icon=":material/update:")
+                f"and {'have' if missing != 1 else 'has'} no prediction yet.", icon=":material/update:")
         if st.button("Train now", icon=":material/model_training:", key="pred_train"):
             train(project)
             st.rerun()

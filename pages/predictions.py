@@ -138,7 +138,7 @@ cols[3].metric("Predicted sentences", f"{len(preds):,}")
 missing = len(unlabelled) - len(preds)
 if missing > 0:
     st.info(f"{missing:,} sentence{'s' * (missing != 1)} arrived after model v{latest.version} "
-            "and have no prediction yet.", icon=":material/update:")
+            f"and {'have' if missing != 1 else 'has'} no prediction yet.", icon=":material/update:")
     if st.button("Train now", icon=":material/model_training:", key="pred_train"):
         train(project)
         st.rerun()
