@@ -114,8 +114,7 @@ def unstable_list(project, stab, view) -> None:
 def open_in_label_page(project, text_id: int, text: str, unlabelled: bool) -> None:
     """Hand the sentence to the Label page through the session keys it reads."""
     if unlabelled:
-        st.session_state[f"current_{project.id}"] = text_id  # the one it shows first
-        st.session_state[f"ml_current_{project.id}"] = text_id
+        st.session_state[f"current_{project.id}"] = text_id  # the one it shows first (both label pages)
         st.session_state["label_mode"] = "One at a time"
     else:
         st.session_state["label_mode"] = "Table"
