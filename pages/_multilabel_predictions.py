@@ -19,7 +19,7 @@ from core.errors import TenshotError
 from core.multilabel import changed_sets, effective_thresholds, set_predictions
 from pages._multilabel import describe_set
 from pages._shared import labeller, percent, show_error, store, train
-from pages._views import no_model_yet
+from pages._views import missing_predictions, no_model_yet
 
 __all__ = ["KEEP", "YOUR_LABELS", "ORDERS", "edited_sets", "predictions_page"]
 
@@ -157,13 +157,7 @@ def predictions_page(project) -> None:
                    help="F1 of each class on labels held out by cross-validation, averaged over classes.")
     cols[2].metric("Trained on labels", f"{latest.n_labels:,}")
     cols[3].metric("Predicted sentences", f"{len(preds):,}")
-    missing = len(unlabelled) - len(preds)
-    if missing > 0:
-        st.info(f"{missing:,} sentence{'s' * (missing != 1)} arrived after model v{latest.version} "
-                f"and {'have' if missing != 1 else 'has'} no prediction yet.", icon=":material/update:")
-        if st.button("Train now", icon=":material/model_training:", key="pred_train"):
-            train(project)
-            st.rerun()
+    missing_predictions(project, latest, len(unlabelled) - len(preds))
     changes = changed_sets(s, project)
     review_tab, changed_tab = st.tabs(["Review predictions", f"What changed ({len(changes)})"])
     with review_tab:

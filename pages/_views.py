@@ -19,7 +19,7 @@ from core.project import load_classifier
 from core.multilabel_explain import class_report
 from core.report import heatmap_html, legend_html, report_filename, stakeholder_report
 from core.explain.stability import MODERATE, STABLE
-from pages._shared import backbone, db_path, escape_markdown, feature_cache, show_error, store
+from pages._shared import backbone, db_path, escape_markdown, feature_cache, show_error, store, train
 
 __all__ = ["no_model_yet", "require_model", "model_backbone", "heatmap", "legend", "class_picker",
            "stability_badge", "short", "remember", "editor_choices", "labels_from_edits"]
@@ -119,6 +119,18 @@ def labels_from_edits(shown, edited_rows: dict, *, label_column: str,
     chosen, accepted = editor_choices(edited_rows, label_column=label_column,
                                       accept_column=accept_column)
     return labels_from_choices(shown, chosen, accepted)
+
+
+def missing_predictions(project, latest, missing: int) -> None:
+    """Say how many unlabelled sentences the latest model has not predicted yet (they
+    arrived after it), with a button that trains now; nothing when there are none."""
+    if missing <= 0:
+        return
+    st.info(f"{missing:,} sentence{'s' * (missing != 1)} arrived after model v{latest.version} "
+            f"and {'have' if missing != 1 else 'has'} no prediction yet.", icon=":material/update:")
+    if st.button("Train now", icon=":material/model_training:", key="pred_train"):
+        train(project)
+        st.rerun()
 
 
 def report_builder(project, latest, load, *, prefix: str, first: str | None = None,

@@ -15,7 +15,7 @@ from core.errors import TenshotError
 from pages._coverage import MARKER, coverage_control
 from pages._multilabel_predictions import predictions_page
 from pages._shared import labeller, page_header, percent, show_error, store, train
-from pages._views import labels_from_edits, no_model_yet
+from pages._views import labels_from_edits, missing_predictions, no_model_yet
 
 
 YOUR_LABEL, ACCEPT, REVIEW = "Your label", "Accept", "Review"
@@ -135,13 +135,7 @@ cols[1].metric("CV accuracy", percent(latest.metrics.get("cv_accuracy")),
                help="Accuracy on labels held out by cross-validation.")
 cols[2].metric("Trained on labels", f"{latest.n_labels:,}")
 cols[3].metric("Predicted sentences", f"{len(preds):,}")
-missing = len(unlabelled) - len(preds)
-if missing > 0:
-    st.info(f"{missing:,} sentence{'s' * (missing != 1)} arrived after model v{latest.version} "
-            f"and {'have' if missing != 1 else 'has'} no prediction yet.", icon=":material/update:")
-    if st.button("Train now", icon=":material/model_training:", key="pred_train"):
-        train(project)
-        st.rerun()
+missing_predictions(project, latest, len(unlabelled) - len(preds))
 changes = prediction_changes(s.predictions(models[-2].id), preds) if len(models) > 1 else []
 review_tab, changed_tab = st.tabs(["Review predictions", f"What changed ({len(changes)})"])
 with review_tab:

@@ -110,3 +110,20 @@ def test_a_target_accuracy_the_labels_cannot_promise_marks_every_prediction(work
     assert not at.exception
     assert "No confidence threshold can promise 99% accuracy" in at.warning[0].value
     assert set(at.dataframe[0].value["Review"]) == {"needs a human"}
+
+
+def test_a_sentence_added_after_the_model_is_counted_and_can_be_trained(workspace):
+    # the notice and its "Train now" button, shared by the single- and multi-label pages
+    path, pid, _ = workspace
+    with Store.open(path) as store:
+        store.add_texts(pid, ["a brand new sentence"])
+        before = len(store.models(pid))
+    at = open_page("predictions")
+    assert not at.exception
+    assert any("1 sentence arrived after model v" in i.value and "has no prediction yet" in i.value
+               for i in at.info)
+    at.button(key="pred_train").click().run()
+    assert not at.exception
+    with Store.open(path) as store:
+        assert len(store.models(pid)) == before + 1
+    assert not any("arrived after model" in i.value for i in at.info)
