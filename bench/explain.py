@@ -59,7 +59,7 @@ def _sentences(bb, n: int, rng) -> list[str]:
 def _classifier(bb, shots: int, rng, deepest: bool = False):
     texts, labels = load_split(DATA / "sst2", "train")
     idx = draw_shots(labels, shots, rng)
-    settings = Settings()
+    settings = Settings(backbone=bb.name)  # this run's single backbone, not the fused default
     X = features_for(bb, [texts[i] for i in idx], settings)
     last = bb.n_layers - 1
     spec = FeatureSpec("layer", (last,), "single", (bb.n_layers, bb.hidden_size)) if deepest else None

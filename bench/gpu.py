@@ -125,7 +125,7 @@ def shap_speed(bb, n: int, rng, profile: bool = False) -> dict:
 
     texts, labels = load_split(DATA / "sst2", "train")
     idx = draw_shots(labels, 16, rng)
-    settings = Settings()
+    settings = Settings(backbone=bb.name)  # this run's single backbone, not the fused default
     X = features_for(bb, [texts[i] for i in idx], settings)
     clf = train(X, [labels[i] for i in idx], sorted(set(labels)), settings)
     test, _ = load_split(DATA / "sst2", "test")
