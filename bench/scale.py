@@ -5,10 +5,11 @@
 
 The app's own submit path: ``core.project.retrain`` with a ``MemoryCache`` over the
 store and a ``PoolMatrix`` kept between submits (as pages/_shared.py keeps them).
-Features are synthetic, of SmolLM2-135M's shape (31 x 576), written into the feature
-cache the way the embedding job writes an upload (``MemoryCache(store_dtype="float16")``:
-float16, only ``band_layers``), so no embedding time is counted and no model is loaded
-(a stand-in backbone gives the cache key and shape). Each submit labels one more
+Features are synthetic, of the default backbone's shape (for the fused default
+``smollm2-135m+mpnet``: SmolLM2's 31 x 576 and mpnet's 13 x 768, each part cached on its
+own), written into the feature cache the way the embedding job writes an upload
+(``MemoryCache(store_dtype="float16")``: float16, only ``band_layers``), so no embedding
+time is counted and no model is loaded (stand-in backbones give the cache keys and shapes). Each submit labels one more
 pool text, as a user does. Prints one markdown row: first submit (feature selection by
 CV + building the pool's Z), median and p95 of the following head-only submits (wall
 time, and the process's CPU time beside it: on a loaded box the CPU time still says
@@ -49,7 +50,8 @@ from core.hashing import text_hash  # noqa: E402
 from core.learn.pool import PoolMatrix  # noqa: E402
 from core.limits import Limits  # noqa: E402
 from core.model.cache import MemoryCache, band_layers, cache_key  # noqa: E402
-from core.model.registry import DEFAULT_BACKBONE  # noqa: E402
+from core.model.group import BackboneGroup, group_parts, is_fused, parts_of  # noqa: E402
+from core.model.registry import DEFAULT_BACKBONE, REGISTRY  # noqa: E402
 from core.project import in_band, retrain, settings_of  # noqa: E402
 from core.store import Store  # noqa: E402
 
@@ -59,16 +61,26 @@ _CHUNK = 2000
 
 
 class StandIn:
-    """What retrain needs of a backbone when every feature is cached: a key and a shape."""
+    """What retrain needs of one backbone when every feature is cached: a key and a shape."""
 
-    fingerprint = "synthetic-smollm2-shape"
-    n_layers, hidden_size = SHAPE
+    def __init__(self, name: str, n_states: int, hidden: int):
+        self.name, self.n_layers, self.hidden_size = name, n_states, hidden
+        self.fingerprint = f"synthetic-{name}-shape"
 
 
-def _features(rng, labels: np.ndarray) -> np.ndarray:
-    """(n, 31, 576) float32: noise plus a class signal that grows with depth (label -1: none)."""
-    X = rng.standard_normal((len(labels),) + SHAPE, dtype=np.float32)
-    depth = np.linspace(0.05, 0.4, SHAPE[0], dtype=np.float32)[None, :, None]
+def stand_in(spec: str = DEFAULT_BACKBONE):
+    """A stand-in of the default backbone's shape: one backbone, or a group of stand-ins
+    (each part cached on its own, as the embedding job caches a fused upload)."""
+    if not is_fused(spec):
+        return StandIn(spec, REGISTRY[spec].layers + 1, REGISTRY[spec].hidden)
+    parts = group_parts(spec)
+    return BackboneGroup(spec, tuple(StandIn(p.name, p.n_states, p.width) for p in parts), tuple(parts))
+
+
+def _features(rng, labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(n, *shape) float32: noise plus a class signal that grows with depth (label -1: none)."""
+    X = rng.standard_normal((len(labels),) + shape, dtype=np.float32)
+    depth = np.linspace(0.05, 0.4, shape[0], dtype=np.float32)[None, :, None]
     X[:, :, :64] += depth * np.where(labels[:, None, None] == 1, 1.0, -1.0).astype(np.float32) * (
         labels[:, None, None] >= 0)
     return X
@@ -82,15 +94,16 @@ def build(path: str, n: int, n_labels: int) -> tuple[Store, object]:
     texts = [f"labelled sentence {i}" for i in range(n_labels)] + [f"pool sentence {i}" for i in range(n)]
     labels = [CLASSES[i % 2] for i in range(n_labels)] + [None] * n
     store.add_texts(project.id, texts, labels=labels)
-    key = cache_key(StandIn, 256)
     prompt = settings_of(project).prompt
     y = np.array([i % 2 for i in range(n_labels)] + [-1] * n)
-    for start in range(0, len(texts), _CHUNK):
-        X = _features(rng, y[start:start + _CHUNK])
-        # what the embedding job writes for an upload (MemoryCache(store_dtype="float16"))
-        store.put_features(key, prompt, "mean", {text_hash(t): x for t, x in
-                                                 zip(texts[start:start + _CHUNK], X)},
-                           dtype="float16", layers=band_layers)
+    for _, bb, part_prompt in parts_of(stand_in(), prompt):
+        key = cache_key(bb, 256)
+        for start in range(0, len(texts), _CHUNK):
+            X = _features(rng, y[start:start + _CHUNK], (bb.n_layers, bb.hidden_size))
+            # what the embedding job writes for an upload (MemoryCache(store_dtype="float16"))
+            store.put_features(key, part_prompt, "mean", {text_hash(t): x for t, x in
+                                                          zip(texts[start:start + _CHUNK], X)},
+                               dtype="float16", layers=band_layers)
     return store, project
 
 
@@ -167,14 +180,14 @@ def main(argv=None):
     built = time.perf_counter() - start
     if args.build_only:
         return store.close()
-    items, state = OrderedDict(), {}
+    items, state, backbone = OrderedDict(), {}, stand_in()
 
     def submit(**kwargs) -> tuple[float, float]:
         """(wall, CPU) seconds of one submit after labelling one more pool text."""
         ids, _ = store.unlabelled_columns(project.id)
         store.set_label(project.id, ids[0], CLASSES[len(ids) % 2])
         t, cpu = time.perf_counter(), time.process_time()
-        outcome = retrain(store, store.project(project.id), StandIn(),
+        outcome = retrain(store, store.project(project.id), backbone,
                           cache=MemoryCache(store, items=items), pool=PoolMatrix(state), **kwargs)
         assert kwargs or not outcome.reselected or outcome.version == 1
         return time.perf_counter() - t, time.process_time() - cpu

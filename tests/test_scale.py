@@ -166,3 +166,35 @@ def test_the_band_holds_the_default_fusion_layers_of_every_depth(n_layers):
     from core.learn.features import _fusion_layers
 
     assert set(_fusion_layers(n_layers, None)) <= set(band_layers(n_layers + 1))
+
+
+def test_a_pool_text_of_the_default_backbone_fits_issue_14s_workspace_budget(tmp_path):
+    # 100,000 pool texts in <= 2 GB: each text's cached features (every part of the
+    # default backbone, float16, band only, as the embedding job writes an upload) must
+    # stay under 20 kB in the SQLite file, page and index overhead included; the band of
+    # a layer every tenth of the depth took 37 kB on the fused default
+    import os
+
+    from core.model.group import group_parts, is_fused
+    from core.model.registry import DEFAULT_BACKBONE, REGISTRY
+
+    shapes = ([(p.name, p.n_states, p.width) for p in group_parts(DEFAULT_BACKBONE)]
+              if is_fused(DEFAULT_BACKBONE) else
+              [(DEFAULT_BACKBONE, REGISTRY[DEFAULT_BACKBONE].layers + 1, REGISTRY[DEFAULT_BACKBONE].hidden)])
+    path, n = tmp_path / "w.db", 400
+    store = Store.open(path)
+    rng = np.random.default_rng(0)
+
+    def size() -> int:
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return os.path.getsize(path)
+
+    before = size()
+    for name, n_states, width in shapes:
+        X = rng.standard_normal((n, n_states, width)).astype(np.float32)
+        store.put_features(f"synthetic-{name}|max256", None, "mean",
+                           {text_hash(f"pool {i}"): x for i, x in enumerate(X)},
+                           dtype="float16", layers=band_layers)
+    per_text = (size() - before) / n
+    store.close()
+    assert per_text <= 20_000, f"{per_text:.0f} bytes of features per pool text"

@@ -5,8 +5,9 @@
 ``MemoryCache`` (an LRU in RAM, optionally in front of the store). Keys are
 (``cache_key`` of the backbone, prompt, pooling, text hash).
 
-A large pool is cached compactly: float16, and only ``band_layers`` of each entry (12
-of SmolLM2's 31 hidden states, 14 kB a text instead of 71 kB). Feature selection of a
+A large pool is cached compactly: float16, and only ``band_layers`` of each entry (6
+of SmolLM2's 31 hidden states and 6 of mpnet's 13: 18 kB a text of the fused default,
+where every layer in float32 took 111 kB). Feature selection of a
 project is restricted to that band (``core.project.retrain``), so the pool always has
 what the head reads.
 """
@@ -20,12 +21,13 @@ import numpy as np
 
 __all__ = ["FUSION_DEPTHS", "FeatureCache", "MemoryCache", "band_layers", "cache_key", "persistent"]
 
-# the band: a hidden state every tenth of the depth, and at each quarter of it
-_BAND_STEPS = 10
 # the fractions of the depth that the fixed fusion reads (core.learn.features imports
 # them from here, so the pool's band always holds the default head's layers); the
 # quarter depths were fusion's layers before issue 12 and stay in the band, so a model
-# saved then can still be reused on a band-only pool
+# saved then can still be reused on a band-only pool (and auto mode, single layers and
+# the layer profile keep the last layer and four depths to choose from). A layer every
+# tenth of the depth was in the band too until the fused default doubled the bytes per
+# text: 40 kB at 100,000 texts is a 4 GB workspace (bench/scale.py, issue 14's 2 GB bar)
 FUSION_DEPTHS = (0.33, 0.5, 0.67)
 _QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
@@ -90,20 +92,18 @@ class MemoryCache:
 
 
 def band_layers(n_states: int) -> tuple[int, ...]:
-    """The hidden-state rows a compact entry keeps: one every tenth of the depth, the
-    fusion depths and the quarter depths; every layer of a backbone of 10 layers or fewer.
+    """The hidden-state rows a compact entry keeps: the fusion depths and the quarter
+    depths (the last layer among them); every layer of a backbone of 4 layers or fewer.
     Never the embedding row 0 (token embeddings before any context).
 
     n_states: layers + 1 of one backbone (each part of a group has its own entries and
-    so its own band). Example: SmolLM2-135M (31 states) -> (3, 6, 8, 9, 10, 12, 15, 18,
-    20, 21, 22, 24, 27, 30).
+    so its own band). Examples: SmolLM2-135M (31 states) -> (8, 10, 15, 20, 22, 30);
+    mpnet (13 states) -> (3, 4, 6, 8, 9, 12).
     """
     n_layers = int(n_states) - 1
     if n_layers < 1:
         return (0,)
-    steps = {round(n_layers * i / _BAND_STEPS) for i in range(1, _BAND_STEPS + 1)}
-    fixed = {max(1, round(n_layers * q)) for q in FUSION_DEPTHS + _QUARTERS}
-    return tuple(sorted(i for i in steps | fixed if i >= 1))
+    return tuple(sorted({max(1, round(n_layers * q)) for q in FUSION_DEPTHS + _QUARTERS}))
 
 
 def cache_key(backbone, max_length: int) -> str:
