@@ -192,3 +192,34 @@ def test_global_view_of_a_fused_model_adds_up_its_backbones(group):
     assert [len(rows) for _, rows in by_backbone] == [3, 4]  # embeddings + 2 and + 3 layers
     assert [r.layer for r in by_backbone[1][1]] == [0, 1, 2, 3]
     assert sum(r.share for _, rows in by_backbone for r in rows) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("prefix_parts", [("tiny-a", "tiny-b"), ("tiny-a",)])
+def test_shap_on_a_fused_model_runs_causal_parts_on_the_prefix_path(group, monkeypatch, prefix_parts):
+    # the fused default's SHAP went through features_for for all 144 masked strings; a
+    # causal part now shares prefixes (core.model.prefix) and an encoder part (here
+    # tiny-b when it is not in prefix_parts) keeps the plain path: the same features on
+    # the layers the head reads, and values + base == the logits
+    from core.explain import shapley
+    from core.model import prefix
+
+    texts, labels = POS + NEG, ["pos"] * len(POS) + ["neg"] * len(NEG)
+    s = Settings(backbone=group.name, prompt="review : {text}", mode="layer", penalty="l2")
+    clf = train(features_for(group, texts, s), labels, ["neg", "pos"], s)
+    supports, built = prefix.supports, []
+    monkeypatch.setattr(prefix, "supports", lambda bb, *a: bb.name in prefix_parts and supports(bb, *a))
+    real = prefix.PrefixEmbedder
+    monkeypatch.setattr(prefix, "PrefixEmbedder", lambda bb, *a, **k: built.append(bb.name) or real(bb, *a, **k))
+
+    text = "good film i hate it"
+    masked = ["good film ... hate it", "... film i ... it", text]
+    X = shapley._masked_embedder(group, clf, text)(masked)
+    assert built == list(prefix_parts)
+    expected = features_for(group, masked, s)
+    assert_allclose(clf.decision_features(X), clf.decision_features(expected), atol=1e-4)
+    for part, spec in clf.spec.parts:
+        rows = [part.offset + layer for layer in spec.layers]
+        assert_allclose(X[:, rows], expected[:, rows], atol=1e-5)
+    r = shapley.shap_attributions(group, clf, text, max_evals=20)
+    assert_allclose(r.values.sum(0) + r.base_values, r.logits, atol=1e-6)
+    assert_allclose(r.logits, clf.decision_features(features_for(group, [text], s))[0], atol=1e-4)

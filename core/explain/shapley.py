@@ -12,6 +12,7 @@ masked strings.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -26,6 +27,8 @@ from core.hashing import text_hash
 from core.learn.classifier import features_for
 from core.model import prefix
 from core.model.cache import MemoryCache
+from core.model.embed import embed
+from core.model.group import is_fused, parts_of
 
 __all__ = ["ShapResult", "SHAP_MAX_EVALS", "SHAP_BATCH_SIZE", "shap_attributions", "warm_up"]
 
@@ -160,15 +163,45 @@ _seed_lock = threading.Lock()
 def _masked_embedder(backbone, clf, text: str) -> Callable[[list[str]], np.ndarray]:
     """Features of masked strings of ``text``: on a causal decoder through
     ``PrefixEmbedder`` (shared prefixes run once, layers above the head's deepest not
-    at all), otherwise through ``features_for`` with repeats kept in memory."""
+    at all), otherwise through ``features_for`` with repeats kept in memory. A fused
+    model runs each part on its own path (``_group_embedder``)."""
     s = clf.settings
     # echo wraps each masked string twice and pools the second copy; the prefix path
     # packs one wrapped copy, so echo models take features_for (the training path itself)
+    if is_fused(backbone) and clf.spec.parts and not s.echo:
+        return _group_embedder(backbone, clf, text)
     if clf.spec.mode != "multi" and not s.echo and prefix.supports(backbone, s.max_length):
         return prefix.PrefixEmbedder(backbone, text, prompt=s.prompt, pooling=s.pooling,
                                      layers=clf.spec.layers, max_length=s.max_length)
     masked = MemoryCache(max_items=4 * SHAP_MAX_EVALS)  # repeated masked strings cost nothing
     return lambda strings: features_for(backbone, strings, s, cache=masked)
+
+
+def _group_embedder(group, clf, text: str) -> Callable[[list[str]], np.ndarray]:
+    """Masked strings' features on a fused model, stacked and padded as ``features_for``
+    stacks a group's: a causal part (the default's SmolLM2) through ``PrefixEmbedder``
+    on the layers its own spec reads, any other part (a sentence encoder: every token
+    sees the whole text, so no prefix is shared) through ``embed`` with repeats kept in
+    memory."""
+    s = clf.settings
+    layers = {part.name: spec.layers for part, spec in clf.spec.parts}
+    paths = []
+    for part, bb, part_prompt in parts_of(group, s.prompt):
+        if prefix.supports(bb, s.max_length):
+            paths.append((part, prefix.PrefixEmbedder(bb, text, prompt=part_prompt, pooling=s.pooling,
+                                                      layers=layers[part.name], max_length=s.max_length)))
+            continue
+        masked = MemoryCache(max_items=4 * SHAP_MAX_EVALS)
+        paths.append((part, functools.partial(embed, bb, pooling=s.pooling, prompt=part_prompt,
+                                              max_length=s.max_length, cache=masked)))
+
+    def run(strings: list[str]) -> np.ndarray:
+        X = np.zeros((len(strings), group.n_layers, group.hidden_size), np.float32)
+        for part, path in paths:
+            X[:, part.rows, :part.width] = path(strings)
+        return X
+
+    return run
 
 
 def warm_up() -> None:
