@@ -184,3 +184,38 @@ def test_a_fused_model_gets_the_explain_badge(fused_workspace):
     expected = _expected_token_stability(db, pid, group, text, k)
     assert (f"median Spearman correlation of {expected['median_spearman']:.2f}, and "
             f"{expected['mean_topk_overlap']:.0%} of the {expected['k']} strongest words") in page_text(at)
+
+
+def test_the_token_section_reads_the_states_with_echo(workspace, tiny_model_dir):
+    # issue 12 follow-up: the page read token states without the model's echo setting, so an
+    # echo model's word ranks were computed on states the model never pooled
+    from dataclasses import replace
+
+    from core.explain.attributions import reference_states
+    from core.explain.sentence import sentence_stability, sentence_states
+    from core.model.loading import load_backbone
+    from core.project import load_classifier, retrain
+    from core.stability_view import predicted_classes
+
+    db, pid, _ = workspace
+    bb = load_backbone(tiny_model_dir)
+    with Store.open(db) as store:
+        project = store.update_settings(pid, {**store.project(pid).settings, "echo": True})
+        retrain(store, project, bb)
+    at = run_bootstrap(open_page("stability"))
+    text_id = at.selectbox(key="st_sentence").value
+    with Store.open(db) as store:
+        text = next(r.text for r in store.texts(pid) if r.id == text_id)
+        model = store.latest_model(pid)
+        clf, stab = load_classifier(model), load_stability(store, model.id)
+    assert clf.settings.echo
+    k = predicted_classes(stab)[text_id]
+    shown = {title: plotly_array(next(s for s in plotly_specs(at) if title in s["layout"]["title"]["text"])
+                                 ["data"][0][axis]) for title, axis in (("rank the words", "x"), ("strongest", "y"))}
+    echo = _expected_token_stability(db, pid, bb, text, k)
+    np.testing.assert_allclose(shown["rank the words"], echo["spearman"])
+    np.testing.assert_allclose(shown["strongest"], echo["in_topk"])
+    # the figures without echo (what the page drew before) differ, so the check above can fail
+    plain = sentence_stability(stab, sentence_states(bb, replace(clf.settings, echo=False), text), k,
+                               text=text, reference=reference_states(clf))
+    assert not (np.allclose(plain["spearman"], echo["spearman"]) and np.allclose(plain["in_topk"], echo["in_topk"]))
