@@ -13,7 +13,9 @@ were labelled, not the whole training pipeline's). From the refits it derives
 - per head feature (a column of Z, i.e. a (layer, neuron), of one backbone part in a
   fused model) its selection frequency and sign stability;
 - every refit's linear weights, so ``token_rank_stability`` can compare a sentence's
-  token attributions under each refit with the full model's.
+  token attributions under each refit with the full model's (``merged_rank_stability``
+  over units, e.g. words, that sum the tokens of one or several backbones: a fused model's
+  parts each read their own rows of the weights).
 
 The refits run on threads: the numba solver releases the GIL (numba itself starts no
 threads). On 2 cores shared with other jobs (load 12), 2 threads took 1.6 s for 100
