@@ -58,7 +58,7 @@ def mode_help(mode: str) -> str:
 
 
 def penalty_help(penalty: str) -> str:
-    default = " (the default: it scored best on the tuning benchmark)" if penalty == Settings.penalty else ""
+    default = " (the default: it scored best on our benchmark)" if penalty == Settings.penalty else ""
     return PENALTY_HELP[penalty] + default
 
 
