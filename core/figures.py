@@ -387,9 +387,10 @@ def spearman_figure(result):
     return style_figure(fig, height=320)
 
 
-def topk_figure(result, tokens: Sequence[str]):
+def topk_figure(result, tokens: Sequence[str] = ()):
     """Bars: per word (or token) of the sentence, the share of refits that put it in their
-    top k. Words come from ``result["labels"]`` when the result was merged into words."""
+    top k. Words come from ``result["labels"]`` when the result was merged into words;
+    otherwise ``tokens`` names the units at ``result["positions"]``."""
     import plotly.graph_objects as go
 
     names = result.get("labels") or [tokens[p] for p in result["positions"]]

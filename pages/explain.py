@@ -174,15 +174,11 @@ def agreement_and_badge(latest, clf, text, k, states, attr, shap, *, view: str |
         except TenshotError as err:
             show_error(err)
             return
-        if states is None:
-            st.caption("The stability badge needs a model on a single backbone.")
-            return
         if stab is None:
             st.caption("Is this explanation stable? Run a bootstrap for this model to find out.")
             st.page_link("pages/stability.py", label="Go to Stability", icon=":material/balance:")
             return
-        result = sentence_stability(stab, states.hidden, attr.spans, k, text=text,
-                                    reference=reference_states(clf))
+        result = sentence_stability(stab, states, k, text=text, reference=reference_states(clf))
         if result is None:
             st.caption("The sentence has no word tokens to compare.")
             return

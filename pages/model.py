@@ -10,14 +10,16 @@ import streamlit as st
 
 from core.model.registry import REGISTRY, resolve_packaged
 from core.model.group import group_parts, is_fused
-from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, features_for, with_settings)
+from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, Settings, features_for,
+                                   with_settings)
 from core.figures import (confusion_figure, curve_figure, describe_estimate, history_figure, layer_figure, noise_note)
 from core.learn.curves import (accuracy_noise, accuracy_range, compare_prompts, diagnose, labels_needed,
                                profile_layers, profile_position)
 from core.model.device import describe_device
 from core.model.embed import POOLINGS
 from core.errors import TenshotError
-from core.learn.features import FeatureSpec
+from core.learn.features import AUTO_MIN_PER_CLASS, FUSION_COMBINE, FeatureSpec
+from core.model.cache import FUSION_DEPTHS
 from core.project import load_classifier, settings_of
 from pages._multilabel import missing_message
 from pages._multilabel_model import multilabel_curve_section, multilabel_quality
@@ -29,10 +31,6 @@ from pages._shared import (
 OTHER = "(a local model folder or .gguf file)"
 MODE_NAMES = {"auto": "Automatic", "layer": "Best single layer", "fusion": "Fusion (LLMEmbed)",
               "stc": "Sparsify-then-Classify"}
-MODE_HELP = {"auto": "tries the options below and keeps the best by cross-validation",
-             "layer": "the one layer that cross-validates best",
-             "fusion": "several depths of the network side by side",
-             "stc": "the most useful neurons of every layer, found by a sparse probe per layer"}
 PENALTY_NAMES = {"l1": "L1 (sparse)", "elasticnet": "Elastic net", "l2": "L2 (dense)"}
 PENALTY_HELP = {"l1": "few features, easiest to explain",
                 "elasticnet": "sparse, but keeps correlated features together",
@@ -42,6 +40,26 @@ POOLING_NAMES = {"mean": "Mean of tokens", "last": "Last token", "max": "Max ove
 
 # LLMEmbed-style: the LLM's features and a sentence encoder's side by side, one head
 FUSED = "smollm2-135m+minilm-l6"
+
+
+def mode_help(mode: str) -> str:
+    """What a feature mode does, worded from the constants the selection reads
+    (core.learn.features), so the page cannot drift from the rule."""
+    depths = [f"{q:.0%}" for q in FUSION_DEPTHS]
+    fusion = (f"the hidden states at {', '.join(depths[:-1])} and {depths[-1]} of the network's depth, "
+              + ("averaged" if FUSION_COMBINE == "mean" else "side by side"))
+    return {"auto": f"with at least {AUTO_MIN_PER_CLASS} labels in every class it compares the three "
+                    "options below by nested cross-validation and keeps the best; with fewer it uses "
+                    f"Fusion ({fusion}), which beat cross-validation's choice on our benchmark at 8 "
+                    "and 32 labels per class",
+            "layer": "the one layer that cross-validates best",
+            "fusion": fusion,
+            "stc": "the most useful neurons of every layer, found by a sparse probe per layer"}[mode]
+
+
+def penalty_help(penalty: str) -> str:
+    default = " (the default: it scored best on our benchmark)" if penalty == Settings.penalty else ""
+    return PENALTY_HELP[penalty] + default
 
 
 def installed(name: str) -> bool:
@@ -99,8 +117,8 @@ def settings_form(project, settings) -> None:
                             format_func=PENALTY_NAMES.get, key="m_penalty")
     pooling = right.selectbox("Pooling", POOLINGS, index=POOLINGS.index(settings.pooling),
                               format_func=POOLING_NAMES.get, key="m_pooling")
-    st.caption(f"{MODE_NAMES[mode]}: {MODE_HELP[mode]}. {PENALTY_NAMES[penalty]}: "
-               f"{PENALTY_HELP[penalty]}."
+    st.caption(f"{MODE_NAMES[mode]}: {mode_help(mode)}. {PENALTY_NAMES[penalty]}: "
+               f"{penalty_help(penalty)}."
                + ("" if pooling == "mean" else " Token explanations are exact only for mean "
                   "pooling; with last-token or max pooling they are approximate."))
     max_length = st.number_input(

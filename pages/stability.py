@@ -15,11 +15,9 @@ import streamlit as st
 
 from core.errors import TenshotError
 from core.explain.attributions import reference_states
-from core.explain.sentence import sentence_stability
+from core.explain.sentence import sentence_stability, sentence_states
 from core.explain.stability import bootstrap, load_stability, project_inputs, save_stability
 from core.figures import agreement_figure, oob_figure, sign_figure, spearman_figure, topk_figure
-from core.model.embed import token_states
-from core.model.group import is_fused
 from core.multilabel import effective_thresholds
 from core.multilabel_explain import ClassStore, class_inputs, class_model
 from core.stability_view import predicted_classes, summarise, unstable_rows
@@ -126,10 +124,6 @@ def open_in_label_page(project, text_id: int, text: str, unlabelled: bool) -> No
 def token_section(project, clf, stab) -> None:
     st.subheader("Are the explanations stable?", anchor=False)
     bb = backbone(clf.settings.backbone)
-    if is_fused(bb):
-        st.info("Token explanations need a single language model; this model combines several.",
-                icon=":material/info:")
-        return
     texts = {r.id: r.text for r in store().texts(project.id)}
     predicted = predicted_classes(stab)
     ids = [i for i in predicted if i in texts]
@@ -142,10 +136,11 @@ def token_section(project, clf, stab) -> None:
                         key=f"st_class_{text_id}")
     with right:
         text = texts[text_id]
-        states = remember(("states", clf.settings.backbone, clf.settings.prompt, text), lambda: token_states(
-            bb, text, prompt=clf.settings.prompt, max_length=clf.settings.max_length))
-        result = sentence_stability(stab, states.hidden, states.encoded.user_spans, clf.classes.index(name),
-                                    text=text, reference=reference_states(clf))
+        s = clf.settings  # the states the Explain page reads: same prompt, length and echo
+        states = remember(("states", s.backbone, s.prompt, s.max_length, s.echo, text),
+                          lambda: sentence_states(bb, s, text))
+        result = sentence_stability(stab, states, clf.classes.index(name), text=text,
+                                    reference=reference_states(clf))
         if result is None:
             st.caption("This sentence has no word tokens to compare.")
             return
@@ -154,7 +149,7 @@ def token_section(project, clf, stab) -> None:
     a.plotly_chart(spearman_figure(result), key="st_spearman")
     a.caption("Each refit ranks the sentence's words by their contribution; near 1 means it "
               "ranks them as the model does.")
-    b.plotly_chart(topk_figure(result, states.tokens), key="st_topk")
+    b.plotly_chart(topk_figure(result), key="st_topk")
     b.caption("Words that stay among the strongest in most refits are the ones to trust "
               "(indigo: pushes towards the class, red: away).")
 

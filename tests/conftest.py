@@ -141,3 +141,45 @@ def hostile_workspace(fresh_workspace, tiny_model_dir, whole_app_reruns):
             store.set_label(project.id, ids[text], label)
         retrain(store, project, load_backbone(tiny_model_dir))
     return fresh_workspace, project.id
+
+
+@pytest.fixture
+def tiny_group(monkeypatch):
+    """The default's shape (an LLM fused with a sentence encoder) in miniature: "tiny-a", a
+    decoder that gets the prompt, and "tiny-enc", registered as an encoder (the bare text);
+    different depths and widths. Returns the loaded ``BackboneGroup``."""
+    import core.model.group as multi
+    from core.model import registry
+    from core.model.backbone import Backbone
+    from core.model.registry import PackagedModel
+
+    tok = make_tokenizer()
+    a = Backbone("tiny-a", make_tiny_model(len(tok), seed=1, layers=2, hidden=32), tok, "fp-group-a")
+    b = Backbone("tiny-enc", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-group-enc")
+    for bb in (a, b):
+        monkeypatch.setitem(registry.REGISTRY, bb.name, PackagedModel(
+            bb.name, bb.name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-"))
+    monkeypatch.setattr(registry, "ENCODERS", frozenset({"tiny-enc"}))
+    return multi.BackboneGroup("tiny-a+tiny-enc", (a, b), tuple(multi.group_parts("tiny-a+tiny-enc")))
+
+
+@pytest.fixture
+def fused_workspace(fresh_workspace, whole_app_reruns, tiny_group, monkeypatch):
+    """TENSHOT_DB pointing at a trained project on ``tiny_group`` (the app loads the group
+    for its name). Returns (db path, project id, group)."""
+    import streamlit as st
+
+    from core.project import retrain
+    from core.store import Store
+
+    monkeypatch.setattr("pages._shared.load_backbone", lambda name: tiny_group)
+    st.cache_resource.clear()
+    with Store.open(fresh_workspace) as store:
+        project = store.create_project("Fused", CLASSES, settings={
+            "backbone": tiny_group.name, "prompt": "review : {text}", "mode": "layer", "penalty": "l2"})
+        ids = store.add_texts(project.id, POS + NEG + UNLABELLED[:3]).text_ids
+        for text_id, label in zip(ids, ["pos"] * len(POS) + ["neg"] * len(NEG)):
+            store.set_label(project.id, text_id, label)
+        retrain(store, project, tiny_group)
+    yield fresh_workspace, project.id, tiny_group
+    st.cache_resource.clear()  # the group stays behind its name otherwise

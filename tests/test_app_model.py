@@ -172,3 +172,24 @@ def test_the_page_states_what_the_head_reads_and_how_many_weights_are_non_zero(w
     assert "the head reads 1 of 3 hidden states" in note
     assert f"{m['n_nonzero']:,} of its {m['n_weights']:,} weights are non-zero" in note
     assert 0 < m["n_nonzero"] <= m["n_weights"]
+
+
+def test_the_automatic_mode_help_names_its_threshold_and_fallback(workspace, monkeypatch):
+    # issue 12 follow-up: the help said auto mode "tries the options below and keeps the best
+    # by cross-validation", but below AUTO_MIN_PER_CLASS labels a class it uses the fixed fusion
+    import core.learn.features as features
+    import core.model.cache as cache
+
+    monkeypatch.setattr(features, "AUTO_MIN_PER_CLASS", 48)  # the page reads the constants
+    monkeypatch.setattr(cache, "FUSION_DEPTHS", (0.25, 0.5, 0.75))
+    at = open_page("model")
+    at.selectbox(key="m_penalty").set_value("l2")
+    at.selectbox(key="m_mode").set_value("auto").run()
+    assert not at.exception
+    (auto,) = [c.value for c in at.caption if c.value.startswith("Automatic:")]
+    assert "at least 48 labels in every class" in auto and "nested cross-validation" in auto
+    assert "with fewer it uses Fusion (the hidden states at 25%, 50% and 75% of the network's depth" in auto
+    assert "L2 (dense): every feature counts a little (the default" in auto
+    at.selectbox(key="m_mode").set_value("fusion").run()
+    assert any(c.value.startswith("Fusion (LLMEmbed): the hidden states at 25%, 50% and 75%")
+               for c in at.caption)

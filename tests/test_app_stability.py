@@ -122,3 +122,100 @@ def test_a_labelled_unstable_sentence_opens_the_label_table_filtered_to_it(works
     assert not at.exception
     assert any(h.value == "Label" for h in at.title)
     assert list(at.dataframe[0].value["Sentence"]) == [texts[target]]
+
+
+def _expected_token_stability(db: str, pid: int, group, text: str, class_index: int) -> dict:
+    """What the pages should show for a sentence of the stored run, computed without the app."""
+    from core.explain.attributions import reference_states
+    from core.explain.sentence import sentence_stability, sentence_states
+    from core.project import load_classifier
+
+    with Store.open(db) as store:
+        model = store.latest_model(pid)
+        clf, stab = load_classifier(model), load_stability(store, model.id)
+    return sentence_stability(stab, sentence_states(group, clf.settings, text), class_index,
+                              text=text, reference=reference_states(clf))
+
+
+def test_a_fused_model_gets_the_token_section(fused_workspace):
+    # issue 12 follow-up: on a fused model (the default since issue 12) the page said "Token
+    # explanations need a single language model" and drew no token section
+    from core.stability_view import predicted_classes
+
+    db, pid, group = fused_workspace
+    at = run_bootstrap(open_page("stability"))
+    assert "single language model" not in page_text(at)
+    shown = titles(at)
+    for title in FIGURES:
+        assert any(title in t for t in shown), (title, shown)
+    assert any("-badge[" in m.value for m in at.markdown)
+    # the figures compare the sentence's words, both backbones' tokens summed per word
+    text_id = at.selectbox(key="st_sentence").value
+    with Store.open(db) as store:
+        text = next(r.text for r in store.texts(pid) if r.id == text_id)
+        stab = load_stability(store, store.latest_model(pid).id)
+    expected = _expected_token_stability(db, pid, group, text, predicted_classes(stab)[text_id])
+    spearman = next(s for s in plotly_specs(at) if "rank the words" in s["layout"]["title"]["text"])
+    np.testing.assert_allclose(np.sort(plotly_array(spearman["data"][0]["x"])),
+                               np.sort(expected["spearman"]))
+    topk = next(s for s in plotly_specs(at) if "strongest" in s["layout"]["title"]["text"])
+    assert list(topk["data"][0]["customdata"]) == text.split() == expected["labels"]
+
+
+def test_a_fused_model_gets_the_explain_badge(fused_workspace):
+    # issue 12 follow-up: the Explain page said "The stability badge needs a model on a
+    # single backbone" for a fused model, even after a bootstrap run
+    from scipy.special import softmax
+
+    from core.explain.sentence import sentence_attribution
+    from core.project import load_classifier
+
+    db, pid, group = fused_workspace
+    run_bootstrap(open_page("stability"))
+    at = open_page("explain")
+    assert not at.exception
+    assert "single backbone" not in page_text(at)
+    assert any("Explanation" in m.value and "-badge[" in m.value for m in at.markdown)
+    text_id = at.selectbox(key="ex_pick_Unlabelled").value
+    with Store.open(db) as store:
+        text = next(r.text for r in store.texts(pid) if r.id == text_id)
+        clf = load_classifier(store.latest_model(pid))
+    k = int(softmax(sentence_attribution(group, clf, text)[1].logits).argmax())
+    expected = _expected_token_stability(db, pid, group, text, k)
+    assert (f"median Spearman correlation of {expected['median_spearman']:.2f}, and "
+            f"{expected['mean_topk_overlap']:.0%} of the {expected['k']} strongest words") in page_text(at)
+
+
+def test_the_token_section_reads_the_states_with_echo(workspace, tiny_model_dir):
+    # issue 12 follow-up: the page read token states without the model's echo setting, so an
+    # echo model's word ranks were computed on states the model never pooled
+    from dataclasses import replace
+
+    from core.explain.attributions import reference_states
+    from core.explain.sentence import sentence_stability, sentence_states
+    from core.model.loading import load_backbone
+    from core.project import load_classifier, retrain
+    from core.stability_view import predicted_classes
+
+    db, pid, _ = workspace
+    bb = load_backbone(tiny_model_dir)
+    with Store.open(db) as store:
+        project = store.update_settings(pid, {**store.project(pid).settings, "echo": True})
+        retrain(store, project, bb)
+    at = run_bootstrap(open_page("stability"))
+    text_id = at.selectbox(key="st_sentence").value
+    with Store.open(db) as store:
+        text = next(r.text for r in store.texts(pid) if r.id == text_id)
+        model = store.latest_model(pid)
+        clf, stab = load_classifier(model), load_stability(store, model.id)
+    assert clf.settings.echo
+    k = predicted_classes(stab)[text_id]
+    shown = {title: plotly_array(next(s for s in plotly_specs(at) if title in s["layout"]["title"]["text"])
+                                 ["data"][0][axis]) for title, axis in (("rank the words", "x"), ("strongest", "y"))}
+    echo = _expected_token_stability(db, pid, bb, text, k)
+    np.testing.assert_allclose(shown["rank the words"], echo["spearman"])
+    np.testing.assert_allclose(shown["strongest"], echo["in_topk"])
+    # the figures without echo (what the page drew before) differ, so the check above can fail
+    plain = sentence_stability(stab, sentence_states(bb, replace(clf.settings, echo=False), text), k,
+                               text=text, reference=reference_states(clf))
+    assert not (np.allclose(plain["spearman"], echo["spearman"]) and np.allclose(plain["in_topk"], echo["in_topk"]))

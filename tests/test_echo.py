@@ -109,8 +109,9 @@ def test_echo_attributions_sum_to_the_logit_over_the_second_copy(tiny_backbone, 
     assert abs(a.values[a.user]).sum() > 0
     # the words are shown once
     assert [p.text for p in word_attributions(a, TEXT, 1)] == TEXT.split()
-    states, again = sentence_attribution(tiny_backbone, clf, TEXT)
-    assert_allclose(again.values, a.values) and states.encoded.pooled is not None
+    (one,), again = sentence_attribution(tiny_backbone, clf, TEXT)  # one backbone: one part's states
+    assert_allclose(again.values, a.values)
+    assert one.part is None and one.states.encoded.pooled is not None  # was `and`-ed, never asserted
 
 
 @pytest.mark.parametrize("pooling", ["last", "max"])

@@ -196,6 +196,16 @@ def test_token_rank_stability_is_one_when_refits_equal_the_full_model():
     assert_array_equal(np.sort(out["in_topk"])[-3:], 1.0)
 
 
+def _one_part(hidden, spans):
+    """``sentence_states`` of one backbone, from its hidden (n_states, n_tokens, hidden)
+    and per-token spans in the user's text."""
+    from core.model.embed import PartStates, TokenStates
+    from core.model.tokens import Encoded
+
+    encoded = Encoded(tuple(range(len(spans))), tuple(spans), False)
+    return [PartStates(None, TokenStates(hidden, encoded, [str(i) for i in range(len(spans))]))]
+
+
 def test_sentence_stability_compares_words_not_subword_tokens():
     """A word split into three tokens is one unit, scored by its tokens' summed (centred)
     contributions, and named by the word itself."""
@@ -207,13 +217,13 @@ def test_sentence_stability_compares_words_not_subword_tokens():
     spans = [None, None, (0, 1), (1, 4), (4, 7), (7, 12), (12, 17)]
     hidden = rng.normal(size=(3, len(spans), 5)).astype(np.float32)
     reference = rng.normal(size=(3, 5))
-    out = sentence_stability(stab, hidden, spans, 1, text=text, reference=reference)
+    out = sentence_stability(stab, _one_part(hidden, spans), 1, text=text, reference=reference)
     assert out["labels"] == ["Tsunami", "hits", "town"]
     tokens = token_contributions(hidden.astype(np.float64) - reference[:, None, :], np.arange(7) > 0,
                                  stab.full_weights()[0])[:, 1]
     assert_allclose(out["full"], [tokens[2:5].sum(), tokens[5], tokens[6]])
     assert out["refits"].shape == (stab.B, 3)
-    by_token = sentence_stability(stab, hidden, spans, 1)
+    by_token = sentence_stability(stab, _one_part(hidden, spans), 1)
     assert "labels" not in by_token and by_token["refits"].shape == (stab.B, 5)
 
 
@@ -300,3 +310,42 @@ def test_project_inputs_feed_bootstrap_and_token_ranks(tiny_backbone, tmp_path):
     user = np.array([s is not None for s in states.encoded.user_spans])
     out = token_rank_stability(stab, states.hidden, pooled_positions(len(user)), 0, user=user)
     assert out["refits"].shape == (6, 2) and out["badge"] in (STABLE, MODERATE, UNSTABLE)
+
+
+@pytest.mark.parametrize("prompt", [None, "review : {text}"])
+def test_fused_sentence_stability_sums_each_word_over_both_backbones(tiny_group, prompt):
+    # issue 12 follow-up: a fused model (the default) had no token states, so no
+    # token-rank stability; now a word sums its tokens of every part, as on the Explain page
+    from core.explain.attributions import group_attributions, reference_states
+    from core.explain.sentence import merged_attribution, sentence_attribution, sentence_stability
+    from core.explain.words import word_attributions
+    from tests.helpers import NEG, POS
+
+    s = Settings(backbone=tiny_group.name, prompt=prompt, mode="layer", penalty="l2")
+    X = features_for(tiny_group, POS + NEG, s)
+    clf = train(X, ["pos"] * len(POS) + ["neg"] * len(NEG), ["neg", "pos"], s)
+    stab = bootstrap(clf, X, np.repeat([1, 0], [len(POS), len(NEG)]), B=8, seed=1)
+    text = "the film was very good , not bad !"
+    states, attr = sentence_attribution(tiny_group, clf, text)
+    assert [one.part.name for one in states] == ["tiny-a", "tiny-enc"]
+    out = sentence_stability(stab, states, 1, text=text, reference=reference_states(clf))
+    assert out is not None and out["labels"] == text.split()
+    # the full model's word scores are the Explain page's merged ones, which add up exactly
+    merged = merged_attribution(group_attributions(tiny_group, clf, text))
+    assert_allclose(out["full"], [p.score for p in word_attributions(merged, text, 1)], atol=1e-8)
+    assert_allclose(out["full"].sum() + attr.prompt_total[1] + attr.constant[1], attr.logits[1], atol=1e-4)
+    # and so do every refit's: its words + its prompt tokens + its constant == its own logit
+    Z = clf.spec.transform(features_for(tiny_group, [text], s)).astype(np.float64)
+    reference = reference_states(clf)
+    for i in range(stab.B):
+        V, b = stab.refit_weights(i)
+        prompt_part = 0.0
+        for one in states:
+            rows, width = one.part.rows, one.part.width
+            terms = token_contributions(one.states.hidden - reference[rows, :width][:, None, :],
+                                        one.states.encoded.pool_mask(), V[rows, :width])
+            prompt_part += terms[[sp is None for sp in one.states.encoded.user_spans], 1].sum()
+        constant = b[1] + np.einsum("lh,lh->", reference, V[:, :, 1])
+        assert_allclose(out["refits"][i].sum() + prompt_part + constant, (Z @ stab.refit_coef[i] + b)[0, 1],
+                        atol=1e-4)
+    assert (prompt is None) == (prompt_part == 0.0)  # an encoder part gets no prompt

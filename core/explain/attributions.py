@@ -39,7 +39,7 @@ import numpy as np
 
 from core.explain.words import piece_totals, pieces_of
 from core.learn.classifier import features_for
-from core.model.embed import TokenStates, token_states, uses_echo
+from core.model.embed import PartStates, TokenStates, part_token_states, token_states, uses_echo
 from core.model.forward import run_batches
 from core.model.group import parts_of
 from core.model.tokens import encode
@@ -141,28 +141,31 @@ def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | 
                        exact=s.pooling == "mean")
 
 
-def group_attributions(group, clf, text: str, *, centre: bool = True) -> list[tuple[str, Attribution]]:
+def group_attributions(group, clf, text: str, *, centre: bool = True,
+                       states: Sequence[PartStates] | None = None) -> list[tuple[str, Attribution]]:
     """Exact token attributions of a fused model, one ``Attribution`` per backbone.
 
     Each part's ``values`` are its own tokens' contributions (its tokenizer, its prompt);
     every part carries the model's one ``constant`` and ``logits``, and under mean pooling
     the parts' summed values plus the constant equal the logits. Each part's states are
     centred on its rows of ``reference_states``; the constant takes every part's shift.
+    states: the parts' token states of ``text`` (``part_token_states``), when already read.
     """
     s = clf.settings
     V, b = linear_weights(clf)
     logits = clf.decision_features(features_for(group, [text], s))[0].astype(np.float64)
     reference = reference_states(clf) if centre else None
+    if states is None:
+        states = part_token_states(group, text, prompt=s.prompt, max_length=s.max_length, echo=s.echo)
     parts = []
-    for part, bb, prompt in parts_of(group, s.prompt):
-        states = token_states(bb, text, prompt=prompt, max_length=s.max_length, echo=s.echo)
+    for part, one in states:
         values, shift = centred_contributions(
-            states.hidden, states.encoded.pool_mask(), V[part.rows, :part.width],
+            one.hidden, one.encoded.pool_mask(), V[part.rows, :part.width],
             None if reference is None else reference[part.rows, :part.width])
-        parts.append((part.name, states, values))
+        parts.append((part.name, one, values))
         b = b + shift
-    return [(name, Attribution(list(states.tokens), list(states.encoded.user_spans), values, b, logits,
-                               exact=s.pooling == "mean")) for name, states, values in parts]
+    return [(name, Attribution(list(one.tokens), list(one.encoded.user_spans), values, b, logits,
+                               exact=s.pooling == "mean")) for name, one, values in parts]
 
 
 def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:

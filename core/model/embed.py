@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -25,12 +25,12 @@ from core.errors import InputError
 from core.hashing import text_hash
 from core.model.cache import FeatureCache, cache_key
 from core.model.forward import run_batches
-from core.model.group import BackboneGroup, is_fused, parts_of
+from core.model.group import BackboneGroup, Part, is_fused, parts_of
 from core.model.registry import is_encoder
 from core.model.tokens import DEFAULT_MAX_LENGTH, Encoded, content_mask, echo_template, encode
 
-__all__ = ["POOLINGS", "TokenStates", "TruncationWarning", "embed", "embed_group", "embed_many",
-           "features", "pool", "pool_on_device", "token_states", "truncated_count", "uses_echo"]
+__all__ = ["POOLINGS", "PartStates", "TokenStates", "TruncationWarning", "embed", "embed_group", "embed_many",
+           "features", "part_token_states", "pool", "pool_on_device", "token_states", "truncated_count", "uses_echo"]
 
 POOLINGS = ("mean", "last", "max")
 
@@ -252,6 +252,23 @@ def token_states(backbone, text: str, *, prompt: str | None = None,
     hidden = torch.stack([h[0] for h in hs]).float().cpu().numpy()  # one copy to the host
     tokens = [backbone.tokenizer.decode([i]) for i in enc.input_ids]
     return TokenStates(hidden, enc, tokens)
+
+
+class PartStates(NamedTuple):
+    """One backbone's token states of a text: ``part``, where its rows sit in a fused
+    model's padded X (``core.model.group.Part``; None on a single backbone), and ``states``."""
+
+    part: Part | None
+    states: TokenStates
+
+
+def part_token_states(backbone, text: str, *, prompt: str | None = None,
+                      max_length: int = DEFAULT_MAX_LENGTH, echo: bool = False) -> list[PartStates]:
+    """``token_states`` of ``text`` on every backbone a model on ``backbone`` runs
+    (``parts_of``): one for a single backbone, one per part of a group, in the group's
+    order, each with the prompt it gets (none for a sentence encoder)."""
+    return [PartStates(part, token_states(bb, text, prompt=part_prompt, max_length=max_length, echo=echo))
+            for part, bb, part_prompt in parts_of(backbone, prompt)]
 
 
 def embed_group(group: BackboneGroup, texts, *, pooling: str, prompt: str | None, max_length: int,
