@@ -21,7 +21,7 @@ __all__ = ["TOWARDS", "AGAINST", "DIVERGING", "INDIGO", "GREY", "FONT", "rgba", 
            "short", "style_figure", "history_figure", "confusion_figure", "curve_figure",
            "layer_figure", "describe_estimate", "noise_note", "layer_weights_figure",
            "probability_figure", "coverage_figure", "word_figure", "phrases_figure", "oob_figure",
-           "agreement_figure", "sign_figure", "spearman_figure", "topk_figure"]
+           "count_axis", "agreement_figure", "sign_figure", "spearman_figure", "topk_figure"]
 
 TOWARDS = (79, 70, 229)  # indigo, the app's primary colour: pushes towards the class
 AGAINST = (220, 38, 38)  # red: pushes away from it
@@ -288,6 +288,16 @@ def phrases_figure(class_name: str, phrases):
 
 # --- the Stability page ------------------------------------------------------
 
+_SHARE_BINS = np.arange(22) * 0.05  # the histograms' bins over [0, 1]: 0.05 wide, 1.0 in the last
+
+
+def count_axis(title: str, *shares: np.ndarray) -> dict:
+    """A y axis for histogram counts of shares in [0, 1]: whole-number ticks (plotly puts
+    ticks at 0.5 and 1.5 when the tallest bar is 2; from 6 up its own steps are whole)."""
+    top = max((int(np.histogram(x, bins=_SHARE_BINS)[0].max()) for x in shares if len(x)), default=0)
+    return dict(title=title, rangemode="tozero", **({"tick0": 0, "dtick": 1} if top <= 5 else {}))
+
+
 def oob_figure(stability):
     """Histogram of each refit's accuracy on the labels it did not draw, median marked."""
     import plotly.graph_objects as go
@@ -303,7 +313,7 @@ def oob_figure(stability):
                       annotation_position="top left")
     fig.update_layout(title=f"Accuracy on unseen labels across {stability.B} refits",
                       xaxis=dict(title="out-of-bag accuracy", tickformat=".0%", range=[0, 1.02]),
-                      yaxis_title="refits", bargap=0.05)
+                      yaxis=count_axis("refits", acc), bargap=0.05)
     return style_figure(fig, height=320)
 
 
@@ -311,10 +321,11 @@ def agreement_figure(stability, threshold: float = 0.8):
     """Histograms of the share of refits that agree with the model, per sentence."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    fig, shares = go.Figure(), []
     for name, share, colour in (("labelled", stability.agreement, INDIGO),
                                 ("unlabelled", stability.other_agreement, "#F59E0B")):
         share = share[np.isfinite(share)]
+        shares.append(share)
         if len(share):
             fig.add_histogram(x=share, name=f"{name} ({len(share)})", marker_color=colour,
                               opacity=0.75, xbins=dict(start=0, end=1.0001, size=0.05),
@@ -325,7 +336,7 @@ def agreement_figure(stability, threshold: float = 0.8):
     fig.update_layout(title="How often the refits agree with the model, per sentence",
                       barmode="overlay", xaxis=dict(title="share of refits predicting the same class",
                                                     tickformat=".0%", range=[0, 1.02]),
-                      yaxis_title="sentences", legend=dict(orientation="h", y=-0.25))
+                      yaxis=count_axis("sentences", *shares), legend=dict(orientation="h", y=-0.25))
     return style_figure(fig, height=340)
 
 
@@ -345,6 +356,8 @@ def sign_figure(stability):
     used = freq > 0
     fused = any(part)  # names are "" on a single backbone
     one_layer = len(set(zip(part[used], layer[used]))) <= 1
+    # one layer number (means over layers are all -1): a colour scale would say nothing
+    one_colour = len(set(layer[used])) <= 1
     fig = go.Figure()
     for inside, name, symbol in ((True, "in the model", "circle"),
                                  (False, "in refits only", "circle-open")):
@@ -354,8 +367,8 @@ def sign_figure(stability):
         fig.add_trace(trace(
             x=freq[keep], y=sign[keep], mode="markers", name=name,
             customdata=np.stack(columns, 1) if len(keep) else None,
-            marker=dict(color=INDIGO if one_layer else layer[keep], symbol=symbol, size=8,
-                        opacity=0.7, coloraxis=None if one_layer else "coloraxis"),
+            marker=dict(color=INDIGO if one_colour else layer[keep], symbol=symbol, size=8,
+                        opacity=0.7, coloraxis=None if one_colour else "coloraxis"),
             hovertemplate=("%{customdata[2]}: " if fused else "")
             + "layer %{customdata[0]}, neuron %{customdata[1]}<br>selected in %{x:.0%} "
               "of refits, same sign in %{y:.0%}<extra></extra>"))
@@ -363,7 +376,7 @@ def sign_figure(stability):
              if one_layer and used.any() and layer[used][0] >= 0 else "")
     fig.update_layout(title=f"How reliably each feature is used{where}",
                       coloraxis=dict(colorscale="Viridis", colorbar=dict(title="layer"),
-                                     showscale=not one_layer),
+                                     showscale=not one_colour),
                       xaxis=dict(title="selected in this share of refits", tickformat=".0%",
                                  range=[-0.02, 1.02]),
                       yaxis=dict(title="weight keeps its sign", tickformat=".0%", range=[-0.02, 1.05]),
