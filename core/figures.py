@@ -18,7 +18,7 @@ import numpy as np
 from core.learn.curves import Diagnostics, LabelsNeeded, LearningCurve, accuracy_noise, saturating
 
 __all__ = ["TOWARDS", "AGAINST", "DIVERGING", "INDIGO", "GREY", "FONT", "rgba", "plot_text",
-           "short", "style_figure", "history_figure", "confusion_figure", "curve_figure",
+           "short", "share_range", "style_figure", "history_figure", "confusion_figure", "curve_figure",
            "layer_figure", "describe_estimate", "noise_note", "layer_weights_figure",
            "probability_figure", "coverage_figure", "word_figure", "phrases_figure", "oob_figure",
            "count_axis", "agreement_figure", "sign_figure", "spearman_figure", "topk_figure"]
@@ -87,6 +87,18 @@ def confusion_figure(diag: Diagnostics):
     return fig
 
 
+def share_range(*values, min_span: float = 0.1) -> list[float]:
+    """A y range over shares (0..1) that spans at least ``min_span``, so ticks written as
+    whole percents all differ (a curve at 99-100% read "100%, 100%, 100%, 99%, 99%")."""
+    v = np.concatenate([np.ravel(np.asarray(x, dtype=float)) for x in values])
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+    pad = max(0.0, min_span - (hi - lo)) / 2
+    lo, hi = lo - pad, hi + pad
+    shift = max(0.0, hi - 1.0) - max(0.0, -lo)  # keep the span inside [0, 1]
+    return [max(0.0, lo - shift) - 0.01, min(1.0, hi - shift) + 0.01]
+
+
 def curve_figure(curve: LearningCurve, est: LabelsNeeded):
     """Measured accuracy (mean ± std over runs), the fitted curve, the target and where
     the fit reaches it, against labels per class on a log axis."""
@@ -99,11 +111,12 @@ def curve_figure(curve: LearningCurve, est: LabelsNeeded):
                    hoverinfo="skip"),
         go.Scatter(x=x, y=mean, mode="lines+markers", name="held-out accuracy",
                    hovertemplate="%{x} per class: %{y:.0%}<extra></extra>")])
-    ticks = [int(v) for v in x]
+    ticks, shown = [int(v) for v in x], [mean + std, mean - std, [est.target]]
     if est.method == "saturating" and est.params:
         reach = est.per_class if est.finite and not est.reached else None
         grid = np.geomspace(x[0], max(reach * 1.3 if reach else x[-1] * 3, x[-1] * 1.5), 60)
-        fig.add_scatter(x=grid, y=saturating(grid, *est.params), mode="lines", name="fitted curve",
+        shown.append(saturating(grid, *est.params))
+        fig.add_scatter(x=grid, y=shown[-1], mode="lines", name="fitted curve",
                         line=dict(dash="dot"), hoverinfo="skip")
         if reach:
             fig.add_scatter(x=[reach], y=[est.target], mode="markers", name="target reached",
@@ -113,7 +126,7 @@ def curve_figure(curve: LearningCurve, est: LabelsNeeded):
     fig.add_hline(y=est.target, line=dict(dash="dash", color="gray"))
     fig.update_layout(title="Learning curve", height=380, margin=dict(t=40, b=40),
                       xaxis=dict(title="labels per class", type="log", tickvals=ticks),
-                      yaxis=dict(title="accuracy", tickformat=".0%"),
+                      yaxis=dict(title="accuracy", tickformat=".0%", range=share_range(*shown)),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 

@@ -1,13 +1,15 @@
 """The newcomer flow as one real-browser test (issue 15, "Done means"): create a project
 with three classes, upload a CSV, label 40 sentences with the keyboard only, correct a
 prediction in the grid, explain a sentence, run the stability bootstrap, export the CSV
-and build the stakeholder report, on what a user gets: `streamlit run` with the packaged
-SmolLM2, in Debian's headless Chromium.
+and build the stakeholder report, on what a user gets: `streamlit run` with the default
+backbone (the packaged SmolLM2 fused with mpnet), in Debian's headless Chromium.
 
 It asserts on what a user sees (text on the page, downloaded files). On every page no
 Streamlit exception box or red error appears, and at the end no request has left the
 machine. Each step leaves a screenshot in test-artifacts/newcomer-*.png for a person to
-look at. The corpus is small (64 short sentences) to keep the wall time to a few minutes.
+look at. The corpus is small (64 short sentences) to keep the wall time down: 26 min on
+a 2-core machine at load 7-25 under nice 19 (2026-11-28), most of it reading the
+sentences and retraining after each of the 40 labels.
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ def _export_csv(page, tmp_path, corrected: tuple[str, str]) -> None:
 
 
 def _report(page, tmp_path, labelled: set[str]) -> None:
-    """Build the report on the Explain page (the markup sentence leads its examples) and
+    """Build the report on the Explain page (the markup sentence is among its examples) and
     download it from the Export page, where a report built on Explain is offered too."""
     _open_in_explain(page, labelled)
     page.get_by_role("button", name="Build the report").click()
@@ -234,7 +236,7 @@ def _report(page, tmp_path, labelled: set[str]) -> None:
     viewer.wait_for_load_state("load")
     viewer.wait_for_timeout(1000)
     assert viewer.locator("b").filter(has_text="referee").count() == 0
-    assert MARKUP in viewer.locator("body").inner_text()  # the sentence leads the examples, as text
+    assert MARKUP in viewer.locator("body").inner_text()  # among the examples, as text
     viewer.screenshot(path=str(ARTIFACTS / "newcomer-11-report.png"), full_page=True)
     viewer.close()
 
