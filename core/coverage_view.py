@@ -124,7 +124,9 @@ def describe(choice: Choice, cal: Calibration | None) -> str:
         kept = (f"For at least {_pct(choice.target)} accuracy (the interval's lower end), keep "
                 f"predictions with {_pct(choice.threshold)} confidence or more: {choice.cleared:,} "
                 f"of {total} ({_pct(share)})")
-    marked = f"The other {choice.below:,} are marked “{MARKER}”."
+    marked = {0: f"None is marked “{MARKER}”.",
+              1: f"The other one is marked “{MARKER}”."}.get(
+        choice.below, f"The other {choice.below:,} are marked “{MARKER}”.")
     if cal is None:
         return (f"{kept}. This model version has no accuracy estimate (it was trained before "
                 f"estimates existed; retrain to get one). {marked}")

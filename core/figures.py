@@ -18,10 +18,10 @@ import numpy as np
 from core.learn.curves import Diagnostics, LabelsNeeded, LearningCurve, accuracy_noise, saturating
 
 __all__ = ["TOWARDS", "AGAINST", "DIVERGING", "INDIGO", "GREY", "FONT", "rgba", "plot_text",
-           "short", "style_figure", "history_figure", "confusion_figure", "curve_figure",
+           "short", "share_range", "style_figure", "history_figure", "confusion_figure", "curve_figure",
            "layer_figure", "describe_estimate", "noise_note", "layer_weights_figure",
            "probability_figure", "coverage_figure", "word_figure", "phrases_figure", "oob_figure",
-           "agreement_figure", "sign_figure", "spearman_figure", "topk_figure"]
+           "count_axis", "agreement_figure", "sign_figure", "spearman_figure", "topk_figure"]
 
 TOWARDS = (79, 70, 229)  # indigo, the app's primary colour: pushes towards the class
 AGAINST = (220, 38, 38)  # red: pushes away from it
@@ -87,6 +87,18 @@ def confusion_figure(diag: Diagnostics):
     return fig
 
 
+def share_range(*values, min_span: float = 0.1) -> list[float]:
+    """A y range over shares (0..1) that spans at least ``min_span``, so ticks written as
+    whole percents all differ (a curve at 99-100% read "100%, 100%, 100%, 99%, 99%")."""
+    v = np.concatenate([np.ravel(np.asarray(x, dtype=float)) for x in values])
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+    pad = max(0.0, min_span - (hi - lo)) / 2
+    lo, hi = lo - pad, hi + pad
+    shift = max(0.0, hi - 1.0) - max(0.0, -lo)  # keep the span inside [0, 1]
+    return [max(0.0, lo - shift) - 0.01, min(1.0, hi - shift) + 0.01]
+
+
 def curve_figure(curve: LearningCurve, est: LabelsNeeded):
     """Measured accuracy (mean ± std over runs), the fitted curve, the target and where
     the fit reaches it, against labels per class on a log axis."""
@@ -99,11 +111,12 @@ def curve_figure(curve: LearningCurve, est: LabelsNeeded):
                    hoverinfo="skip"),
         go.Scatter(x=x, y=mean, mode="lines+markers", name="held-out accuracy",
                    hovertemplate="%{x} per class: %{y:.0%}<extra></extra>")])
-    ticks = [int(v) for v in x]
+    ticks, shown = [int(v) for v in x], [mean + std, mean - std, [est.target]]
     if est.method == "saturating" and est.params:
         reach = est.per_class if est.finite and not est.reached else None
         grid = np.geomspace(x[0], max(reach * 1.3 if reach else x[-1] * 3, x[-1] * 1.5), 60)
-        fig.add_scatter(x=grid, y=saturating(grid, *est.params), mode="lines", name="fitted curve",
+        shown.append(saturating(grid, *est.params))
+        fig.add_scatter(x=grid, y=shown[-1], mode="lines", name="fitted curve",
                         line=dict(dash="dot"), hoverinfo="skip")
         if reach:
             fig.add_scatter(x=[reach], y=[est.target], mode="markers", name="target reached",
@@ -113,7 +126,7 @@ def curve_figure(curve: LearningCurve, est: LabelsNeeded):
     fig.add_hline(y=est.target, line=dict(dash="dash", color="gray"))
     fig.update_layout(title="Learning curve", height=380, margin=dict(t=40, b=40),
                       xaxis=dict(title="labels per class", type="log", tickvals=ticks),
-                      yaxis=dict(title="accuracy", tickformat=".0%"),
+                      yaxis=dict(title="accuracy", tickformat=".0%", range=share_range(*shown)),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -288,6 +301,16 @@ def phrases_figure(class_name: str, phrases):
 
 # --- the Stability page ------------------------------------------------------
 
+_SHARE_BINS = np.arange(22) * 0.05  # the histograms' bins over [0, 1]: 0.05 wide, 1.0 in the last
+
+
+def count_axis(title: str, *shares: np.ndarray) -> dict:
+    """A y axis for histogram counts of shares in [0, 1]: whole-number ticks (plotly puts
+    ticks at 0.5 and 1.5 when the tallest bar is 2; from 6 up its own steps are whole)."""
+    top = max((int(np.histogram(x, bins=_SHARE_BINS)[0].max()) for x in shares if len(x)), default=0)
+    return dict(title=title, rangemode="tozero", **({"tick0": 0, "dtick": 1} if top <= 5 else {}))
+
+
 def oob_figure(stability):
     """Histogram of each refit's accuracy on the labels it did not draw, median marked."""
     import plotly.graph_objects as go
@@ -303,7 +326,7 @@ def oob_figure(stability):
                       annotation_position="top left")
     fig.update_layout(title=f"Accuracy on unseen labels across {stability.B} refits",
                       xaxis=dict(title="out-of-bag accuracy", tickformat=".0%", range=[0, 1.02]),
-                      yaxis_title="refits", bargap=0.05)
+                      yaxis=count_axis("refits", acc), bargap=0.05)
     return style_figure(fig, height=320)
 
 
@@ -311,10 +334,11 @@ def agreement_figure(stability, threshold: float = 0.8):
     """Histograms of the share of refits that agree with the model, per sentence."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    fig, shares = go.Figure(), []
     for name, share, colour in (("labelled", stability.agreement, INDIGO),
                                 ("unlabelled", stability.other_agreement, "#F59E0B")):
         share = share[np.isfinite(share)]
+        shares.append(share)
         if len(share):
             fig.add_histogram(x=share, name=f"{name} ({len(share)})", marker_color=colour,
                               opacity=0.75, xbins=dict(start=0, end=1.0001, size=0.05),
@@ -325,7 +349,7 @@ def agreement_figure(stability, threshold: float = 0.8):
     fig.update_layout(title="How often the refits agree with the model, per sentence",
                       barmode="overlay", xaxis=dict(title="share of refits predicting the same class",
                                                     tickformat=".0%", range=[0, 1.02]),
-                      yaxis_title="sentences", legend=dict(orientation="h", y=-0.25))
+                      yaxis=count_axis("sentences", *shares), legend=dict(orientation="h", y=-0.25))
     return style_figure(fig, height=340)
 
 
@@ -345,6 +369,8 @@ def sign_figure(stability):
     used = freq > 0
     fused = any(part)  # names are "" on a single backbone
     one_layer = len(set(zip(part[used], layer[used]))) <= 1
+    # one layer number (means over layers are all -1): a colour scale would say nothing
+    one_colour = len(set(layer[used])) <= 1
     fig = go.Figure()
     for inside, name, symbol in ((True, "in the model", "circle"),
                                  (False, "in refits only", "circle-open")):
@@ -354,8 +380,8 @@ def sign_figure(stability):
         fig.add_trace(trace(
             x=freq[keep], y=sign[keep], mode="markers", name=name,
             customdata=np.stack(columns, 1) if len(keep) else None,
-            marker=dict(color=INDIGO if one_layer else layer[keep], symbol=symbol, size=8,
-                        opacity=0.7, coloraxis=None if one_layer else "coloraxis"),
+            marker=dict(color=INDIGO if one_colour else layer[keep], symbol=symbol, size=8,
+                        opacity=0.7, coloraxis=None if one_colour else "coloraxis"),
             hovertemplate=("%{customdata[2]}: " if fused else "")
             + "layer %{customdata[0]}, neuron %{customdata[1]}<br>selected in %{x:.0%} "
               "of refits, same sign in %{y:.0%}<extra></extra>"))
@@ -363,7 +389,7 @@ def sign_figure(stability):
              if one_layer and used.any() and layer[used][0] >= 0 else "")
     fig.update_layout(title=f"How reliably each feature is used{where}",
                       coloraxis=dict(colorscale="Viridis", colorbar=dict(title="layer"),
-                                     showscale=not one_layer),
+                                     showscale=not one_colour),
                       xaxis=dict(title="selected in this share of refits", tickformat=".0%",
                                  range=[-0.02, 1.02]),
                       yaxis=dict(title="weight keeps its sign", tickformat=".0%", range=[-0.02, 1.05]),

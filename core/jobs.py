@@ -25,7 +25,7 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Callable, Sequence
 
 import psutil
 
@@ -78,8 +78,10 @@ def start_embedding(db_path: str, project_id: int, texts: Sequence[str], setting
                     backbone, *, memory=None) -> int:
     """Record an embedding job for ``texts``, start its thread, and return the job id at once.
 
-    backbone: a loaded backbone, or a zero-argument callable that loads one (it is then
-    loaded on the job's thread, so a slow first load does not block the caller).
+    backbone: a loaded backbone, or a callable ``load(progress)`` that loads one on the
+    job's thread (so a slow first load does not block the caller); ``progress`` receives
+    the loader's status lines ("Converting ...", as ``load_backbone`` reports them), which
+    become the job's message.
     memory: an optional process-wide dict for a MemoryCache, so a later retrain reads
     these features from RAM.
     """
@@ -109,9 +111,8 @@ def run_embedding(db_path: str, job_id: int, texts: Sequence[str], settings: Set
         try:
             store.update_job(job_id, done=0, message="Waiting for another job to finish...")
             with _compute_lock:
-                store.update_job(job_id, done=0, message="Loading the language model (the "
-                                 "first time, converting it takes about a minute)...")
-                model = _loaded(backbone)
+                store.update_job(job_id, done=0, message="Loading the language model...")
+                model = _loaded(backbone, lambda line: store.update_job(job_id, done=0, message=line))
                 # float16 in the store: a bulk upload is the pool, 36 kB a text instead of 71
                 cache = MemoryCache(store, items=memory, store_dtype="float16",
                                     max_items=_MEMORY_ITEMS if memory is not None else 0)
@@ -156,9 +157,9 @@ def _record_failure(store: Store, job_id: int, err: Exception) -> None:
         pass  # the project, and its jobs with it, was deleted while the job ran
 
 
-def _loaded(backbone):
+def _loaded(backbone, progress: Callable[[str], None]):
     if callable(backbone) and not hasattr(backbone, "hidden_states"):
-        return backbone()
+        return backbone(progress)
     return backbone
 
 

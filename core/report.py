@@ -337,7 +337,7 @@ def stakeholder_report(store, project, backbone, clf, model, *, first: str | Non
     clf: the model's Classifier, on ``backbone``. diagnostics, profile: the Model page's,
     when computed already; otherwise the learning curve is computed here, and the layer
     profile too when ``with_profile`` (each re-reads the labelled sentences, through
-    ``cache``). first: a sentence to lead the examples. attribute(text) -> Attribution,
+    ``cache``). first: a sentence to show among the examples (after the confident ones). attribute(text) -> Attribution,
     by default ``sentence_attribution``'s (pass a cached one). progress(share 0..1, what).
     """
     say = progress or (lambda share, what: None)

@@ -56,14 +56,16 @@ def labeller() -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _load_backbone(name: str):
-    return load_backbone(name)
+def _load_backbone(name: str, _progress=None):
+    """_progress: a callback for the loader's status lines (left out of the cache key)."""
+    return load_backbone(name, progress=_progress)
 
 
 def backbone(name: str):
     """The loaded backbone, cached for the process; a spinner says what is happening."""
     with st.spinner(f"Loading the language model '{name}' (the very first time it is "
-                    "converted and cached, about 30 seconds)..."):
+                    "converted and cached: about 30 seconds on an idle machine, minutes on a "
+                    "busy one)..."):
         return _load_backbone(name)
 
 
@@ -229,7 +231,7 @@ def start_embedding(project, texts: Sequence[str]) -> int | None:
         return None
     settings = settings_of(project)
     return jobs.start_embedding(db_path(), project.id, texts, settings,
-                                lambda: _load_backbone(settings.backbone),
+                                lambda progress: _load_backbone(settings.backbone, _progress=progress),
                                 memory=_feature_items())
 
 

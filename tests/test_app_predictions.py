@@ -98,7 +98,9 @@ def test_the_coverage_control_counts_and_marks_the_predictions_below_it(workspac
         assert list(frame["Review"]) == ["needs a human" if b else "" for b in below]
         said = " ".join(i.value for i in at.info)
         assert f"{n - below.sum()} of {n} predictions" in said and f"at least {percent}% confidence" in said
-        assert f"The other {below.sum()} are marked “needs a human”" in said
+        marked = {0: "None is marked", 1: "The other one is marked"}.get(
+            int(below.sum()), f"The other {below.sum()} are marked")
+        assert f"{marked} “needs a human”" in said
         assert below.sum() == {0: 0, middle: below.sum(), 100: n}[percent]
         assert percent != middle or 0 < below.sum() < n
 

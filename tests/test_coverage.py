@@ -111,6 +111,14 @@ def test_a_model_from_before_calibration_keeps_its_plain_probabilities():
     assert choice.cleared == 1 and "no accuracy estimate" in describe(choice, None)
 
 
+def test_describe_says_none_or_one_when_few_predictions_are_marked():
+    # issue 15 screenshot (Predictions page of the newcomer flow): "The other 0 are marked"
+    cal = _calibrated(400, np.random.default_rng(4))
+    assert f"None is marked “{MARKER}”." in describe(choose(cal, [0.9, 0.95], threshold=0.8), cal)
+    assert f"The other one is marked “{MARKER}”." in describe(choose(cal, [0.5, 0.95], threshold=0.8), cal)
+    assert f"The other 2 are marked “{MARKER}”." in describe(choose(cal, [0.5, 0.6, 0.9], threshold=0.8), cal)
+
+
 def test_choose_and_describe_a_threshold_and_a_target():
     cal = _calibrated(400, np.random.default_rng(4))
     pool = np.linspace(0.5, 1.0, 101)

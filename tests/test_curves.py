@@ -204,6 +204,18 @@ def test_curve_figure_marks_where_the_fit_reaches_the_target():
     assert star.x[0] == pytest.approx(est.per_class) and star.y[0] == 0.85
 
 
+def test_curve_figure_of_a_perfect_curve_has_distinct_percent_ticks():
+    # issue 15 screenshot (the report of the newcomer flow): every run at 100% made the
+    # axis span 99-100%, and its whole-percent ticks read "100%, 100%, 100%, 99%, 99%"
+    from core.figures import curve_figure
+
+    curve = LearningCurve(np.array([2, 4, 8, 13]), np.ones((4, 6)), (13, 14, 13))
+    fig = curve_figure(curve, labels_needed(curve, 0.99))
+    lo, hi = fig.layout.yaxis.range
+    assert hi - lo >= 0.1  # ten whole-percent steps at least
+    assert -0.011 <= lo <= 0.99 and 1.0 <= hi <= 1.011  # the target and the curve are on it
+
+
 def test_describe_estimate_says_how_and_how_sure():
     from core.figures import describe_estimate
 

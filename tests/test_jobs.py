@@ -1,5 +1,6 @@
 """Background embedding jobs: progress in the store, features in the cache, failures recorded."""
 
+import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
@@ -73,7 +74,32 @@ def test_a_second_job_on_cached_texts_reaches_its_total(db, tiny_backbone):
 
 def test_backbone_is_loaded_on_the_job_thread(db, tiny_backbone):
     path, pid = db
-    job_id = jobs.start_embedding(path, pid, TEXTS[:2], SETTINGS, lambda: tiny_backbone)
+    job_id = jobs.start_embedding(path, pid, TEXTS[:2], SETTINGS, lambda progress: tiny_backbone)
+    assert jobs.wait(job_id, timeout=60)
+    with Store.open(path) as store:
+        assert store.job(job_id).status == "done"
+
+
+def test_the_loaders_status_lines_are_the_jobs_message(db, tiny_backbone):
+    # issue 15: the job said "converting takes about a minute" whatever the loader did
+    path, pid = db
+    reported, release = threading.Event(), threading.Event()
+
+    def load(progress):
+        progress("Converting model.gguf to a cached model...")
+        reported.set()
+        release.wait(30)
+        return tiny_backbone
+
+    job_id = jobs.start_embedding(path, pid, TEXTS[:2], SETTINGS, load)
+    try:
+        assert reported.wait(30), "the loader was not handed a progress callback"
+        with Store.open(path) as store:
+            shown = jobs.progress_of(store.job(job_id))
+        assert (shown.state, shown.done) == ("running", 0)
+        assert shown.message == "Converting model.gguf to a cached model..."
+    finally:
+        release.set()
     assert jobs.wait(job_id, timeout=60)
     with Store.open(path) as store:
         assert store.job(job_id).status == "done"
@@ -82,7 +108,7 @@ def test_backbone_is_loaded_on_the_job_thread(db, tiny_backbone):
 def test_failing_job_is_recorded_as_failed_with_a_plain_message(db):
     path, pid = db
 
-    def broken():
+    def broken(progress):
         raise BackboneError("No model file or folder at '/nowhere'.")
 
     job_id = jobs.start_embedding(path, pid, TEXTS, SETTINGS, broken)

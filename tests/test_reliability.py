@@ -385,7 +385,7 @@ def test_a_missing_optional_backbone_names_the_pip_command(labelled_project, mon
         job_id = store.start_job(pid, jobs.EMBED, 2)
     before = _counts(db)
     jobs.run_embedding(db, job_id, ["good movie", "new text"], Settings(backbone="gemma3-270m"),
-                       lambda: load_backbone("gemma3-270m"))
+                       lambda progress: load_backbone("gemma3-270m"))
     with Store.open(db) as store:
         job = store.job(job_id)
     assert job.status == "failed" and 'pip install "tenshot[gemma]"' in job.message

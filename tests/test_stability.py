@@ -349,3 +349,40 @@ def test_fused_sentence_stability_sums_each_word_over_both_backbones(tiny_group,
         assert_allclose(out["refits"][i].sum() + prompt_part + constant, (Z @ stab.refit_coef[i] + b)[0, 1],
                         atol=1e-4)
     assert (prompt is None) == (prompt_part == 0.0)  # an encoder part gets no prompt
+
+
+@pytest.mark.parametrize("B", [4, 40])
+def test_stability_histograms_count_in_whole_numbers(B):
+    # issue 15 screenshot: the refits axis read 0.5, 1.5 ("1.5 refits") when the tallest bar was 2
+    from core.figures import agreement_figure, oob_figure
+
+    X, y = _data(n=40)
+    stab = bootstrap(_clf(X, y), X, y, B=B)
+    for fig, values in ((oob_figure(stab), [stab.oob_accuracy]),
+                        (agreement_figure(stab), [stab.agreement, stab.other_agreement])):
+        axis = fig.layout.yaxis
+        tallest = max(int(np.histogram(v[np.isfinite(v)], bins=np.arange(22) * 0.05)[0].max())
+                      for v in values if np.isfinite(v).any())
+        if tallest <= 5:  # plotly's own steps would be 0.5
+            assert (axis.tick0, axis.dtick) == (0, 1)
+        else:  # plotly's own steps are whole numbers from here (a forced 1 would crowd the axis)
+            assert axis.dtick is None
+
+
+def test_sign_figure_of_a_fused_mean_model_has_no_layer_colour_scale():
+    # issue 15 screenshot: on the fused default every feature is a mean over layers (layer -1),
+    # and the colour bar read "layer -1.5 ... -0.5"
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    X = rng.normal(size=(40, 5, 6)).astype(np.float32)
+    X[:, :3, 4:] = 0
+    X[:, 1, 0] += 3 * y
+    X[:, 4, 2] += 3 * y
+    spec, _ = select_group_features(X, y, [Part("tiny-a", 0, 3, 4), Part("tiny-b", 3, 2, 6)],
+                                    mode="fusion")
+    stab = bootstrap(_clf(X, y, spec=spec), X, y, B=8)
+    used = stab.selection_frequency > 0
+    assert set(stab.feature_layer[used]) == {-1} and set(stab.feature_part[used]) == {"tiny-a", "tiny-b"}
+    fig = sign_figure(stab)
+    assert fig.layout.coloraxis.showscale is False
+    assert all(t.marker.coloraxis is None for t in fig.data)

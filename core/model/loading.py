@@ -94,7 +94,8 @@ def _converted_folder(gguf: Path, digest: str, progress: Callable[[str], None]) 
     target = cache_dir() / "models" / digest[:32]
     if (target / "config.json").exists() and (target / "tenshot.json").exists():
         return target
-    progress(f"Converting {gguf.name} to a cached model (one time only, about 30 s)...")
+    progress(f"Converting {gguf.name} to a cached model (one time only: about 30 s on an "
+             "idle machine, minutes on a busy one)...")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
