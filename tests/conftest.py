@@ -172,7 +172,7 @@ def fused_workspace(fresh_workspace, whole_app_reruns, tiny_group, monkeypatch):
     from core.project import retrain
     from core.store import Store
 
-    monkeypatch.setattr("pages._shared.load_backbone", lambda name: tiny_group)
+    monkeypatch.setattr("pages._shared.load_backbone", lambda name, **_: tiny_group)
     st.cache_resource.clear()
     with Store.open(fresh_workspace) as store:
         project = store.create_project("Fused", CLASSES, settings={

@@ -316,7 +316,7 @@ def test_fused_model_gets_the_global_view_and_the_report(fresh_workspace, whole_
         monkeypatch.setitem(multi.REGISTRY, bb.name, PackagedModel(
             bb.name, bb.name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-"))
     group = multi.BackboneGroup("tiny-a+tiny-b", (a, b), tuple(multi.group_parts("tiny-a+tiny-b")))
-    monkeypatch.setattr("pages._shared.load_backbone", lambda name: group)
+    monkeypatch.setattr("pages._shared.load_backbone", lambda name, **_: group)
     st.cache_resource.clear()
     with Store.open(fresh_workspace) as store:
         project = store.create_project("Fused", ["neg", "pos"], settings={
