@@ -16,9 +16,9 @@ For each sentiment set, trains the app's default classifier (``Settings()``; wit
   scikit-learn's English stop words.
 
 Coefficient attributions are measured as per-token terms centred on the training mean
-(the default before causal increments) and with causal increments on causal decoders
-(``core.explain.attributions.increment_contributions``, the default since; a sentence
-encoder keeps per-token terms); SHAP on the first ``--shap-n`` sentences. A fused model
+(what the pages show) and with causal increments on causal decoders
+(``core.explain.attributions.increment_contributions``, opt-in; a sentence encoder
+keeps per-token terms); SHAP on the first ``--shap-n`` sentences. A fused model
 also gets each view per backbone ("PART: view", that backbone's words only: where the
 stop-word mass comes from). Prints a markdown table and writes JSON (default
 bench/results/plausibility.json).

@@ -27,9 +27,9 @@ the score of the position before the first pooled one. Token k gets d_k (n - k +
 what reading it changed in the running score, times the share of pooled positions that
 carry the change; the sum telescopes, and s_0 (the sink's score, the same for every
 text) moves into the constant. bench/plausibility.py measured both on the default fused
-model (bench/BENCHMARKS.md, "Causal increments"): increments did not beat the per-token
-terms on the held-out set, so the pages keep the per-token terms. Under
-max or last pooling the same linear terms are only an approximation
+model (bench/BENCHMARKS.md, "Plausibility of the new default, and causal increments"):
+increments did not beat the per-token terms on the held-out set, so the pages keep the
+per-token terms. Under max or last pooling the same linear terms are only an approximation
 (``Attribution.exact`` is False). Under echo embeddings S is the second copy of the
 text (``Encoded.pool_mask``): the prompt and the first copy get zero, and the sum
 stays exact.
