@@ -357,3 +357,75 @@ def test_shap_warm_up_compiles_once_and_concurrent_callers_wait(monkeypatch):
     assert returned_after_compile == [True] * callers  # the others waited for it
     shapley.warm_up()  # a later call, as shap_attributions makes before each explanation
     assert len(built) == 1, "a later call compiled the explainer again"
+
+
+# --- causal increments (issue 15 item 13) --------------------------------------------
+
+def test_causal_increments_follow_the_worked_example_and_telescope():
+    from core.explain.attributions import increment_contributions, token_contributions
+
+    # one layer, one hidden unit, V = 1: the scores are the states themselves
+    hidden = np.array([5.0, 1.0, 3.0, 2.0])[None, :, None]
+    V = np.ones((1, 1, 1))
+    values, rest = increment_contributions(hidden, np.arange(4) > 0, V)
+    assert_allclose(values[:, 0], [0, -4, 4 / 3, -1 / 3])
+    assert_allclose(rest, [5.0])  # the sink's score
+    assert_allclose(values.sum(0) + rest, [2.0])  # the pooled mean (1 + 3 + 2) / 3
+    rng = np.random.default_rng(0)
+    hidden, V = rng.normal(size=(3, 9, 4)), rng.normal(size=(3, 4, 2))
+    pooled, reference = np.arange(9) >= 3, rng.normal(size=(3, 4))  # echo-like: a gap after the sink
+    values, rest = increment_contributions(hidden, pooled, V, reference)
+    assert_allclose(values.sum(0) + rest, token_contributions(hidden, pooled, V).sum(0), atol=1e-12)
+    assert values[2].any() and not values[:2].any()  # the score before the pooled ones is a token's
+
+
+def test_causal_increments_of_a_causal_backbone_add_up_to_the_same_logit(tiny_backbone, classifiers):
+    # issue 15 item 13: the alternative split bench/plausibility.py measures (opt-in; the
+    # pages keep per-token terms, which did as well on the held-out set)
+    from core.explain.attributions import increment_contributions, linear_weights
+    from core.model.embed import token_states
+
+    clf = classifiers["layer"]
+    assert not coefficient_attributions(tiny_backbone, clf, TEXT).increments  # the pages' default
+    a = coefficient_attributions(tiny_backbone, clf, TEXT, increments=None)  # the tiny Llama is causal
+    assert a.increments and a.exact
+    assert_allclose(a.values.sum(0) + a.constant, a.logits, atol=1e-4)
+    states = token_states(tiny_backbone, TEXT, prompt=PROMPT)
+    expected, _ = increment_contributions(states.hidden, states.encoded.pool_mask(), linear_weights(clf)[0])
+    assert_allclose(a.values, expected, atol=1e-6)
+    per_token = coefficient_attributions(tiny_backbone, clf, TEXT)
+    assert np.abs(per_token.values - a.values).max() > 1e-3  # a different decomposition...
+    assert_allclose(per_token.values.sum(0) + per_token.constant, a.logits, atol=1e-4)  # ...of the same logit
+
+
+def test_increments_on_a_fused_model_go_to_its_decoder_and_not_its_encoder(monkeypatch):
+    import core.model.group as multi
+    from core.explain.attributions import group_attributions
+    from core.explain.sentence import merged_attribution
+    from core.model import registry
+    from core.model.backbone import Backbone
+    from tests.helpers import make_tokenizer
+
+    tok = make_tokenizer()
+    a = Backbone("tiny-a", make_tiny_model(len(tok), seed=1, layers=2, hidden=32), tok, "fp-a")
+    b = Backbone("tiny-enc", make_tiny_model(len(tok), seed=2, layers=3, hidden=16), tok, "fp-b")
+    for bb in (a, b):
+        monkeypatch.setitem(registry.REGISTRY, bb.name, registry.PackagedModel(
+            bb.name, bb.name, "-", (), None, "hf", bb.n_layers - 1, bb.hidden_size, "-"))
+    monkeypatch.setattr(registry, "ENCODERS", frozenset({"tiny-enc"}))
+    group = multi.BackboneGroup("tiny-a+tiny-enc", (a, b), tuple(multi.group_parts("tiny-a+tiny-enc")))
+    s = Settings(backbone=group.name, prompt=PROMPT, mode="layer", penalty="l2")
+    clf = train(features_for(group, POS + NEG, s), ["pos"] * len(POS) + ["neg"] * len(NEG), ["neg", "pos"], s)
+    parts = dict(group_attributions(group, clf, TEXT, increments=None))
+    assert parts["tiny-a"].increments and not parts["tiny-enc"].increments
+    merged = merged_attribution(list(parts.items()))
+    assert merged.increments
+    assert_allclose(merged.values.sum(0) + merged.constant, merged.logits, atol=1e-4)
+    expected = clf.decision_features(features_for(group, [TEXT], s))[0]
+    assert_allclose(merged.logits, expected, atol=1e-4)
+    per_token = merged_attribution(group_attributions(group, clf, TEXT))
+    assert not per_token.increments
+    assert_allclose(per_token.values.sum(0) + per_token.constant, expected, atol=1e-4)
+    encoder = parts["tiny-enc"].values  # the encoder's terms are the same under both splits
+    assert_allclose(per_token.values[-len(encoder):], encoder, atol=1e-9)
+    assert np.abs(per_token.values - merged.values).max() > 1e-4

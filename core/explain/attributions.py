@@ -17,8 +17,19 @@ share of ``m·V``. The terms are therefore centred: each pooled token gives
 training texts' mean feature (the head's standardisation centre, ``reference_states``),
 and m·V moves into the constant, which becomes the logit of the average training text.
 The sum stays exact: anything constant across tokens may move into the constant.
-bench/plausibility.py measures what this does to how plausible the words are. Under
-max or last pooling the same linear terms are only an approximation
+
+In a causal decoder a token's state has read every token before it, so "the" after
+"great" carries "great". An alternative exact split for causal decoders, **causal
+increments** (``increment_contributions``, opt-in with ``increments=None``): with
+s_t = (h[t] - m)·V the running score at pooled position t (of n), the pooled mean is
+(1/n) sum_t s_t = s_0 + sum_k d_k (n - k + 1)/n, where d_k = s_k - s_{k-1} and s_0 is
+the score of the position before the first pooled one. Token k gets d_k (n - k + 1)/n:
+what reading it changed in the running score, times the share of pooled positions that
+carry the change; the sum telescopes, and s_0 (the sink's score, the same for every
+text) moves into the constant. bench/plausibility.py measured both on the default fused
+model (bench/BENCHMARKS.md, "Plausibility of the new default, and causal increments"):
+increments did not beat the per-token terms on the held-out set, so the pages keep the
+per-token terms. Under max or last pooling the same linear terms are only an approximation
 (``Attribution.exact`` is False). Under echo embeddings S is the second copy of the
 text (``Encoded.pool_mask``): the prompt and the first copy get zero, and the sum
 stays exact.
@@ -39,14 +50,14 @@ import numpy as np
 
 from core.explain.words import piece_totals, pieces_of
 from core.learn.classifier import features_for
-from core.model.embed import PartStates, TokenStates, part_token_states, token_states, uses_echo
+from core.model.embed import PartStates, TokenStates, is_causal, part_token_states, token_states, uses_echo
 from core.model.forward import run_batches
 from core.model.group import parts_of
 from core.model.tokens import encode
 
 __all__ = ["Attribution", "LayerWeight", "Phrase", "centred_contributions", "class_phrases", "coefficient_attributions",
-           "group_attributions", "layer_weights", "layer_weights_by_backbone", "linear_weights",
-           "reference_states", "token_contributions"]
+           "group_attributions", "increment_contributions", "layer_weights", "layer_weights_by_backbone",
+           "linear_weights", "reference_states", "token_contributions", "token_terms"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class Attribution:
         terms, ``centre=False``, give the logit with no token at all); logits: (K,).
     exact: True when values.sum(0) + constant == logits (mean pooling). Under max or
         last pooling the values are the same linear terms, an approximation only.
+    increments: True when (some of) the values are causal increments (module docstring)
+        rather than per-token terms, so the page can say what the numbers mean.
     """
 
     tokens: list[str]
@@ -68,6 +81,7 @@ class Attribution:
     constant: np.ndarray
     logits: np.ndarray
     exact: bool
+    increments: bool = False
 
     @property
     def user(self) -> np.ndarray:
@@ -120,29 +134,82 @@ def centred_contributions(hidden: np.ndarray, pooled: np.ndarray, V: np.ndarray,
     return values, np.einsum("lh,lhk->k", reference, V)
 
 
+def increment_contributions(hidden: np.ndarray, pooled: np.ndarray, V: np.ndarray,
+                            reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n_tokens, K), rest (K,)): causal increments of one text (module docstring).
+
+    hidden: (n_layers, n_tokens, hidden_size); pooled: boolean (n_tokens,) mask of the
+    positions mean pooling averages over; V: (n_layers, hidden, K); reference:
+    (n_layers, hidden) centre or None. The pooled position j (0-based, of n) gets
+    (s_j - s_{j-1}) (n - j)/n; the score before the first pooled position goes to the
+    token there, or into ``rest`` when that is the sink (position 0). values.sum(0) +
+    rest equals ``token_contributions(hidden, pooled, V).sum(0)``.
+    Example: scores s = [5, 1, 3, 2] at positions 0..3, positions 1..3 pooled (n = 3):
+    values [0, (1-5)·3/3, (3-1)·2/3, (2-3)·1/3], rest 5; they sum to (1+3+2)/3 = 2.
+    """
+    pooled = np.asarray(pooled, dtype=bool)
+    positions = np.flatnonzero(pooled)
+    values, rest = np.zeros((hidden.shape[1], V.shape[2])), np.zeros(V.shape[2])
+    if reference is not None:
+        rest = np.einsum("lh,lhk->k", reference, V)
+    layers = np.flatnonzero(np.abs(V).sum((1, 2)) > 0)  # skip layers the head never reads
+    if not len(positions) or not len(layers):
+        return values, rest
+    before = positions[0] - 1
+    h = hidden[layers][:, np.r_[max(before, 0), positions]].astype(np.float64)
+    if reference is not None:
+        h = h - reference[layers][:, None, :]
+    scores = np.einsum("lth,lhk->tk", h, V[layers])
+    if before < 0:  # nothing before the first pooled position: it starts from zero
+        scores[0] = 0.0
+    n = len(positions)
+    values[positions] = np.diff(scores, axis=0) * ((n - np.arange(n)) / n)[:, None]
+    if before > 0:
+        values[before] += scores[0]
+    else:
+        rest = rest + scores[0]
+    return values, rest
+
+
+def token_terms(hidden: np.ndarray, pooled: np.ndarray, V: np.ndarray, reference: np.ndarray | None, *,
+                increments: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n_tokens, K), rest (K,)) of one text: causal increments, or the per-token
+    terms centred on ``reference`` (``centred_contributions``). values.sum(0) + rest is
+    the text's pooled features times V either way."""
+    if increments:
+        return increment_contributions(hidden, pooled, V, reference)
+    return centred_contributions(hidden, pooled, V, reference)
+
+
 def coefficient_attributions(backbone, clf, text: str, *, states: TokenStates | None = None,
-                             centre: bool = True) -> Attribution:
+                             centre: bool = True, increments: bool | None = False) -> Attribution:
     """Exact (mean pooling) or approximate (max/last pooling) token attributions of ``text``.
 
     Under max or last pooling a logit is not a sum over tokens; the values are then the
     mean-pooling terms of the same head, ``exact`` is False and the page must say so.
     centre: centre the terms on the training texts' mean feature (module docstring);
     False gives the raw terms (the constant is then the logit with no token at all).
+    increments: causal increments (module docstring) when True; None uses them on causal
+    decoders (``is_causal``) and per-token terms on sentence encoders; False (the
+    pages' choice) per-token terms.
     """
     s = clf.settings
     if states is None:
         states = token_states(backbone, text, prompt=s.prompt, max_length=s.max_length, echo=s.echo)
     V, b = linear_weights(clf)
     pooled = states.encoded.pool_mask()
-    values, shift = centred_contributions(states.hidden, pooled, V, reference_states(clf) if centre else None)
+    increments = is_causal(backbone) if increments is None else increments
+    values, shift = token_terms(states.hidden, pooled, V, reference_states(clf) if centre else None,
+                                increments=increments)
     X = _pooled(states.hidden, pooled, s.pooling)
     logits = clf.decision_features(X[None])[0].astype(np.float64)
     return Attribution(list(states.tokens), list(states.encoded.user_spans), values, b + shift, logits,
-                       exact=s.pooling == "mean")
+                       exact=s.pooling == "mean", increments=increments)
 
 
 def group_attributions(group, clf, text: str, *, centre: bool = True,
-                       states: Sequence[PartStates] | None = None) -> list[tuple[str, Attribution]]:
+                       states: Sequence[PartStates] | None = None,
+                       increments: bool | None = False) -> list[tuple[str, Attribution]]:
     """Exact token attributions of a fused model, one ``Attribution`` per backbone.
 
     Each part's ``values`` are its own tokens' contributions (its tokenizer, its prompt);
@@ -150,6 +217,8 @@ def group_attributions(group, clf, text: str, *, centre: bool = True,
     the parts' summed values plus the constant equal the logits. Each part's states are
     centred on its rows of ``reference_states``; the constant takes every part's shift.
     states: the parts' token states of ``text`` (``part_token_states``), when already read.
+    increments: as in ``coefficient_attributions``, decided per part (None: causal
+    increments on the causal decoder, per-token terms on the sentence encoder).
     """
     s = clf.settings
     V, b = linear_weights(clf)
@@ -158,14 +227,16 @@ def group_attributions(group, clf, text: str, *, centre: bool = True,
     if states is None:
         states = part_token_states(group, text, prompt=s.prompt, max_length=s.max_length, echo=s.echo)
     parts = []
-    for part, one in states:
-        values, shift = centred_contributions(
-            one.hidden, one.encoded.pool_mask(), V[part.rows, :part.width],
-            None if reference is None else reference[part.rows, :part.width])
-        parts.append((part.name, one, values))
+    for (part, one), bb in zip(states, group.backbones):
+        steps = is_causal(bb) if increments is None else increments
+        values, shift = token_terms(one.hidden, one.encoded.pool_mask(), V[part.rows, :part.width],
+                                    None if reference is None else reference[part.rows, :part.width],
+                                    increments=steps)
+        parts.append((part.name, one, values, steps))
         b = b + shift
     return [(name, Attribution(list(one.tokens), list(one.encoded.user_spans), values, b, logits,
-                               exact=s.pooling == "mean")) for name, one, values in parts]
+                               exact=s.pooling == "mean", increments=steps))
+            for name, one, values, steps in parts]
 
 
 def _pooled(hidden: np.ndarray, pooled: np.ndarray, pooling: str) -> np.ndarray:

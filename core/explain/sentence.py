@@ -31,7 +31,7 @@ def merged_attribution(parts: Sequence[tuple[str, Attribution]]) -> Attribution:
     first = parts[0][1]
     return Attribution([t for _, a in parts for t in a.tokens], [sp for _, a in parts for sp in a.spans],
                        np.concatenate([a.values for _, a in parts]), first.constant, first.logits,
-                       first.exact)
+                       first.exact, increments=any(a.increments for _, a in parts))
 
 
 def sentence_states(backbone, settings, text: str) -> list[PartStates]:

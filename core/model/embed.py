@@ -30,7 +30,8 @@ from core.model.registry import is_encoder
 from core.model.tokens import DEFAULT_MAX_LENGTH, Encoded, content_mask, echo_template, encode
 
 __all__ = ["POOLINGS", "PartStates", "TokenStates", "TruncationWarning", "embed", "embed_group", "embed_many",
-           "features", "part_token_states", "pool", "pool_on_device", "token_states", "truncated_count", "uses_echo"]
+           "features", "is_causal", "part_token_states", "pool", "pool_on_device", "token_states",
+           "truncated_count", "uses_echo"]
 
 POOLINGS = ("mean", "last", "max")
 
@@ -54,9 +55,15 @@ class TokenStates:
 
 def uses_echo(backbone, echo: bool) -> bool:
     """Whether ``backbone`` (one backbone, not a group) embeds with echo under ``echo``:
-    only a causal decoder does (a model type with a causal-LM head and no masked-LM
-    head, as in ``core.model.prefix.supports``); sentence encoders ignore echo."""
-    if not echo or is_encoder(getattr(backbone, "name", "")):
+    only a causal decoder does (``is_causal``); sentence encoders ignore echo."""
+    return bool(echo) and is_causal(backbone)
+
+
+def is_causal(backbone) -> bool:
+    """Whether ``backbone`` (one backbone, not a group) is a causal decoder, whose token
+    states have read only the tokens before them: a model type with a causal-LM head and
+    no masked-LM head (as in ``core.model.prefix.supports``), never a sentence encoder."""
+    if is_encoder(getattr(backbone, "name", "")):
         return False
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
