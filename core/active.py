@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from core.active_space import compact, typicality, uncovered_pick
+
 __all__ = ["Suggestion", "TableRow", "margin_uncertainty", "balance_need",
            "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
            "table_rows", "filter_rows"]
@@ -39,6 +41,10 @@ _BALANCE = 0.7  # weight of class balance when one class has all labels and anot
 # penalty on all of it favoured short, odd texts with few common trigrams, so only the
 # similarity above this counts: near-duplicates (0.8+) are still passed over.
 _NEAR = 0.6
+# below this many labels per class, the first pick covers a region of the pool with no label
+_COLD = 4.0
+# how strongly typicality (density) weighs the score: score * typicality_rank ** _TYPICAL
+_TYPICAL = 1.0
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -150,7 +156,8 @@ def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None
 def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, float]] | None,
             recent_texts: Sequence[str] = (), *, n: int = 1, diversity: float = 0.5,
             counts: dict[str, int] | None = None, balance: float = _BALANCE,
-            random_state: int = 0) -> list[Suggestion]:
+            space: tuple[np.ndarray, np.ndarray] | None = None, cold: float = _COLD,
+            typical: float = _TYPICAL, random_state: int = 0) -> list[Suggestion]:
     """The next n texts to label among ``candidates`` ((text_id, text) pairs).
 
     probs: {text_id: {class: probability}} from the latest model, or None when there
@@ -159,6 +166,11 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
     counts: labels per class; when given and uneven, the score is
     ``(1 - w) * uncertainty + w * need`` with ``w = balance * imbalance``
     (see ``balance_need``), so texts likely in under-labelled classes come first.
+    space: (candidates' vectors (m, d), labelled texts' vectors (L, d)), unit rows from
+    ``core.active_space.compact``; with it the uncertainty is first multiplied by the
+    candidate's typicality rank (in (0, 1]) to the power ``typical``, and while the
+    labels per class are fewer than ``cold`` the first pick is the most typical (plus
+    need) text of the largest region no label covers (``core.active_space.uncovered_pick``).
     """
     candidates = list(candidates)
     if not candidates:
@@ -168,18 +180,38 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
         order = rng.permutation(len(candidates))[:n]
         return [Suggestion(*candidates[i], None, "random: no model yet") for i in order]
     scores = np.array([_uncertainty_of(probs.get(tid)) for tid, _ in candidates])
+    first: list[int] = []
+    rank = np.ones(len(candidates))
+    if space is not None and len(space[0]) == len(candidates):
+        rank = _rank(typicality(space[0], random_state=random_state))
+        scores = scores * rank ** typical
+    need = np.zeros(len(candidates))
     if counts:
-        need, imbalance = balance_need(probs, counts)
+        per_text, imbalance = balance_need(probs, counts)
         weight = balance * imbalance
-        unknown = float(np.mean(list(need.values()))) if need else 0.0  # not predicted yet
-        scores = (1 - weight) * scores + weight * np.array([need.get(t, unknown)
-                                                            for t, _ in candidates])
+        unknown = float(np.mean(list(per_text.values()))) if per_text else 0.0  # not predicted yet
+        need = weight * np.array([per_text.get(t, unknown) for t, _ in candidates])
+        scores = (1 - weight) * scores + need
+    if space is not None and len(space[0]) == len(candidates):
+        labels = sum(counts.values()) if counts else len(space[1])
+        if labels / max(len(counts or {}), 1) < cold:
+            first = [uncovered_pick(space[0], space[1], rank + need, random_state=random_state)]
     # only the most uncertain compete on diversity, so only they need vectors
-    pool = np.argsort(-scores, kind="stable")[:max(_POOL, n)]
-    vectors = text_vectors([candidates[i][1] for i in pool])
-    recent = text_vectors(list(recent_texts)[-_RECENT:]) if recent_texts else None
-    chosen = [pool[i] for i in pick(scores[pool], vectors, recent, n=n, diversity=diversity)]
-    return [Suggestion(*candidates[i], float(scores[i]), "the model is unsure") for i in chosen]
+    pool = [i for i in np.argsort(-scores, kind="stable")[:max(_POOL, n)] if i not in first]
+    vectors = text_vectors([candidates[i][1] for i in first + pool])
+    recent = list(recent_texts)[-_RECENT:] + [candidates[i][1] for i in first]
+    chosen = first + [pool[i] for i in pick(scores[pool], vectors[len(first):],
+                                            text_vectors(recent) if recent else None,
+                                            n=n - len(first), diversity=diversity)]
+    reasons = {i: "a kind of text with no label yet" for i in first}
+    return [Suggestion(*candidates[i], float(scores[i]), reasons.get(i, "the model is unsure"))
+            for i in chosen]
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank, scaled to (0, 1]: the largest gets 1. Example: [3, 1, 2] -> [1, 1/3, 2/3]."""
+    order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return (order + 1) / len(values)
 
 
 def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
@@ -190,12 +222,15 @@ def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
 
 def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = (),
                      skip: Sequence[int] = (), prefer: int | None = None, n: int = 1,
-                     random_state: int = 0) -> list[Suggestion]:
+                     pool=None, random_state: int = 0) -> list[Suggestion]:
     """The next texts to label in a project, from its unlabelled texts and latest predictions.
 
     skip: text ids the user skipped; they come back only when nothing else is left.
     prefer: a text id to put first while it is unlabelled (the one on screen, or one
     whose label was just undone), so the page does not jump between reruns.
+    pool: the project's ``core.learn.pool.PoolMatrix`` (kept by the page between
+    submits); when it holds every text's head inputs, suggestions also weigh how
+    typical a text is and, while labels are few, cover regions with no label yet.
     """
     rows = [(r.id, r.text) for r in store.unlabelled(project_id)]
     counts = store.label_counts(project_id)
@@ -207,9 +242,25 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
     fresh = [r for r in rows if r[0] not in skipped and r[0] != prefer]
     picked = [Suggestion(*first[0], None, "on screen")] if first else []
     if len(picked) < n:
-        picked += suggest(fresh or [r for r in rows if r[0] != prefer], probs, recent_texts,
-                          n=n - len(picked), counts=counts, random_state=random_state)
+        candidates = fresh or [r for r in rows if r[0] != prefer]
+        space = _space(pool, store, project_id, candidates, random_state) if probs else None
+        picked += suggest(candidates, probs, recent_texts, n=n - len(picked), counts=counts,
+                          space=space, random_state=random_state)
     return [_with_guess(s, preds.get(s.text_id)) for s in picked]
+
+
+def _space(pool, store, project_id: int, candidates: list[tuple[int, str]],
+           random_state: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(candidates' vectors, labelled texts' vectors) from the pool's head inputs, or None
+    when the pool does not hold them all (no submit yet in this process)."""
+    if pool is None:
+        return None
+    labelled = [r.text for r in store.labelled(project_id)]
+    Z = pool.held([t for _, t in candidates] + labelled)
+    if Z is None or len(Z) < 2:
+        return None
+    V = compact(Z, random_state=random_state)
+    return V[:len(candidates)], V[len(candidates):]
 
 
 def _with_guess(s: Suggestion, pred) -> Suggestion:
