@@ -64,6 +64,7 @@ from core.evaluate import draw_shots, load_split, stratified_sample  # noqa: E40
 from core.learn.classifier import Settings, features_for  # noqa: E402
 from core.learn.pool import PoolMatrix  # noqa: E402
 from core.model.cache import MemoryCache  # noqa: E402
+from core.model.group import parts_of  # noqa: E402
 from core.project import load_classifier, retrain  # noqa: E402
 from core.store import Store  # noqa: E402
 
@@ -108,7 +109,9 @@ def embed_set(data: SetData, backbone, settings: Settings, feature_store) -> tup
     Features are read from (or computed into) the persistent cache once per set.
     """
     items: OrderedDict = OrderedDict()
-    size = len(data.pool_texts) + len(data.test_texts) + 10
+    # each backbone of a fused group caches its own entry per text: room for all of them,
+    # or the RAM cache evicts and the test texts are embedded again
+    size = (len(data.pool_texts) + len(data.test_texts) + 10) * len(parts_of(backbone, settings.prompt))
     loader = MemoryCache(feature_store, items=items, max_items=size)
     features_for(backbone, data.pool_texts + data.test_texts, settings, cache=loader,
                  progress=_progress(f"{data.name}: embedding"))
