@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from core.active_space import compact, typicality, uncovered_pick
+from core.learn.solver import BLAS
 
 __all__ = ["Suggestion", "TableRow", "margin_uncertainty", "balance_need",
            "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
@@ -183,7 +184,8 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
     first: list[int] = []
     rank = np.ones(len(candidates))
     if space is not None and len(space[0]) == len(candidates):
-        rank = _rank(typicality(space[0], random_state=random_state))
+        with BLAS.limit(limits=1, user_api="blas"):  # threads fight on a busy CPU: 10x slower
+            rank = _rank(typicality(space[0], random_state=random_state))
         scores = scores * rank ** typical
     need = np.zeros(len(candidates))
     if counts:
@@ -195,7 +197,8 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
     if space is not None and len(space[0]) == len(candidates):
         labels = sum(counts.values()) if counts else len(space[1])
         if labels / max(len(counts or {}), 1) < cold:
-            first = [uncovered_pick(space[0], space[1], rank + need, random_state=random_state)]
+            with BLAS.limit(limits=1, user_api="blas"):
+                first = [uncovered_pick(space[0], space[1], rank + need, random_state=random_state)]
     # only the most uncertain compete on diversity, so only they need vectors
     pool = [i for i in np.argsort(-scores, kind="stable")[:max(_POOL, n)] if i not in first]
     vectors = text_vectors([candidates[i][1] for i in first + pool])
@@ -259,7 +262,8 @@ def _space(pool, store, project_id: int, candidates: list[tuple[int, str]],
     Z = pool.held([t for _, t in candidates] + labelled)
     if Z is None or len(Z) < 2:
         return None
-    V = compact(Z, random_state=random_state)
+    with BLAS.limit(limits=1, user_api="blas"):
+        V = compact(Z, random_state=random_state)
     return V[:len(candidates)], V[len(candidates):]
 
 
