@@ -13,10 +13,20 @@ probability that a text belongs to a class with few labels (``balance_need``):
 labellers skip suggestions for classes they consider full, which wasted 29 of
 70 suggestions in one session.
 
-Shortcut: similarity is measured on hashed character trigrams of the text, not
-on the backbone's features. It needs no model in memory and catches the
-near-duplicates that waste a labeller's time; semantic diversity would need the
-features and is left out on purpose.
+When the page hands over the pool's head inputs (``PoolMatrix.held``; issue 12 item 5),
+two more rules use the head's own space (``core.active_space``):
+- typicality: the uncertainty is multiplied by the rank of how typical a text is
+  (mean similarity to its nearest texts), so lone, odd texts that teach the head
+  little come after equally uncertain ones that stand for many;
+- cold start: while there are fewer than ``_COLD`` labels per class, the margin is
+  still mostly noise, so the next text is the most typical one of the largest region
+  (k-means with one region more than there are labels) that holds no label yet.
+Measured against random and class-balanced random in bench/active.py (BENCHMARKS.md).
+
+Shortcut: near-duplicates are found on hashed character trigrams of the text, not
+on the backbone's features: it catches the copies that waste a labeller's time, and
+works before any model exists. Without the pool's head inputs (a fresh process that
+has not trained yet), suggestions fall back to uncertainty and balance alone.
 """
 
 from __future__ import annotations
