@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import DATA, machine  # noqa: E402
 from core.active import next_for_project  # noqa: E402
 from core.evaluate import draw_shots, load_split, stratified_sample  # noqa: E402
-from core.learn.classifier import Settings, features_for  # noqa: E402
+from core.learn.classifier import Settings, features_for, with_settings  # noqa: E402
 from core.learn.pool import PoolMatrix  # noqa: E402
 from core.model.cache import MemoryCache  # noqa: E402
 from core.model.group import parts_of  # noqa: E402
@@ -410,7 +410,8 @@ def main(argv=None) -> None:
     if args.time_suggestion:
         print(json.dumps(time_suggestion(args.time_suggestion, args.width), indent=1))
         return
-    settings = Settings.from_dict(json.loads(args.settings)).check()
+    # from_dict fills missing fields with the defaults of old saved models, not Settings()
+    settings = with_settings(Settings(), **json.loads(args.settings))
     started = time.time()
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
               "machine": machine(), "command": "nice -n 19 /work/main/.venv/bin/python bench/active.py "
