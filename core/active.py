@@ -15,9 +15,9 @@ labellers skip suggestions for classes they consider full, which wasted 29 of
 
 When the page hands over the pool's head inputs (``PoolMatrix.held``; issue 12 item 5),
 two more rules use the head's own space (``core.active_space``):
-- typicality: the uncertainty is multiplied by the rank of how typical a text is
-  (mean similarity to its nearest texts), so lone, odd texts that teach the head
-  little come after equally uncertain ones that stand for many;
+- typicality (a knob, off by default: it measured worse past the cold start): the
+  uncertainty is multiplied by the rank of how typical a text is (mean similarity to
+  its nearest texts) to the power ``typical``;
 - cold start: while there are fewer than ``_COLD`` labels per class, the margin is
   still mostly noise, so the next text is the most typical one of the largest region
   (k-means with one region more than there are labels) that holds no label yet.
@@ -53,9 +53,11 @@ _BALANCE = 0.7  # weight of class balance when one class has all labels and anot
 # similarity above this counts: near-duplicates (0.8+) are still passed over.
 _NEAR = 0.6
 # below this many labels per class, the first pick covers a region of the pool with no label
+# (bench/active.py, tuning sets: ahead of random at 3-16 labels per class on SST-2, CR, TREC)
 _COLD = 4.0
-# how strongly typicality (density) weighs the score: score * typicality_rank ** _TYPICAL
-_TYPICAL = 1.0
+# how strongly typicality weighs the uncertainty past the cold start: uncertainty *
+# typicality_rank ** _TYPICAL; 1 lowered SST-2's curve from 8/class on, so it is off
+_TYPICAL = 0.0
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -192,8 +194,11 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
         return [Suggestion(*candidates[i], None, "random: no model yet") for i in order]
     scores = np.array([_uncertainty_of(probs.get(tid)) for tid, _ in candidates])
     first: list[int] = []
+    usable = space is not None and len(space[0]) == len(candidates)
+    labels = sum(counts.values()) if counts else (len(space[1]) if usable else 0)
+    cold_start = usable and labels / max(len(counts or {}), 1) < cold
     rank = np.ones(len(candidates))
-    if space is not None and len(space[0]) == len(candidates):
+    if usable and (cold_start or typical):
         with BLAS.limit(limits=1, user_api="blas"):  # threads fight on a busy CPU: 10x slower
             rank = _rank(typicality(space[0], random_state=random_state))
         scores = scores * rank ** typical
@@ -204,11 +209,9 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
         unknown = float(np.mean(list(per_text.values()))) if per_text else 0.0  # not predicted yet
         need = weight * np.array([per_text.get(t, unknown) for t, _ in candidates])
         scores = (1 - weight) * scores + need
-    if space is not None and len(space[0]) == len(candidates):
-        labels = sum(counts.values()) if counts else len(space[1])
-        if labels / max(len(counts or {}), 1) < cold:
-            with BLAS.limit(limits=1, user_api="blas"):
-                first = [uncovered_pick(space[0], space[1], rank + need, random_state=random_state)]
+    if cold_start:
+        with BLAS.limit(limits=1, user_api="blas"):
+            first = [uncovered_pick(space[0], space[1], rank + need, random_state=random_state)]
     # only the most uncertain compete on diversity, so only they need vectors
     pool = [i for i in np.argsort(-scores, kind="stable")[:max(_POOL, n)] if i not in first]
     vectors = text_vectors([candidates[i][1] for i in first + pool])
@@ -256,7 +259,9 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
     picked = [Suggestion(*first[0], None, "on screen")] if first else []
     if len(picked) < n:
         candidates = fresh or [r for r in rows if r[0] != prefer]
-        space = _space(pool, store, project_id, candidates, random_state) if probs else None
+        # past the cold start, with typicality off, the pool's geometry is not used
+        needed = probs and (_TYPICAL or sum(counts.values()) < _COLD * max(len(counts), 1))
+        space = _space(pool, store, project_id, candidates, random_state) if needed else None
         picked += suggest(candidates, probs, recent_texts, n=n - len(picked), counts=counts,
                           space=space, random_state=random_state)
     return [_with_guess(s, preds.get(s.text_id)) for s in picked]

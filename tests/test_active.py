@@ -245,10 +245,10 @@ def test_past_the_cold_start_typical_uncertain_texts_beat_lone_ones_and_balance_
     space = (V, V[[0, 11]])
     even = {"neg": 20, "pos": 20}
     assert suggest(candidates, probs, counts=even, space=space, typical=0.0)[0].text_id == 20
-    assert suggest(candidates, probs, counts=even, space=space)[0].text_id == 3
+    assert suggest(candidates, probs, counts=even, space=space, typical=1.0)[0].text_id == 3
     # class balance still wins when one class has most labels (issue 15 item 7)
     probs[12] = {"neg": 0.2, "pos": 0.8}
-    picked = suggest(candidates, probs, counts={"neg": 40, "pos": 2}, space=space)[0]
+    picked = suggest(candidates, probs, counts={"neg": 40, "pos": 2}, space=space, typical=1.0)[0]
     assert probs[picked.text_id]["pos"] >= 0.8
 
 
