@@ -13,10 +13,20 @@ probability that a text belongs to a class with few labels (``balance_need``):
 labellers skip suggestions for classes they consider full, which wasted 29 of
 70 suggestions in one session.
 
-Shortcut: similarity is measured on hashed character trigrams of the text, not
-on the backbone's features. It needs no model in memory and catches the
-near-duplicates that waste a labeller's time; semantic diversity would need the
-features and is left out on purpose.
+When the page hands over the pool's head inputs (``PoolMatrix.held``; issue 12 item 5),
+two more rules use the head's own space (``core.active_space``):
+- typicality (a knob, off by default: it measured worse past the cold start): the
+  uncertainty is multiplied by the rank of how typical a text is (mean similarity to
+  its nearest texts) to the power ``typical``;
+- cold start: while there are fewer than ``_COLD`` labels per class, the margin is
+  still mostly noise, so the next text is the most typical one of the largest region
+  (k-means with one region more than there are labels) that holds no label yet.
+Measured against random and class-balanced random in bench/active.py (BENCHMARKS.md).
+
+Shortcut: near-duplicates are found on hashed character trigrams of the text, not
+on the backbone's features: it catches the copies that waste a labeller's time, and
+works before any model exists. Without the pool's head inputs (a fresh process that
+has not trained yet), suggestions fall back to uncertainty and balance alone.
 """
 
 from __future__ import annotations
@@ -26,6 +36,9 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
+
+from core.active_space import compact, typicality, uncovered_pick
+from core.learn.solver import BLAS
 
 __all__ = ["Suggestion", "TableRow", "margin_uncertainty", "balance_need",
            "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
@@ -39,6 +52,12 @@ _BALANCE = 0.7  # weight of class balance when one class has all labels and anot
 # penalty on all of it favoured short, odd texts with few common trigrams, so only the
 # similarity above this counts: near-duplicates (0.8+) are still passed over.
 _NEAR = 0.6
+# below this many labels per class, the first pick covers a region of the pool with no label
+# (bench/active.py, tuning sets: ahead of random at 3-16 labels per class on SST-2, CR, TREC)
+_COLD = 4.0
+# how strongly typicality weighs the uncertainty past the cold start: uncertainty *
+# typicality_rank ** _TYPICAL; 1 lowered SST-2's curve from 8/class on, so it is off
+_TYPICAL = 0.0
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -150,7 +169,8 @@ def pick(uncertainty: np.ndarray, vectors: np.ndarray, recent: np.ndarray | None
 def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, float]] | None,
             recent_texts: Sequence[str] = (), *, n: int = 1, diversity: float = 0.5,
             counts: dict[str, int] | None = None, balance: float = _BALANCE,
-            random_state: int = 0) -> list[Suggestion]:
+            space: tuple[np.ndarray, np.ndarray] | None = None, cold: float = _COLD,
+            typical: float = _TYPICAL, random_state: int = 0) -> list[Suggestion]:
     """The next n texts to label among ``candidates`` ((text_id, text) pairs).
 
     probs: {text_id: {class: probability}} from the latest model, or None when there
@@ -159,6 +179,11 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
     counts: labels per class; when given and uneven, the score is
     ``(1 - w) * uncertainty + w * need`` with ``w = balance * imbalance``
     (see ``balance_need``), so texts likely in under-labelled classes come first.
+    space: (candidates' vectors (m, d), labelled texts' vectors (L, d)), unit rows from
+    ``core.active_space.compact``; with it the uncertainty is first multiplied by the
+    candidate's typicality rank (in (0, 1]) to the power ``typical``, and while the
+    labels per class are fewer than ``cold`` the first pick is the most typical (plus
+    need) text of the largest region no label covers (``core.active_space.uncovered_pick``).
     """
     candidates = list(candidates)
     if not candidates:
@@ -168,18 +193,41 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
         order = rng.permutation(len(candidates))[:n]
         return [Suggestion(*candidates[i], None, "random: no model yet") for i in order]
     scores = np.array([_uncertainty_of(probs.get(tid)) for tid, _ in candidates])
+    first: list[int] = []
+    usable = space is not None and len(space[0]) == len(candidates)
+    labels = sum(counts.values()) if counts else (len(space[1]) if usable else 0)
+    cold_start = usable and labels / max(len(counts or {}), 1) < cold
+    rank = np.ones(len(candidates))
+    if usable and (cold_start or typical):
+        with BLAS.limit(limits=1, user_api="blas"):  # threads fight on a busy CPU: 10x slower
+            rank = _rank(typicality(space[0], random_state=random_state))
+        scores = scores * rank ** typical
+    need = np.zeros(len(candidates))
     if counts:
-        need, imbalance = balance_need(probs, counts)
+        per_text, imbalance = balance_need(probs, counts)
         weight = balance * imbalance
-        unknown = float(np.mean(list(need.values()))) if need else 0.0  # not predicted yet
-        scores = (1 - weight) * scores + weight * np.array([need.get(t, unknown)
-                                                            for t, _ in candidates])
+        unknown = float(np.mean(list(per_text.values()))) if per_text else 0.0  # not predicted yet
+        need = weight * np.array([per_text.get(t, unknown) for t, _ in candidates])
+        scores = (1 - weight) * scores + need
+    if cold_start:
+        with BLAS.limit(limits=1, user_api="blas"):
+            first = [uncovered_pick(space[0], space[1], rank + need, random_state=random_state)]
     # only the most uncertain compete on diversity, so only they need vectors
-    pool = np.argsort(-scores, kind="stable")[:max(_POOL, n)]
-    vectors = text_vectors([candidates[i][1] for i in pool])
-    recent = text_vectors(list(recent_texts)[-_RECENT:]) if recent_texts else None
-    chosen = [pool[i] for i in pick(scores[pool], vectors, recent, n=n, diversity=diversity)]
-    return [Suggestion(*candidates[i], float(scores[i]), "the model is unsure") for i in chosen]
+    pool = [i for i in np.argsort(-scores, kind="stable")[:max(_POOL, n)] if i not in first]
+    vectors = text_vectors([candidates[i][1] for i in first + pool])
+    recent = list(recent_texts)[-_RECENT:] + [candidates[i][1] for i in first]
+    chosen = first + [pool[i] for i in pick(scores[pool], vectors[len(first):],
+                                            text_vectors(recent) if recent else None,
+                                            n=n - len(first), diversity=diversity)]
+    reasons = {i: "a kind of text with no label yet" for i in first}
+    return [Suggestion(*candidates[i], float(scores[i]), reasons.get(i, "the model is unsure"))
+            for i in chosen]
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank, scaled to (0, 1]: the largest gets 1. Example: [3, 1, 2] -> [1, 1/3, 2/3]."""
+    order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return (order + 1) / len(values)
 
 
 def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
@@ -190,12 +238,15 @@ def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
 
 def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = (),
                      skip: Sequence[int] = (), prefer: int | None = None, n: int = 1,
-                     random_state: int = 0) -> list[Suggestion]:
+                     pool=None, random_state: int = 0) -> list[Suggestion]:
     """The next texts to label in a project, from its unlabelled texts and latest predictions.
 
     skip: text ids the user skipped; they come back only when nothing else is left.
     prefer: a text id to put first while it is unlabelled (the one on screen, or one
     whose label was just undone), so the page does not jump between reruns.
+    pool: the project's ``core.learn.pool.PoolMatrix`` (kept by the page between
+    submits); when it holds every text's head inputs, suggestions also weigh how
+    typical a text is and, while labels are few, cover regions with no label yet.
     """
     rows = [(r.id, r.text) for r in store.unlabelled(project_id)]
     counts = store.label_counts(project_id)
@@ -207,9 +258,28 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
     fresh = [r for r in rows if r[0] not in skipped and r[0] != prefer]
     picked = [Suggestion(*first[0], None, "on screen")] if first else []
     if len(picked) < n:
-        picked += suggest(fresh or [r for r in rows if r[0] != prefer], probs, recent_texts,
-                          n=n - len(picked), counts=counts, random_state=random_state)
+        candidates = fresh or [r for r in rows if r[0] != prefer]
+        # past the cold start, with typicality off, the pool's geometry is not used
+        needed = probs and (_TYPICAL or sum(counts.values()) < _COLD * max(len(counts), 1))
+        space = _space(pool, store, project_id, candidates, random_state) if needed else None
+        picked += suggest(candidates, probs, recent_texts, n=n - len(picked), counts=counts,
+                          space=space, random_state=random_state)
     return [_with_guess(s, preds.get(s.text_id)) for s in picked]
+
+
+def _space(pool, store, project_id: int, candidates: list[tuple[int, str]],
+           random_state: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(candidates' vectors, labelled texts' vectors) from the pool's head inputs, or None
+    when the pool does not hold them all (no submit yet in this process)."""
+    if pool is None:
+        return None
+    labelled = [r.text for r in store.labelled(project_id)]
+    Z = pool.held([t for _, t in candidates] + labelled)
+    if Z is None or len(Z) < 2:
+        return None
+    with BLAS.limit(limits=1, user_api="blas"):
+        V = compact(Z, random_state=random_state)
+    return V[:len(candidates)], V[len(candidates):]
 
 
 def _with_guess(s: Suggestion, pred) -> Suggestion:

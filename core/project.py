@@ -188,7 +188,7 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
     model_id = store.model(project.id, version).id
     n_predicted = _predict_unlabelled(store, project, backbone, clf, model_id, cache,
                                       pool if pool is not None else PoolMatrix(),
-                                      [r.text_id for r in labelled])
+                                      [r.text_id for r in labelled], ([r.text for r in labelled], X))
     return TrainOutcome(version, clf.metrics,
                         previous.metrics.get("cv_accuracy") if previous else None,
                         counts, n_predicted, spec is None, time.perf_counter() - start,
@@ -196,8 +196,9 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
 
 
 def _predict_unlabelled(store, project, backbone, clf: Classifier, model_id: int, cache,
-                        pool: PoolMatrix, labelled_ids: list[int]) -> int:
-    ids, probs = pool.predict_unlabelled(store, project.id, backbone, clf, labelled_ids, cache=cache)
+                        pool: PoolMatrix, labelled_ids: list[int], labelled) -> int:
+    ids, probs = pool.predict_unlabelled(store, project.id, backbone, clf, labelled_ids, cache=cache,
+                                         labelled=labelled)
     if not len(ids):
         return 0
     store.save_probabilities(model_id, ids, clf.classes, probs)

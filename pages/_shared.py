@@ -84,8 +84,9 @@ def _pool_states() -> dict:
     return {}
 
 
-def _pool_matrix(s: Store, project_id: int) -> PoolMatrix:
-    """The project's unlabelled texts as head inputs, kept in RAM between submits."""
+def pool_matrix(s: Store, project_id: int) -> PoolMatrix:
+    """The project's texts as head inputs, kept in RAM between submits (a submit fills it;
+    the Label page's suggestions read it)."""
     return PoolMatrix(_pool_states().setdefault((os.path.abspath(s.path), project_id), {}))
 
 
@@ -201,7 +202,7 @@ def train(project, *, say_missing: bool = True) -> TrainOutcome | None:
         model = backbone(settings_of(project).backbone)
         with st.spinner("Training a new model on your labels..."):
             outcome = retrain(s, project, model, cache=feature_cache(s),
-                              pool=_pool_matrix(s, project.id))
+                              pool=pool_matrix(s, project.id))
     except NotEnoughLabels as err:
         if say_missing:
             flash(str(err), "info")

@@ -14,7 +14,7 @@ from core.errors import TenshotError
 from core.project import accuracy_change
 from pages._multilabel import label_one_at_a_time, label_table, set_summary
 from pages._shared import (
-    escape_markdown, flash, labeller, page_header, percent, show_error, store, train,
+    escape_markdown, flash, labeller, page_header, percent, pool_matrix, show_error, store, train,
 )
 
 
@@ -120,7 +120,8 @@ def one_at_a_time(project, classes: list[str]) -> None:
     key = f"current_{project.id}"
     picked = next_for_project(store(), project.id, recent_texts=session_list("recent", project),
                               skip=session_list("skipped", project),
-                              prefer=st.session_state.get(key), random_state=project.id)
+                              prefer=st.session_state.get(key), pool=pool_matrix(store(), project.id),
+                              random_state=project.id)
     if not picked:
         st.success("Every sentence is labelled. Add more on the Data page, or check the "
                    "predictions.", icon=":material/celebration:")

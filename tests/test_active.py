@@ -6,6 +6,7 @@ from numpy.testing import assert_allclose
 
 from core.active import (TableRow, balance_need, entropy_uncertainty, filter_rows, margin_uncertainty, next_for_project, pick,
                          suggest, text_vectors)
+from core.active_space import compact, typicality
 from core.learn.head import labels_missing
 from core.store import Store
 
@@ -184,3 +185,97 @@ def test_ordinary_overlap_with_recent_texts_is_not_penalised_only_near_duplicate
     dup = [(3, "the acting is wooden and the story drags on!"), (4, "meh !!")]
     probs = {3: {"neg": 0.52, "pos": 0.48}, 4: {"neg": 0.56, "pos": 0.44}}
     assert suggest(dup, probs, recent, n=1)[0].text_id == 4
+
+
+def _clusters(centres: int, per: int, dim: int = 8, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors in ``centres`` tight, well-separated groups: (vectors (n, dim), group (n,))."""
+    rng = np.random.default_rng(seed)
+    means = np.eye(dim)[:centres] * 5
+    group = np.repeat(np.arange(centres), per)
+    V = means[group] + rng.normal(scale=0.3, size=(len(group), dim))
+    return V / np.linalg.norm(V, axis=1, keepdims=True), group
+
+
+def test_compact_keeps_groups_apart_in_few_unit_directions():
+    rng = np.random.default_rng(1)
+    V, group = _clusters(3, 20, dim=3)
+    # head inputs with one "massive activation" column of noise, 1000x the others' scale
+    Z = np.hstack([V, rng.normal(size=(60, 1)) * 1000]).astype(np.float32)
+    C = compact(Z, dim=2)  # three groups span two directions once centred
+    assert C.shape == (60, 2)
+    assert_allclose(np.linalg.norm(C, axis=1), 1.0, rtol=1e-5)
+    sims = C @ C.T
+    same = sims[group[:, None] == group[None, :]].mean()
+    other = sims[group[:, None] != group[None, :]].mean()
+    assert same > 0.8 and other < 0.2
+
+
+def test_typicality_ranks_a_lone_text_last():
+    V, _ = _clusters(2, 10)
+    lone = np.zeros((1, V.shape[1]))
+    lone[0, -1] = 1.0
+    t = typicality(np.vstack([V, lone]), k=5)
+    assert t.argmin() == 20
+    assert t[:20].min() > t[20] + 0.5
+
+
+def test_cold_start_picks_cover_every_cluster_before_repeating_one():
+    # issue 12 item 5: margin picks at a few labels per class came from one corner of the pool
+    V, group = _clusters(5, 12)
+    candidates = [(i, f"text {i}") for i in range(len(V))]
+    probs = {i: {"neg": 0.5, "pos": 0.5} for i in range(len(V))}  # the model knows nothing yet
+    labelled = [0]  # one label, in group 0
+    for _ in range(4):
+        left = [c for c in candidates if c[0] not in labelled]
+        space = (V[[i for i, _ in left]], V[labelled])
+        pick_ = suggest(left, probs, counts={"neg": 1, "pos": 0}, space=space, cold=8)[0]
+        assert pick_.reason == "a kind of text with no label yet"
+        labelled.append(pick_.text_id)
+    assert sorted(group[labelled]) == [0, 1, 2, 3, 4]
+
+
+def test_past_the_cold_start_typical_uncertain_texts_beat_lone_ones_and_balance_is_kept():
+    V, group = _clusters(2, 10)
+    lone = np.eye(V.shape[1])[-1:]
+    V = np.vstack([V, lone])
+    candidates = [(i, f"text {i}") for i in range(len(V))]
+    probs = {i: {"neg": 0.9, "pos": 0.1} for i in range(len(V))}
+    probs[3] = {"neg": 0.55, "pos": 0.45}   # typical and unsure
+    probs[20] = {"neg": 0.5, "pos": 0.5}     # alone and a little more unsure
+    space = (V, V[[0, 11]])
+    even = {"neg": 20, "pos": 20}
+    assert suggest(candidates, probs, counts=even, space=space, typical=0.0)[0].text_id == 20
+    assert suggest(candidates, probs, counts=even, space=space, typical=1.0)[0].text_id == 3
+    # class balance still wins when one class has most labels (issue 15 item 7)
+    probs[12] = {"neg": 0.2, "pos": 0.8}
+    picked = suggest(candidates, probs, counts={"neg": 40, "pos": 2}, space=space, typical=1.0)[0]
+    assert probs[picked.text_id]["pos"] >= 0.8
+
+
+class _HeldPool:
+    """A pool that holds head inputs for some texts (the Label page passes a PoolMatrix)."""
+
+    def __init__(self, rows: dict[str, np.ndarray]):
+        self.rows = rows
+
+    def held(self, texts):
+        if not all(t in self.rows for t in texts):
+            return None
+        return np.array([self.rows[t] for t in texts])
+
+
+def test_next_for_project_covers_a_new_region_when_the_pool_holds_the_texts(project_store):
+    store, project, ids = project_store
+    store.set_label(project.id, ids[0], "neg")
+    store.set_label(project.id, ids[1], "pos")
+    _fake_model(store, project.id, {ids[2]: 0.55})
+    # three regions: 0, 2, 3 with the "neg" label; 1, 4, 5 with the "pos" label; 6-9 with none
+    region = {0: 0, 2: 0, 3: 0, 1: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 2, 9: 2}
+    rows = {f"text {i}": np.eye(3)[r] + 0.01 * np.r_[i % 3, i % 2, i % 5] for i, r in region.items()}
+    plain = next_for_project(store, project.id)[0]
+    covering = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
+    assert plain.text_id == ids[2], "without vectors: the most uncertain text"
+    assert covering.text_id in ids[6:]
+    assert covering.guess == "neg"
+    missing = {k: v for k, v in rows.items() if k != "text 9"}
+    assert next_for_project(store, project.id, pool=_HeldPool(missing))[0].text_id == ids[2]

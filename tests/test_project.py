@@ -191,3 +191,17 @@ def test_stored_settings_without_backbone_or_penalty_keep_the_defaults_they_were
     assert (old.backbone, old.penalty, old.mode) == ("smollm2-135m", "elasticnet", "layer")
     assert Settings.from_dict(Settings().to_dict()) == Settings()
     assert Settings().backbone == "smollm2-135m+mpnet" and Settings().penalty == "l2"
+
+
+def test_the_pool_holds_every_texts_head_inputs_after_a_submit(project, tiny_backbone):
+    # issue 12 item 5: suggestions compare unlabelled texts with labelled ones in the head's space
+    store, p, ids = project
+    _label(store, p, ids, 4)
+    pool = PoolMatrix({})
+    texts = [r.text for r in store.texts(p.id)]
+    assert pool.held(texts) is None
+    retrain(store, p, tiny_backbone, pool=pool)
+    clf = load_classifier(store.latest_model(p.id))
+    expected = clf.spec.transform(features_for(tiny_backbone, texts, clf.settings))
+    assert_allclose(pool.held(texts), expected, rtol=1e-5, atol=1e-6)
+    assert pool.held(texts + ["a text the project does not have"]) is None

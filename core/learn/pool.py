@@ -49,20 +49,38 @@ class PoolMatrix:
         self._lock = self._state.setdefault("lock", threading.Lock())
 
     def predict_unlabelled(self, store, project_id: int, backbone, clf: Classifier, labelled_ids,
-                           *, cache=None, progress: Callable[[int, int], None] | None = None
+                           *, cache=None, progress: Callable[[int, int], None] | None = None,
+                           labelled: tuple[Sequence[str], np.ndarray] | None = None
                            ) -> tuple[np.ndarray, np.ndarray]:
         """(text ids (n,), probabilities (n, n_classes)) of the project's texts that are not
         in ``labelled_ids``, by text id; the probabilities equal ``predict_proba``'s.
 
         The texts are read from the store only when one was added, edited or deleted
         since the last call, and features only for texts Z does not hold yet.
+        labelled: (the labelled texts, their features X (n, n_states, hidden)) as the
+        retrain just read them; Z then holds their rows too (for ``held``), read from X.
         """
         with self._lock:
             ids, texts = self._columns(store, project_id)
             keep = np.flatnonzero(~np.isin(ids, np.fromiter(labelled_ids, np.int64)))
             self._start(backbone, clf)
             where = self._placed(backbone, clf, texts, keep, persistent(cache), progress)
-            return ids[keep], self._probabilities(clf, where[keep])
+            probs = self._probabilities(clf, where[keep])
+            if labelled is not None:
+                self._remember(clf, *labelled)
+            return ids[keep], probs
+
+    def held(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Z's rows of ``texts`` (float32 (n, d)) when it holds every one of them, else None.
+
+        Reads no features: what the last ``predict_unlabelled`` placed, the labelled texts
+        it was given included (active learning compares unlabelled texts with labelled ones).
+        """
+        with self._lock:
+            rows = self._state.get("rows")
+            if rows is None or not all(t in rows for t in texts):
+                return None
+            return self._state["Z"][np.fromiter((rows[t] for t in texts), np.int64, len(texts))]
 
     def matrix(self, backbone, clf: Classifier, texts: Sequence[str], *, cache=None,
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -81,6 +99,17 @@ class PoolMatrix:
         with self._lock:
             index = self._rows(backbone, clf, texts, cache=cache, progress=progress)
             return self._probabilities(clf, index)
+
+    def _remember(self, clf: Classifier, texts: Sequence[str], X: np.ndarray) -> None:
+        """Add Z rows for those of ``texts`` (features X) that Z does not hold yet."""
+        rows = self._state["rows"]
+        new = [i for i, t in enumerate(texts) if t not in rows]
+        if not new:
+            return
+        for i, at in zip(new, range(len(self._state["Z"]), len(self._state["Z"]) + len(new))):
+            rows[texts[i]] = at
+        # ``where`` keeps -1 for these texts: it is read for unlabelled texts only
+        self._state["Z"] = np.concatenate([self._state["Z"], clf.spec.transform(X[new]).astype(np.float32)])
 
     def _probabilities(self, clf: Classifier, index: np.ndarray) -> np.ndarray:
         """Probabilities of Z's rows ``index``.
