@@ -58,6 +58,11 @@ _COLD = 4.0
 # how strongly typicality weighs the uncertainty past the cold start: uncertainty *
 # typicality_rank ** _TYPICAL; 1 lowered SST-2's curve from 8/class on, so it is off
 _TYPICAL = 0.0
+# the pool's geometry (a PCA and k-means over the candidates) is drawn from a seeded
+# sample of at most this many candidates: 0.56 s a suggestion on 5,000 texts of the
+# fused default (bench/active.py --time-suggestion 5000, load 3.5) would be ~10 s on a
+# 100,000-text pool (issue 14: a label stays interactive)
+_SPACE_MAX = 5000
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
@@ -261,6 +266,9 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
         candidates = fresh or [r for r in rows if r[0] != prefer]
         # past the cold start, with typicality off, the pool's geometry is not used
         needed = probs and (_TYPICAL or sum(counts.values()) < _COLD * max(len(counts), 1))
+        if needed and len(candidates) > _SPACE_MAX:
+            keep = np.random.default_rng(random_state).choice(len(candidates), _SPACE_MAX, replace=False)
+            candidates = [candidates[i] for i in sorted(keep)]
         space = _space(pool, store, project_id, candidates, random_state) if needed else None
         picked += suggest(candidates, probs, recent_texts, n=n - len(picked), counts=counts,
                           space=space, random_state=random_state)

@@ -455,8 +455,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="ray: score on Ray Data (pip install \"tenshot[ray]\"); reads Parquet too")
             sp.add_argument("--address", help="with --engine ray: join this Ray cluster (default: local)")
             sp.add_argument("--batch-size", type=int, default=64, help="with --engine ray: texts per batch")
-            sp.add_argument("--actors", type=int, help="with --engine ray: CPU actors (default 1; "
-                            "one per GPU when the cluster has GPUs)")
+            sp.add_argument("--actors", type=int, help="with --engine ray: CPU actors (default one per "
+                            "core, as many as the memory holds; one per GPU when the cluster has GPUs)")
         sp.add_argument("--out", required=True,
                         help="a .csv (or .jsonl) file; replaced atomically, never an input file")
     e = sub.add_parser("eval", help="few-shot evaluation on DIR/train.csv and DIR/test.csv")

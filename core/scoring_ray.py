@@ -30,6 +30,9 @@ __all__ = ["INSTALL_HINT", "check_input_size", "score_with_ray", "read_parquet_t
 INSTALL_HINT = ('--engine ray needs Ray Data, which is not installed here. Install it with '
                 'pip install "tenshot[ray]" (or pip install "ray[data]"), or leave out --engine ray.')
 DEFAULT_BATCH_SIZE = 64
+# memory a CPU actor takes with its model loaded (SmolLM2-135M: 1.5 GB resident, `top`,
+# during bench/ray_throughput.py); the default pool has no more actors than fit
+_ACTOR_BYTES = 2 << 30
 # the driver holds the file's texts as Python strings, a row dict each for Ray, and the
 # results: an estimate (not measured) of how many times the file's bytes that takes
 _DRIVER_BYTES_PER_FILE_BYTE = 4
@@ -83,13 +86,20 @@ def _start(ray, address: str | None) -> bool:
 
 
 def _pool(ray, actors: int | None) -> tuple[int, dict]:
-    """(pool size, per-actor resources): one actor per GPU, else CPU actors sharing the cores."""
+    """(pool size, per-actor resources): one actor per GPU; else CPU actors sharing the
+    cores, by default one per core as far as the cluster's memory holds a model each.
+
+    One single-threaded actor per core beat one actor on both cores: on 5,000 SST-2
+    sentences on this 2-core box, 2 actors ran at 1.49x the single process and 1 actor
+    at 0.84x (bench/ray_throughput.py, BENCHMARKS.md).
+    """
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus:
         return (actors or gpus), {"num_gpus": 1}
     cpus = max(1, int(resources.get("CPU", 1)))
-    size = max(1, min(actors or 1, cpus))
+    fits = int(resources.get("memory", 0) // _ACTOR_BYTES) or cpus
+    size = max(1, min(actors or fits, cpus))
     return size, {"num_cpus": cpus // size}
 
 
@@ -98,8 +108,8 @@ def score_with_ray(bundle: bytes, lines: Sequence[int], texts: Sequence[str], *,
                    progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(lines (n,), probabilities (n, n_classes)) of the texts, ordered by line.
 
-    lines: an id per text (its line in the input file). actors: CPU actors (default 1;
-    ignored when GPUs exist).
+    lines: an id per text (its line in the input file). actors: CPU actors (default: one
+    per core, as many as the memory holds; ignored when GPUs exist).
     progress(done, total) is called as batches finish.
     """
     if batch_size < 1:

@@ -279,3 +279,24 @@ def test_next_for_project_covers_a_new_region_when_the_pool_holds_the_texts(proj
     assert covering.guess == "neg"
     missing = {k: v for k, v in rows.items() if k != "text 9"}
     assert next_for_project(store, project.id, pool=_HeldPool(missing))[0].text_id == ids[2]
+
+
+def test_the_cold_start_geometry_reads_a_bounded_sample_of_a_large_pool(project_store, monkeypatch):
+    # issue 14: on a 100,000-text pool the cold start's PCA and k-means over every
+    # candidate would take seconds a label; they see a seeded sample of _SPACE_MAX
+    import core.active as active
+
+    store, project, ids = project_store
+    store.set_label(project.id, ids[0], "neg")
+    store.set_label(project.id, ids[1], "pos")
+    _fake_model(store, project.id, {ids[2]: 0.55})
+    region = {0: 0, 2: 0, 3: 0, 1: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 2, 9: 2}
+    rows = {f"text {i}": np.eye(3)[r] + 0.01 * np.r_[i % 3, i % 2, i % 5] for i, r in region.items()}
+    seen, space = [], active._space
+    monkeypatch.setattr(active, "_space", lambda pool, st, pid, cands, rs: seen.append(len(cands))
+                        or space(pool, st, pid, cands, rs))
+    monkeypatch.setattr(active, "_SPACE_MAX", 4)
+    first = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
+    again = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
+    assert seen == [4, 4]
+    assert first.text_id == again.text_id and first.text_id in ids[2:]  # seeded: the same pick
