@@ -264,14 +264,20 @@ class _HeldPool:
         return np.array([self.rows[t] for t in texts])
 
 
-def test_next_for_project_covers_a_new_region_when_the_pool_holds_the_texts(project_store):
-    store, project, ids = project_store
+def _three_regions(store, project, ids) -> dict:
+    """Label texts 0 and 1, fake a model unsure of text 2, and give every text a vector in
+    one of three regions: 0, 2, 3 with the "neg" label; 1, 4, 5 with the "pos" label;
+    6-9 with none. Returns {text: vector}."""
     store.set_label(project.id, ids[0], "neg")
     store.set_label(project.id, ids[1], "pos")
     _fake_model(store, project.id, {ids[2]: 0.55})
-    # three regions: 0, 2, 3 with the "neg" label; 1, 4, 5 with the "pos" label; 6-9 with none
     region = {0: 0, 2: 0, 3: 0, 1: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 2, 9: 2}
-    rows = {f"text {i}": np.eye(3)[r] + 0.01 * np.r_[i % 3, i % 2, i % 5] for i, r in region.items()}
+    return {f"text {i}": np.eye(3)[r] + 0.01 * np.r_[i % 3, i % 2, i % 5] for i, r in region.items()}
+
+
+def test_next_for_project_covers_a_new_region_when_the_pool_holds_the_texts(project_store):
+    store, project, ids = project_store
+    rows = _three_regions(store, project, ids)
     plain = next_for_project(store, project.id)[0]
     covering = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
     assert plain.text_id == ids[2], "without vectors: the most uncertain text"
@@ -287,11 +293,7 @@ def test_the_cold_start_geometry_reads_a_bounded_sample_of_a_large_pool(project_
     import core.active as active
 
     store, project, ids = project_store
-    store.set_label(project.id, ids[0], "neg")
-    store.set_label(project.id, ids[1], "pos")
-    _fake_model(store, project.id, {ids[2]: 0.55})
-    region = {0: 0, 2: 0, 3: 0, 1: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 2, 9: 2}
-    rows = {f"text {i}": np.eye(3)[r] + 0.01 * np.r_[i % 3, i % 2, i % 5] for i, r in region.items()}
+    rows = _three_regions(store, project, ids)
     seen, space = [], active._space
     monkeypatch.setattr(active, "_space", lambda pool, st, pid, cands, rs: seen.append(len(cands))
                         or space(pool, st, pid, cands, rs))
