@@ -240,9 +240,10 @@ def apply_threads(*, workers: int = 1, cores: int | None = None, others: float |
 
 # THE ranking new projects on a CUDA machine choose from: packaged backbones best first,
 # each with the free GPU memory it needs (weights in its dtype plus room for a batch).
-# Where the order comes from: the accuracy protocol of issue 12 (bench/BENCHMARKS.md;
-# being re-measured on branch `proto`, change the order here and nowhere else when it
-# lands). So far: mean of CR / AG News / SST-5 at 64 per class, qwen2.5-1.5b 0.697,
+# Where the order comes from: "Bigger packaged backbones" in bench/BENCHMARKS.md, CPU
+# fp32 with the head of that time (auto mode, elastic-net); issue 12's protocol has not
+# been run on a GPU yet, so change the order here and nowhere else when it is. Mean of
+# CR / AG News / SST-5 at 64 per class: qwen2.5-1.5b 0.697,
 # smollm2-135m 0.664, gemma3-270m 0.657, qwen2.5-0.5b 0.622 (the two below SmolLM2 are
 # left out: never worth choosing over it). A local model folder may stand in the table
 # too (installed when it exists).
