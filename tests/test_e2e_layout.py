@@ -65,7 +65,7 @@ def test_metrics_grid_and_settings_tab_are_findable(server, page, tiny_model_dir
     _idle(page)
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Features").first.click()
     page.get_by_role("option", name="Fusion (LLMEmbed)").click()
-    _see(page, "Fusion (LLMEmbed): several depths")
+    _see(page, "Fusion (LLMEmbed): the hidden states at")  # the help names the depths (issue 12)
     page.wait_for_timeout(500)
     assert page.get_by_role("tab", selected=True).inner_text() == "Settings"
     _shot(page, "friction-model-settings")
