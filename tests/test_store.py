@@ -92,6 +92,27 @@ def test_failed_migration_leaves_the_file_unchanged(path):
     db.close()
 
 
+@pytest.mark.parametrize("step", range(1, SCHEMA_VERSION))
+def test_a_real_migration_that_fails_after_its_script_leaves_the_file_unchanged(path, step):
+    # sqlite3's own executescript COMMITs an open transaction first; the migrations rely on
+    # sqlite_utils running a script's statements inside BEGIN IMMEDIATE instead
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    migrate(db, MIGRATIONS[:step])
+    before = sorted(db.execute("SELECT type, name FROM sqlite_master").fetchall())
+
+    def fails_after(db):
+        MIGRATIONS[step](db)
+        raise RuntimeError("killed after the script")
+
+    with pytest.raises(RuntimeError, match="killed after the script"):
+        migrate(db, (*MIGRATIONS[:step], fails_after))
+    assert not db.conn.in_transaction
+    assert schema_version(db) == step
+    assert sorted(db.execute("SELECT type, name FROM sqlite_master").fetchall()) == before
+    db.close()
+    Store.open(path).close()  # and the full migration still runs on it afterwards
+
+
 def test_configure_accepts_wal_switched_on_by_another_process_meanwhile(path, monkeypatch):
     # seen once with five processes opening a new file together: one checked the journal
     # mode, another switched the file to WAL, and the first one's switch stayed locked
@@ -114,9 +135,31 @@ def test_configure_accepts_wal_switched_on_by_another_process_meanwhile(path, mo
 
     other = str(path) + ".other"
     monkeypatch.setattr(Database, "enable_wal", locked)
+    monkeypatch.setattr("core.store.schema._BUSY_TIMEOUT_MS", 200)
     db = Database(sqlite3.connect(other, isolation_level=None))
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         configure(db, wal=True)  # still not WAL: the lock is reported, not hidden
+    db.close()
+
+
+def test_configure_waits_out_a_wal_switch_refused_at_once(path, monkeypatch):
+    # seen with five processes opening a new file on a busy box: SQLite refused one's
+    # switch to WAL at once, without the busy handler, while no one had switched yet
+    from core.store.schema import configure
+
+    real, refusals = Database.enable_wal, []
+
+    def refused_twice(self):
+        if len(refusals) < 2:
+            refusals.append(self.journal_mode)
+            raise sqlite3.OperationalError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(Database, "enable_wal", refused_twice)
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    configure(db, wal=True)
+    assert refusals == ["delete", "delete"]
+    assert db.journal_mode == "wal"
     db.close()
 
 

@@ -27,6 +27,7 @@ Design notes on the layout:
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -405,14 +406,35 @@ def configure(db: Database, *, wal: bool) -> None:
     db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA foreign_keys = ON")
     if wal:
+        _switch_to_wal(db)
+    db.execute("PRAGMA synchronous = NORMAL")
+
+
+def _switch_to_wal(db: Database) -> None:
+    """Put the file in WAL mode, waiting out other processes opening a new file at once.
+
+    The switch needs the file to itself, and SQLite can refuse it at once ("database is
+    locked") without calling the busy handler while another opener holds a lock; or
+    another opener switched it between this one's check and its switch. Either way,
+    look again until the busy timeout has passed.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
         try:
             db.enable_wal()
+            return
         except sqlite3.OperationalError as err:
-            # several processes opening a new file at once: another one switched it to WAL
-            # between this one's check and its switch, and its busy writers kept the lock
-            if not is_locked(err) or db.journal_mode != "wal":
+            if not is_locked(err):
                 raise
-    db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                if db.journal_mode == "wal":
+                    return
+            except sqlite3.OperationalError as again:
+                if not is_locked(again):
+                    raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def schema_version(db: Database) -> int:
