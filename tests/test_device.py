@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 import core.model.device as device
 from core.cli import main
@@ -70,6 +69,8 @@ def test_cli_train_gives_a_new_project_the_backbone_for_the_hardware(gpu_box, tm
 
 @pytest.mark.usefixtures("whole_app_reruns")
 def test_the_app_gives_a_new_project_the_backbone_for_the_hardware(fresh_workspace, gpu_box, monkeypatch):
+    from streamlit.testing.v1 import AppTest  # here, so a GPU box without Streamlit runs the rest
+
     for name, on_gpu in (("On the GPU box", True), ("On a laptop", False)):
         if not on_gpu:
             _cpu_box(monkeypatch)
