@@ -132,6 +132,16 @@ def on_submit(project_id: int, text_id: int, labels: tuple[str, ...], text: str)
     train(store().project(project_id), say_missing=False)
 
 
+def on_submit_toggled(project_id: int, text_id: int, text: str) -> None:
+    """Submit the classes toggled on when the click arrives, not when the button was drawn:
+    a fast "1" then Enter sends the click before the page has redrawn after the toggle."""
+    labels = tuple(chosen(project_id, text_id))
+    if not labels:
+        flash("Toggle at least one class first (keys 1–9), or answer “none of these”.", "warning")
+        return
+    on_submit(project_id, text_id, labels, text)
+
+
 def on_skip(project_id: int, text_id: int) -> None:
     st.session_state.setdefault(f"skipped_{project_id}", []).append(text_id)
     st.session_state.pop(f"current_{project_id}", None)
@@ -206,10 +216,13 @@ def label_one_at_a_time(project, classes: list[str], session_list) -> None:
 def _actions(project, current, on: tuple[str, ...], guess) -> None:
     submit, none, skip, accept, undo = st.columns([1.6, 1.4, 1, 1.3, 1])
     label = f"Submit: {describe_set(on)}" if on else "Submit"
+    # never disabled: a disabled button drops its shortcut, and Enter pressed right after a
+    # class key arrived before the redraw that enabled it (lost labels in the browser test)
     submit.button(escape_markdown(label), key="ml_submit", shortcut=SUBMIT_KEY, type="primary",
-                  icon=":material/done:", disabled=not on, width="stretch",
-                  help="Toggle at least one class first, or answer “none of these”.",
-                  on_click=on_submit, args=(project.id, current.text_id, on, current.text))
+                  icon=":material/done:", width="stretch",
+                  help="Submit the classes toggled on; toggle at least one first, or answer "
+                       "“none of these”.",
+                  on_click=on_submit_toggled, args=(project.id, current.text_id, current.text))
     none.button("None of these", key="ml_none", shortcut=NONE_KEY, icon=":material/block:",
                 help="The sentence has none of the classes: a real answer, not a skip.",
                 on_click=on_submit, args=(project.id, current.text_id, (), current.text),

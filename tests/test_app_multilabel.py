@@ -106,10 +106,27 @@ def test_toggles_have_number_keys_and_submit_none_and_undo_have_theirs(ml_projec
     assert buttons["ml_submit"].proto.shortcut.lower() == "enter"
     assert buttons["ml_none"].proto.shortcut.lower() == "n"
     assert buttons["undo"].proto.shortcut.lower() == "u"
-    assert buttons["ml_submit"].disabled  # nothing toggled yet
+    # never disabled: a disabled button has no shortcut, and Enter pressed right after a class
+    # key arrived before the redraw that enabled it
+    assert not buttons["ml_submit"].disabled
     assert "Keyboard: 1–3 toggle a class · Enter submit · N none of these" in page_text(at)
     # the per-class refusal, as the single-label page shows its own
     assert "Label 2 more sentences with “pos”" in page_text(at)
+
+
+def test_submit_takes_the_classes_toggled_when_it_arrives_and_refuses_an_empty_set(ml_project):
+    path, pid = ml_project
+    at = _open("label", pid)
+    text = _current(at, path, pid)
+    at.button(key="ml_submit").click().run()  # nothing toggled: a warning, nothing stored
+    assert not at.exception
+    assert _set_of(path, text) is None and _current(at, path, pid) == text
+    assert "Toggle at least one class first" in " ".join(w.value for w in at.warning)
+    # a class key and Enter in quick succession: the submit was drawn before the toggle
+    at.button(key="ml_toggle_0").click()
+    at.button(key="ml_submit").click().run()
+    assert not at.exception
+    assert _set_of(path, text) == ("pos",)
 
 
 def test_toggle_submit_stores_the_set_and_toggling_twice_turns_a_class_off(ml_project):

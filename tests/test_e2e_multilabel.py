@@ -45,11 +45,10 @@ def _label_with_keys(page, labels: tuple[str, ...]) -> None:
         page.keyboard.press(str(CLASSES.index(name) + 1))
         _see(page, "Submit: ")
         page.evaluate("document.activeElement && document.activeElement.blur()")
-    # the Submit button was disabled until a class was on: its Enter shortcut is bound
-    # when the enabled button mounts, a moment after the rerun is idle (on an idle box the
-    # key came first and was lost: the set stayed on screen, unsubmitted)
-    page.get_by_role("button", name="Submit: ").first.wait_for()
-    page.wait_for_timeout(500)
+    # Enter at once: while the Submit button was disabled until a class was on, its
+    # shortcut was bound only when the enabled button mounted, a moment after the toggle's
+    # rerun, and on an idle box this key came first and was lost (the set stayed on
+    # screen, unsubmitted). Submit is never disabled now and reads the toggles on arrival.
     page.keyboard.press("Enter")
 
 
