@@ -47,6 +47,31 @@ def test_the_ranking_is_walked_by_what_is_installed_and_fits(gpu_box, monkeypatc
     assert hardware_default() == DEFAULT_BACKBONE  # CPU keeps the small default whatever is ranked
 
 
+def test_a_gpu_box_without_qwen_gets_the_fused_default_not_smollm2_alone(monkeypatch):
+    # the real ranking: on the H200 check only SmolLM2 and mpnet were installed, and new
+    # projects got SmolLM2 alone, 5 points weaker at 64/class than a laptop's fused default
+    installed = {"smollm2-135m", "mpnet"}
+    monkeypatch.setattr("core.model.registry.resolve_packaged", _resolver(installed))
+    assert device.GPU_RANKING[0][0] == "qwen2.5-1.5b"
+    assert hardware_default(cuda=True, free_bytes=80 << 30) == DEFAULT_BACKBONE == "smollm2-135m+mpnet"
+    installed.discard("mpnet")  # a group is installed only when every part is
+    assert hardware_default(cuda=True, free_bytes=80 << 30) == "smollm2-135m"
+    installed.add("qwen2.5-1.5b")
+    assert hardware_default(cuda=True, free_bytes=80 << 30) == "qwen2.5-1.5b"
+    assert hardware_default(cuda=True, free_bytes=4 << 30) == "smollm2-135m"  # qwen does not fit
+
+
+def _resolver(installed: set):
+    from core.errors import BackboneUnavailable
+
+    def resolve(entry):
+        if entry.name not in installed:
+            raise BackboneUnavailable(f"{entry.name} is not installed")
+        return entry.name
+
+    return resolve
+
+
 def test_tenshot_backbone_overrides_the_hardware_choice(gpu_box, monkeypatch):
     assert new_project_backbone() == gpu_box
     monkeypatch.setenv("TENSHOT_BACKBONE", "minilm-l6")
