@@ -113,11 +113,9 @@ def _train_settings(args, project):
     from core.learn.classifier import Settings
 
     if project is None:  # a new project: the backbone for this machine, as in the app
-        from core.learn.classifier import default_prompt
-        from core.model.device import new_project_backbone
+        from core.project import new_project_settings
 
-        name = new_project_backbone()
-        return _settings(args, Settings(backbone=name, prompt=default_prompt(name)))
+        return _settings(args, Settings.from_dict(new_project_settings()))
     base = Settings.from_dict(project.settings)
     return _settings(args, base) if _model_options_given(args) else base
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.learn.classifier import Classifier, Settings, features_for, train
+from core.learn.classifier import Classifier, Settings, default_prompt, features_for, train
 from core.learn.curves import clear_change
 from core.errors import InputError
 from core.learn.features import FeatureSpec
@@ -32,11 +32,12 @@ from core.learn.head import labels_missing, not_enough_labels
 from core.learn.multilabel import classifier_from_state
 from core.learn.pool import PoolMatrix
 from core.model.cache import band_layers
+from core.model.device import new_project_backbone
 from core.model.group import group_parts, is_fused
 from core.multilabel import predict_sets, retrain_multi_label
 
 __all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "in_band", "load_classifier",
-           "pool_rows", "predict_texts", "retrain", "settings_of"]
+           "new_project_settings", "pool_rows", "predict_texts", "retrain", "settings_of"]
 
 # Re-select layers/mode by CV when the label count has grown by this factor since the
 # last selection; in between, a submit only refits the head (fast).
@@ -98,6 +99,18 @@ class TrainOutcome:
         return AccuracyChange(self.accuracy_change * 100, clear_change(
             (self.previous_accuracy, self.previous_labels),
             (self.metrics["cv_accuracy"], self.metrics["n_labels"])))
+
+
+def new_project_settings(backbone: str | None = None) -> dict:
+    """Settings for a new project, the same in the app, the CLI and the Python API:
+    ``backbone``, else $TENSHOT_BACKBONE, else the backbone for this hardware
+    (``core.model.device.new_project_backbone``), with that backbone's default prompt.
+
+    Pass them to ``Store.create_project``: a project stored without settings keeps the
+    defaults from before issue 12 (SmolLM2 alone, elastic-net; ``Settings.from_dict``).
+    """
+    name = backbone or new_project_backbone()
+    return Settings(backbone=name, prompt=default_prompt(name)).to_dict()
 
 
 def settings_of(project) -> Settings:

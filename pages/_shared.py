@@ -16,13 +16,11 @@ from typing import Sequence
 import streamlit as st
 
 import core.jobs as jobs
-from core.model.device import new_project_backbone
 from core.model.loading import load_backbone
-from core.learn.classifier import Settings, default_prompt
 from core.errors import NotEnoughLabels, TenshotError
 from core.model.cache import MemoryCache
 from core.learn.pool import PoolMatrix
-from core.project import TrainOutcome, retrain, settings_of
+from core.project import TrainOutcome, new_project_settings, retrain, settings_of
 from core.limits import Limits
 from core.store import Store
 
@@ -182,14 +180,6 @@ def escape_markdown(text: object) -> str:
 
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
-
-
-def new_project_settings() -> dict:
-    """Settings for a project created in the app. $TENSHOT_BACKBONE picks the backbone
-    (a registry name or a local model folder); the default is the packaged SmolLM2, or
-    on a CUDA machine the strongest packaged backbone installed that fits its card."""
-    name = new_project_backbone()
-    return Settings(backbone=name, prompt=default_prompt(name)).to_dict()
 
 
 def train(project, *, say_missing: bool = True) -> TrainOutcome | None:

@@ -205,3 +205,27 @@ def test_the_pool_holds_every_texts_head_inputs_after_a_submit(project, tiny_bac
     expected = clf.spec.transform(features_for(tiny_backbone, texts, clf.settings))
     assert_allclose(pool.held(texts), expected, rtol=1e-5, atol=1e-6)
     assert pool.held(texts + ["a text the project does not have"]) is None
+
+
+def test_the_readme_python_example_runs_and_gives_the_new_project_defaults(tmp_path, monkeypatch,
+                                                                           tiny_model_dir):
+    # the Python API's first steps as README.md shows them, run as written (the
+    # backbone for this machine is the tiny model, as in the app tests)
+    import re
+    from pathlib import Path
+
+    from core.project import new_project_settings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                  if "create_project" in block]
+    monkeypatch.setenv("TENSHOT_BACKBONE", tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    with Store.open(tmp_path / "tenshot.db") as store:
+        (project,) = store.projects()
+        assert project.settings == new_project_settings()
+        assert len(store.models(project.id)) == 1
+    # what it guards against: the same call without settings means the old defaults
+    assert Settings.from_dict({}).backbone == "smollm2-135m"
+    assert Settings.from_dict(new_project_settings("smollm2-135m+mpnet")).penalty == "l2"
