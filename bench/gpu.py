@@ -80,8 +80,9 @@ def _best(fns, bb, repeats: int) -> list[float]:
     return [min(ts) for ts in times]
 
 
-def throughput(bb, texts: list[str], batch: str, repeats: int) -> dict:
-    """Bare forward vs ``embed`` (sentences/s) at one batch size, same batches for both."""
+def throughput(bb, texts: list[str], batch: str, repeats: int, profile: bool = False) -> dict:
+    """Bare forward vs ``embed`` (sentences/s) at one batch size, same batches for both;
+    with ``profile``, cProfile's top functions of one embed call go to stderr."""
     import torch
 
     plan = forward.backbone_plan(bb)
@@ -110,10 +111,25 @@ def throughput(bb, texts: list[str], batch: str, repeats: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         embedded()
         peak = torch.cuda.max_memory_allocated() / 2**30
+    if profile:  # where embed's time goes beyond the bare forward: its host work
+        _profiled(embedded, f"embed at batch {size}")
     t_bare, t_embed = _best([bare, embedded], bb, repeats)
     return {"batch": f"{size} ({batch})" if batch == "plan" else str(size), "batches": len(batches),
             "bare": len(texts) / t_bare, "embed": len(texts) / t_embed, "ratio": t_bare / t_embed,
             "peak_gib": peak}
+
+
+def _profiled(fn, title: str) -> None:
+    """Run fn once under cProfile; its top 20 functions by own time go to stderr."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(fn)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(20)
+    print(f"--- cProfile: {title}\n{out.getvalue()}", file=sys.stderr)
 
 
 def shap_speed(bb, n: int, rng, profile: bool = False) -> dict:
@@ -195,7 +211,7 @@ def run(args) -> list[dict]:
         bb = load_backbone(args.backbone, device=args.device, dtype=dtype)
         row = {"dtype": dtype, "load_s": load_seconds(args, dtype, cold=False),
                "cold_s": load_seconds(args, dtype, cold=True) if args.cold else float("nan"),
-               "speed": [throughput(bb, texts, b, args.repeats) for b in args.batches.split(",")],
+               "speed": [throughput(bb, texts, b, args.repeats, args.profile) for b in args.batches.split(",")],
                "states_ms": token_states_ms(bb)}
         row["shap"] = (shap_speed(bb, args.shap_n, np.random.default_rng(0), args.profile)
                        if args.shap_n else None)
@@ -250,7 +266,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--shap-n", type=int, default=10 if cuda else 2, help="SHAP sentences (0: skip)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="also time a first load into an empty cache")
-    ap.add_argument("--profile", action="store_true", help="cProfile SHAP; top functions to stderr")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile one embed call per batch size and SHAP; top functions to stderr")
     ap.add_argument("--out", help="append the markdown here")
     args = ap.parse_args(argv)
     args.dtypes = args.dtypes or ("float32,bfloat16" if args.device.startswith("cuda") else "float32")
