@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from core.errors import InputError
 from core.learn.classifier import Settings, features_for
-from core.learn.curves import clear_change
 from core.learn.multilabel import (MultiLabelClassifier, is_multi_label_state, missing_per_class, not_enough_multilabel, sets_from_proba,
                                    train_multilabel)
 from core.learn.pool import PoolMatrix
+from core.outcome import TrainOutcome
 
-__all__ = ["F1Change", "MultiLabelOutcome", "SetChange", "SetPrediction", "changed_sets", "effective_thresholds",
+__all__ = ["MultiLabelOutcome", "SetChange", "SetPrediction", "changed_sets", "effective_thresholds",
            "predict_sets", "retrain_multi_label", "set_predictions", "set_threshold"]
 
 _REFIT_GROWTH = 1.25
@@ -39,49 +39,12 @@ _THRESHOLDS = "thresholds"  # the project settings key of the user's own thresho
 
 
 @dataclass(frozen=True)
-class F1Change:
-    """How the cross-validated macro-F1 moved, in points, and whether beyond the noise
-    (the multi-label ``core.project.AccuracyChange``)."""
+class MultiLabelOutcome(TrainOutcome):
+    """What one multi-label retrain produced: ``TrainOutcome`` with the cross-validated
+    macro-F1 (``metrics["cv_macro_f1"]``) as the headline score, so ``previous_accuracy``
+    and ``accuracy_change`` are in macro-F1 too."""
 
-    points: float
-    clear: bool
-
-    def __str__(self) -> str:
-        return f"{self.points:+.0f} pts" if self.clear else "no clear change"
-
-
-@dataclass(frozen=True)
-class MultiLabelOutcome:
-    """What one multi-label retrain produced (the fields of ``core.project.TrainOutcome``).
-
-    The headline score is the cross-validated macro-F1 (``metrics["cv_macro_f1"]``);
-    ``previous_accuracy`` and ``accuracy_change`` are in macro-F1 too.
-    """
-
-    version: int
-    metrics: dict
-    previous_accuracy: float | None
-    counts: dict[str, int]
-    n_predicted: int
-    reselected: bool
-    seconds: float
-    superseded: bool = False
-    previous_labels: int | None = None
-
-    @property
-    def accuracy_change(self) -> float | None:
-        if self.previous_accuracy is None or self.metrics.get("cv_macro_f1") is None:
-            return None
-        return self.metrics["cv_macro_f1"] - self.previous_accuracy
-
-    @property
-    def change(self) -> F1Change | None:
-        """The macro-F1 change since the previous model, with whether it beats the noise."""
-        if self.accuracy_change is None or self.previous_labels is None:
-            return None
-        return F1Change(self.accuracy_change * 100, clear_change(
-            (self.previous_accuracy, self.previous_labels),
-            (self.metrics["cv_macro_f1"], self.metrics["n_labels"])))
+    headline: ClassVar[str] = "cv_macro_f1"
 
 
 @dataclass(frozen=True)

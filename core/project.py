@@ -19,7 +19,6 @@ again when they lack the other layers: they are never read.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -35,6 +34,7 @@ from core.model.cache import band_layers
 from core.model.device import new_project_backbone
 from core.model.group import group_parts, is_fused
 from core.multilabel import predict_sets, retrain_multi_label
+from core.outcome import AccuracyChange, TrainOutcome
 
 __all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "in_band", "load_classifier",
            "new_project_settings", "pool_rows", "predict_texts", "retrain", "settings_of"]
@@ -42,21 +42,6 @@ __all__ = ["AccuracyChange", "TrainOutcome", "accuracy_change", "in_band", "load
 # Re-select layers/mode by CV when the label count has grown by this factor since the
 # last selection; in between, a submit only refits the head (fast).
 _RESELECT_GROWTH = 1.25
-
-
-@dataclass(frozen=True)
-class AccuracyChange:
-    """How a model's cross-validated accuracy moved from the previous one.
-
-    points: the difference in percentage points; clear: whether it is beyond the
-    noise of that many labels (``core.learn.curves.clear_change``).
-    """
-
-    points: float
-    clear: bool
-
-    def __str__(self) -> str:
-        return f"{self.points:+.0f} pts" if self.clear else "no clear change"
 
 
 def accuracy_change(before, after) -> AccuracyChange | None:
@@ -67,38 +52,6 @@ def accuracy_change(before, after) -> AccuracyChange | None:
         return None
     return AccuracyChange((new - old) * 100,
                           clear_change((old, before.n_labels), (new, after.n_labels)))
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    """What one retrain produced, for the page or the CLI to show."""
-
-    version: int
-    metrics: dict
-    previous_accuracy: float | None
-    counts: dict[str, int]
-    n_predicted: int
-    reselected: bool
-    seconds: float
-    # True when a version trained on newer labels was saved first: this head was dropped,
-    # and version/metrics describe that newer latest version instead
-    superseded: bool = False
-    previous_labels: int | None = None
-
-    @property
-    def accuracy_change(self) -> float | None:
-        if self.previous_accuracy is None:
-            return None
-        return self.metrics["cv_accuracy"] - self.previous_accuracy
-
-    @property
-    def change(self) -> AccuracyChange | None:
-        """The change since the previous model, with whether it is beyond the noise."""
-        if self.previous_accuracy is None or self.previous_labels is None:
-            return None
-        return AccuracyChange(self.accuracy_change * 100, clear_change(
-            (self.previous_accuracy, self.previous_labels),
-            (self.metrics["cv_accuracy"], self.metrics["n_labels"])))
 
 
 def new_project_settings(backbone: str | None = None) -> dict:
