@@ -23,7 +23,7 @@ from core.model.registry import DEFAULT_BACKBONE, is_encoder
 from core.model.tokens import DEFAULT_MAX_LENGTH
 
 __all__ = ["DEFAULT_PROMPT", "MODES", "PENALTIES", "MIN_TOKENS", "MAX_TOKENS", "Settings", "Classifier",
-           "default_prompt", "train", "features_for", "n_truncated", "with_settings"]
+           "default_prompt", "train", "features_for", "jsonable", "n_truncated", "with_settings"]
 
 MODES = ("auto", "layer", "fusion", "stc")
 MIN_TOKENS, MAX_TOKENS = 8, 4096  # the range of Settings.max_length
@@ -196,18 +196,20 @@ def train(X: np.ndarray, labels: Sequence[str], classes: Sequence[str], settings
         part.pop(OOF_KEY, None)
     metrics = {"cv_accuracy": float(head.cv_accuracy_), "cv_macro_f1": float(head.cv_macro_f1_),
                "C": float(head.C_), "n_labels": int(len(y)), "n_features": int(spec.transform(X[:1]).shape[1]),
-               "n_selected": int(len(head.selected_features())), "selection": _jsonable(report),
+               "n_selected": int(len(head.selected_features())), "selection": jsonable(report),
                "n_nonzero": head.weight_counts()[0], "n_weights": head.weight_counts()[1],
                "reads": spec.reads(),
                "calibration": fit_calibration(head.oof_logits_ if oof is None else oof, y).to_json()}
     return Classifier(classes, settings, spec, head, metrics)
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """obj with numpy scalars and arrays as Python numbers and lists, and dict keys as
+    strings: what a model's metrics hold, so they go into the store as JSON."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

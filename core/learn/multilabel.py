@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from core.errors import InputError, NotEnoughLabels
-from core.learn.classifier import Classifier, Settings, features_for
+from core.learn.classifier import Classifier, Settings, features_for, jsonable
 from core.learn.features import OOF_KEY, FeatureSpec, select_features
 from core.learn.head import MIN_LABELS_PER_CLASS, Head
 from core.learn.multilabel_metrics import multilabel_scores
@@ -375,7 +375,7 @@ def train_multilabel(X: np.ndarray, label_sets: Sequence[Sequence[str]], classes
     metrics = {"n_labels": int(len(Y)), "n_none": int((~Y.any(1)).sum()),
                "n_features": int(Z.shape[1]), "n_selected": int(len(head.selected_features())),
                "C": head.C_.tolist(), "thresholds": head.thresholds_.tolist(),
-               "selection": _jsonable(report), "cv_at_labels": None}
+               "selection": jsonable(report), "cv_at_labels": None}
     if head.oof_proba_ is not None:
         cv = multilabel_scores(Y, head.oof_proba_ >= head.thresholds_, classes)
         metrics.update({f"cv_{k}": v for k, v in cv.items() if k != "per_class"},
@@ -383,14 +383,3 @@ def train_multilabel(X: np.ndarray, label_sets: Sequence[Sequence[str]], classes
                        cv_accuracy=cv["subset_accuracy"])
     return MultiLabelClassifier(classes, settings, spec, head, metrics)
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
