@@ -382,4 +382,3 @@ def train_multilabel(X: np.ndarray, label_sets: Sequence[Sequence[str]], classes
                        per_class=cv["per_class"], cv_at_labels=int(len(Y)),
                        cv_accuracy=cv["subset_accuracy"])
     return MultiLabelClassifier(classes, settings, spec, head, metrics)
-
