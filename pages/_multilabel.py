@@ -15,7 +15,8 @@ import streamlit as st
 from core.errors import TenshotError
 from core.learn.multilabel import label_matrix, missing_per_class, not_enough_multilabel
 from core.multilabel_active import next_for_multilabel, table_rows_multilabel
-from pages._shared import escape_markdown, flash, labeller, percent, show_error, store, train
+from pages._shared import (escape_markdown, flash, labeller, percent, show_error, skip_text, store, train,
+                           undo_own_label)
 
 __all__ = ["NONE_KEY", "SUBMIT_KEY", "describe_set", "multilabel_overview", "missing_message",
            "set_summary", "label_one_at_a_time", "label_table"]
@@ -143,28 +144,18 @@ def on_submit_toggled(project_id: int, text_id: int, text: str) -> None:
 
 
 def on_skip(project_id: int, text_id: int) -> None:
-    st.session_state.setdefault(f"skipped_{project_id}", []).append(text_id)
-    st.session_state.pop(f"current_{project_id}", None)
+    skip_text(project_id, text_id)
     st.session_state.pop(_chosen_key(project_id), None)
 
 
 def on_undo(project_id: int) -> None:
-    try:
-        undone = store().undo_last_label(project_id, session=labeller())
-    except TenshotError as err:
-        flash(str(err), "error")
-        return
+    undone = undo_own_label(project_id)
     if undone is None:
-        flash("There is no label of yours to undo in this tab.", "info")
         return
     text_id, restored = undone
-    st.session_state[f"current_{project_id}"] = text_id
     # the toggles show what was chosen before (usually a slip to fix), ready to submit again
     submitted = st.session_state.get(f"ml_submitted_{project_id}", {}).pop(text_id, [])
     st.session_state[_chosen_key(project_id)] = (text_id, list(restored or submitted))
-    skipped = st.session_state.get(f"skipped_{project_id}", [])
-    if text_id in skipped:
-        skipped.remove(text_id)
     back = ("unlabelled again" if restored is None else f"back to “{describe_set(restored)}”")
     flash(f"Undid the last label; the sentence is {back}"
           + ("; the toggles show what you had chosen." if submitted and not restored else "."), "info")

@@ -18,7 +18,7 @@ import streamlit as st
 from core.errors import TenshotError
 from core.multilabel import changed_sets, effective_thresholds, set_predictions
 from pages._multilabel import describe_set
-from pages._shared import labeller, percent, show_error, store, train
+from pages._shared import changes_header, export_link, labeller, percent, show_error, store, train
 from pages._views import missing_predictions, no_model_yet
 
 __all__ = ["KEEP", "YOUR_LABELS", "ORDERS", "edited_sets", "predictions_page"]
@@ -115,8 +115,7 @@ def review(project, latest, preds, classes) -> None:
             help=f"Probability of this class; predicted at {thresholds[c]:.0%} or more.")
     st.data_editor(frame, key=key, hide_index=True, width="stretch", column_config=config,
                    disabled=["Sentence", PREDICTED, *probs])
-    st.page_link("pages/export.py", label="Download the predictions as CSV or JSONL on the "
-                 "Export page", icon=":material/download:")
+    export_link()
     pairs = edited_sets(shown, st.session_state.get(key, {}).get("edited_rows", {}), classes)
     n = len(pairs)
     if st.button(f"Save {n} label set{'s' * (n != 1)} and retrain", type="primary",
@@ -125,13 +124,10 @@ def review(project, latest, preds, classes) -> None:
 
 
 def what_changed(models, changes) -> None:
-    if len(models) < 2:
-        st.info("Changes appear once there are two model versions: label more sentences "
-                "or correct a prediction.", icon=":material/compare_arrows:")
+    versions = changes_header(models, len(changes), "set")
+    if versions is None:
         return
-    before, after = models[-2], models[-1]
-    st.caption(f"Model v{before.version} → v{after.version}: {len(changes):,} sentence"
-               f"{'s' * (len(changes) != 1)} changed predicted set.")
+    before, after = versions
     if changes:
         st.dataframe(pd.DataFrame({
             "Sentence": [c.text for c in changes],

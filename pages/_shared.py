@@ -26,7 +26,8 @@ from core.store import Store
 
 __all__ = ["db_path", "store", "labeller", "backbone", "feature_cache", "current_project", "require_project",
            "page_header", "select_project", "show_error", "escape_markdown", "new_project_settings",
-           "train", "start_embedding", "flash", "show_flashes", "percent"]
+           "train", "start_embedding", "flash", "show_flashes", "percent", "export_link",
+           "changes_header", "skip_text", "undo_own_label"]
 
 
 def db_path() -> str:
@@ -242,3 +243,48 @@ def show_flashes() -> None:
     for kind, message in st.session_state.pop("_flash", []):
         draw, icon = _FLASH_KINDS.get(kind, _FLASH_KINDS["info"])
         draw(escape_markdown(message), icon=icon)
+
+
+def export_link() -> None:
+    """Where the prediction tables send a download: the tables themselves have no download
+    button (app.py), since their CSV would keep formula cells live."""
+    st.page_link("pages/export.py", label="Download the predictions as CSV or JSONL on the "
+                 "Export page", icon=":material/download:")
+
+
+def changes_header(models, n_changes: int, what: str):
+    """The "What changed" tab's first lines: a hint and None before there are two model
+    versions, else a caption and (previous, latest). what: "class" or "set"."""
+    if len(models) < 2:
+        st.info("Changes appear once there are two model versions: label more sentences "
+                "or correct a prediction.", icon=":material/compare_arrows:")
+        return None
+    before, after = models[-2], models[-1]
+    st.caption(f"Model v{before.version} → v{after.version}: {n_changes:,} sentence"
+               f"{'s' * (n_changes != 1)} changed predicted {what}.")
+    return before, after
+
+
+def skip_text(project_id: int, text_id: int) -> None:
+    """The Label page's Skip: this tab does not suggest the text again."""
+    st.session_state.setdefault(f"skipped_{project_id}", []).append(text_id)
+    st.session_state.pop(f"current_{project_id}", None)
+
+
+def undo_own_label(project_id: int):
+    """Undo this tab's last label change and show its sentence again: (text_id, what it
+    is back to) or None, with a message when there was nothing of this tab's to undo."""
+    try:
+        undone = store().undo_last_label(project_id, session=labeller())
+    except TenshotError as err:
+        flash(str(err), "error")
+        return None
+    if undone is None:
+        flash("There is no label of yours to undo in this tab.", "info")
+        return None
+    text_id = undone[0]
+    st.session_state[f"current_{project_id}"] = text_id
+    skipped = st.session_state.get(f"skipped_{project_id}", [])
+    if text_id in skipped:
+        skipped.remove(text_id)
+    return undone

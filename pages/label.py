@@ -14,7 +14,8 @@ from core.errors import TenshotError
 from core.project import accuracy_change
 from pages._multilabel import label_one_at_a_time, label_table, set_summary
 from pages._shared import (
-    escape_markdown, flash, labeller, page_header, percent, pool_matrix, show_error, store, train,
+    escape_markdown, flash, labeller, page_header, percent, pool_matrix, show_error, skip_text, store,
+    train, undo_own_label,
 )
 
 
@@ -94,24 +95,14 @@ def on_label(project_id: int, text_id: int, label: str, text: str) -> None:
 
 
 def on_skip(project_id: int, text_id: int) -> None:
-    st.session_state.setdefault(f"skipped_{project_id}", []).append(text_id)
-    st.session_state.pop(f"current_{project_id}", None)
+    skip_text(project_id, text_id)
 
 
 def on_undo(project_id: int) -> None:
-    try:
-        undone = store().undo_last_label(project_id, session=labeller())
-    except TenshotError as err:
-        flash(str(err), "error")
-        return
+    undone = undo_own_label(project_id)
     if undone is None:
-        flash("There is no label of yours to undo in this tab.", "info")
         return
     text_id, restored = undone
-    st.session_state[f"current_{project_id}"] = text_id
-    skipped = st.session_state.get(f"skipped_{project_id}", [])
-    if text_id in skipped:
-        skipped.remove(text_id)
     flash("Undid the last label" + (f"; it is back to “{restored}”." if restored else "."), "info")
     train(store().project(project_id), say_missing=False)
 

@@ -14,7 +14,7 @@ from core.export import SORTS, filter_predictions, prediction_changes
 from core.errors import TenshotError
 from pages._coverage import MARKER, coverage_control
 from pages._multilabel_predictions import predictions_page
-from pages._shared import labeller, page_header, percent, show_error, store, train
+from pages._shared import changes_header, export_link, labeller, page_header, percent, show_error, store, train
 from pages._views import labels_from_edits, missing_predictions, no_model_yet
 
 
@@ -90,9 +90,7 @@ def review(project, latest, preds, classes) -> None:
                            width="small", help="The prediction is right: keep it as a label."),
                        YOUR_LABEL: st.column_config.SelectboxColumn(
                            options=classes, help="The right class, when the prediction is wrong.")})
-    # the table has no download button (app.py): its CSV would keep formula cells live
-    st.page_link("pages/export.py", label="Download the predictions as CSV or JSONL on the "
-                 "Export page", icon=":material/download:")
+    export_link()
     n_edits = len(labels_from_edits(shown, st.session_state.get(key, {}).get("edited_rows", {}),
                                     label_column=YOUR_LABEL, accept_column=ACCEPT))
     if st.button(f"Save {n_edits} label{'s' * (n_edits != 1)} and retrain", type="primary",
@@ -101,13 +99,10 @@ def review(project, latest, preds, classes) -> None:
 
 
 def what_changed(models, changes) -> None:
-    if len(models) < 2:
-        st.info("Changes appear once there are two model versions: label more sentences "
-                "or correct a prediction.", icon=":material/compare_arrows:")
+    versions = changes_header(models, len(changes), "class")
+    if versions is None:
         return
-    before, after = models[-2], models[-1]
-    st.caption(f"Model v{before.version} → v{after.version}: {len(changes):,} sentence"
-               f"{'s' * (len(changes) != 1)} changed predicted class.")
+    before, after = versions
     if changes:
         st.dataframe(pd.DataFrame({
             "Sentence": [c.text for c in changes], f"v{before.version}": [c.before for c in changes],
