@@ -129,3 +129,28 @@ def test_the_default_cpu_pool_is_one_actor_per_core_as_far_as_memory_holds():
     assert _pool(Cluster(CPU=8.0, memory=3 * _ACTOR_BYTES), None) == (3, {"num_cpus": 2})
     assert _pool(Cluster(CPU=8.0, memory=16 * _ACTOR_BYTES), 1) == (1, {"num_cpus": 8})  # --actors 1
     assert _pool(Cluster(CPU=2.0, GPU=4.0, memory=0), None) == (4, {"num_gpus": 1})
+
+
+def test_a_multi_label_bundle_scores_the_same_sets_on_ray(tmp_path, local_ray, tiny_model_dir):
+    # the Ray actors load whatever load_bundle returns: a multi-label bundle gives a
+    # MultiLabelClassifier, whose per-class probabilities the CLI turns into sets
+    from tests.test_multilabel_cli import ROWS
+
+    db = str(tmp_path / "w.db")
+    data = write_csv(tmp_path / "t.csv", ROWS, header=("text", "labels"))
+    assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", tiny_model_dir,
+                 "--prompt", "", "--mode", "layer", "--penalty", "l2"]) == 0
+    bundle = str(tmp_path / "m.tenshot")
+    assert main(["--db", db, "export", "--project", "p", "--out", bundle]) == 0
+    new = write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
+    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(plain)]) == 0
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(on_ray),
+                 "--engine", "ray", "--batch-size", "4"]) == 0
+    a, b = (list(csv.DictReader(open(p, encoding="utf-8-sig"))) for p in (plain, on_ray))
+    assert list(a[0]) == ["line", "text", "labels", "predicted", "p_pos", "p_film", "p_neg"] == list(b[0])
+    assert len(a) == len(b) == len(NEW)
+    assert [(r["line"], r["text"], r["predicted"]) for r in a] == [(r["line"], r["text"], r["predicted"]) for r in b]
+    columns = ["p_pos", "p_film", "p_neg"]
+    np.testing.assert_allclose(np.array([[float(r[c]) for c in columns] for r in b]),
+                               np.array([[float(r[c]) for c in columns] for r in a]), rtol=1e-5, atol=2e-6)
