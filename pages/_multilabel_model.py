@@ -62,19 +62,32 @@ def per_class_frame(project, latest) -> pd.DataFrame:
         pc = per_class.get(c, {})
         rows.append({"Class": c, "Precision": pc.get("precision"), "Recall": pc.get("recall"),
                      "F1": pc.get("f1"), "With it": pc.get("support"),
-                     "Found (TP)": pc.get("tp"), "False alarms (FP)": pc.get("fp"),
-                     "Missed (FN)": pc.get("fn"), "Right “no” (TN)": pc.get("tn"),
-                     "Chosen threshold": chosen.get(c), "Your threshold": own.get(c),
-                     "In use": used[c]})
+                     "Found": pc.get("tp"), "False alarms": pc.get("fp"),
+                     "Missed": pc.get("fn"), "Right “no”": pc.get("tn"),
+                     "Threshold by CV": chosen.get(c), "Yours": own.get(c), "In use": used[c]})
     return pd.DataFrame(rows)
 
 
 def per_class_table(project, latest) -> None:
     st.subheader("Per class", anchor=False)
-    pct = st.column_config.NumberColumn(format="percent")
+    # short headers with the long names in their tooltips: the table fits a 1280 px window
+    # (with "Found (TP)" and "Your threshold" it scrolled sideways and hid the last column)
+    def pct(help_text: str | None = None):
+        return st.column_config.NumberColumn(format="percent", help=help_text)
+
+    def count(help_text: str):
+        return st.column_config.NumberColumn(help=help_text)
+
     st.dataframe(per_class_frame(project, latest), hide_index=True, width="stretch", column_config={
-        "Precision": pct, "Recall": pct, "F1": pct, "Chosen threshold": pct, "Your threshold": pct,
-        "In use": pct})
+        "Precision": pct(), "Recall": pct(), "F1": pct(),
+        "With it": count("Labelled sentences that have the class."),
+        "Found": count("True positives: sentences with the class that the model found."),
+        "False alarms": count("False positives: the class given to sentences without it."),
+        "Missed": count("False negatives: sentences with the class that the model left out."),
+        "Right “no”": count("True negatives: sentences without the class, correctly left out."),
+        "Threshold by CV": pct("The threshold cross-validation chose for this class."),
+        "Yours": pct("The threshold you set below, if any; it replaces the chosen one."),
+        "In use": pct("The threshold the predictions use now.")})
     st.caption("Each class is scored on held-out labels as a yes/no question. Found: sentences "
                "with the class the model found; false alarms: given the class wrongly; missed: "
                "with the class but not found; right “no”: correctly left out. A threshold is "

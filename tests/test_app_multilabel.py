@@ -335,7 +335,7 @@ def test_model_page_shows_multi_label_scores_and_a_row_per_class(ml_trained):
     for _, row in table.iterrows():
         pc = m["per_class"][row["Class"]]
         assert (row["Precision"], row["Recall"], row["F1"]) == (pc["precision"], pc["recall"], pc["f1"])
-        assert (row["Found (TP)"], row["False alarms (FP)"], row["Missed (FN)"], row["Right “no” (TN)"]) == (
+        assert (row["Found"], row["False alarms"], row["Missed"], row["Right “no”"]) == (
             pc["tp"], pc["fp"], pc["fn"], pc["tn"])
         assert row["With it"] == pc["support"]
 
@@ -354,7 +354,7 @@ def test_a_threshold_set_on_the_model_page_changes_the_predicted_sets(ml_trained
         model = store.latest_model(pid)
         assert effective_thresholds(p, model)["film"] == 0.01
         assert all("film" in x.labels for x in set_predictions(store, p, model))
-    assert at.dataframe[0].value.set_index("Class").loc["film", "Your threshold"] == 0.01
+    assert at.dataframe[0].value.set_index("Class").loc["film", "Yours"] == 0.01
     at.button(key="ml_thr_reset").click().run()
     with Store.open(path) as store:
         assert store.project(pid).settings["thresholds"] == {}
