@@ -21,8 +21,9 @@ Issue 12 (the mpnet sentence encoder, echo embeddings, their fusion) has its own
 
 Each of ``mpnet``, ``smollm2-135m``, ``smollm2-135m:echo`` and ``smollm2-135m+mpnet``
 runs in a fresh process (so peak RSS is its own): warm load from the cache, then
-``features_for`` under the app's default settings for that backbone (no feature cache)
-on ``--n`` SST-2 sentences; it reports sentences/s, the seconds for 1,000 sentences
+``features_for`` under the app's default settings for that backbone (no feature cache),
+on the band's rows as a submit reads them (``core.model.cache.band_rows``: the layers
+above its deepest row do not run), on ``--n`` SST-2 sentences; it reports sentences/s, the seconds for 1,000 sentences
 (extrapolated from ``--n``) and peak RSS, then the installed size of each backbone's
 packages and of its folder in the model cache.
 """
@@ -50,6 +51,7 @@ from core.model.registry import DEFAULT_BACKBONE, REGISTRY, resolve_packaged  # 
 from core.model.loading import load_backbone  # noqa: E402
 from core.learn.classifier import Settings, default_prompt, features_for, train  # noqa: E402
 from core.model.loading import cache_dir  # noqa: E402
+from core.model.cache import band_rows  # noqa: E402
 from core.model import forward  # noqa: E402
 from core.model.embed import embed, pool  # noqa: E402
 from core.model.tokens import encode  # noqa: E402
@@ -179,9 +181,10 @@ def one_config(config: str, texts, n: int) -> dict:
     settings = Settings(backbone=name, prompt=default_prompt(name), echo=flag == "echo")
     import torch
 
-    features_for(bb, texts[n:n + 8], settings)  # warm-up on other sentences
+    rows = band_rows(bb)  # what a submit and the pool's embedding job compute
+    features_for(bb, texts[n:n + 8], settings, rows=rows)  # warm-up on other sentences
     cpu, t = _cpu_seconds(), time.perf_counter()
-    features_for(bb, texts[:n], settings)
+    features_for(bb, texts[:n], settings, rows=rows)
     seconds, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
     return {"config": config, "n": n, "seconds": seconds, "per_s": n / seconds,
             "s_per_1000": 1000 * seconds / n, "cpu_s_per_1000": 1000 * cpu / n,
@@ -225,8 +228,8 @@ def encoder_report(args, texts) -> str:
              f"- date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}",
              f"- command: `.venv/bin/python bench/speed.py {' '.join(sys.argv[1:])}`; 1-minute load "
              f"average {started:.1f} at start, {os.getloadavg()[0]:.1f} at the end",
-             f"- `features_for` under each backbone's default settings, {args.n} SST-2 training "
-             "sentences, no feature cache, one fresh process per row", "",
+             f"- `features_for` under each backbone's default settings on the band's rows (a "
+             f"submit's), {args.n} SST-2 training sentences, no feature cache, one fresh process per row", "",
              "| configuration | sentences/s | s per 1,000 sentences (extrapolated) | CPU s per 1,000 "
              "| torch threads | peak RSS MB | warm load s | load average (start, end) |",
              "|---|---|---|---|---|---|---|---|"]

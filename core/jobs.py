@@ -31,7 +31,7 @@ import psutil
 
 from core.learn.classifier import Settings, features_for, n_truncated
 from core.errors import StoreError, TenshotError
-from core.model.cache import MemoryCache
+from core.model.cache import MemoryCache, band_rows
 from core.store import Store
 
 __all__ = ["EMBED", "INTERRUPTED_MESSAGE", "JobProgress", "start_embedding", "run_embedding",
@@ -140,7 +140,9 @@ def _embed_in_chunks(store, job_id: int, model, texts: list[str], settings: Sett
             store.update_job(job_id, done=now_done,
                              message=f"Reading {now_done} of {total} sentences...")
 
-        features_for(model, chunk, settings, cache=cache, progress=progress)
+        # the pool keeps only the band, so the layers above its deepest row need not run
+        features_for(model, chunk, settings, cache=cache, progress=progress,
+                     rows=band_rows(model))
 
 
 def _truncation_note(n: int, max_length: int) -> str:

@@ -12,8 +12,9 @@ back to older data.
 Feature selection is restricted to the hidden states every pool text keeps
 (``core.model.cache.band_layers``, each backbone of a group its own band): the
 embedding job caches a large pool compactly, so a head reading any other layer could
-not predict it without embedding the pool again. Labelled texts are not embedded
-again when they lack the other layers: they are never read.
+not predict it without embedding the pool again. Labelled texts are embedded only up
+to the band's deepest row (the layers above it do not run), and not again when they
+lack the other layers: those are never read.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from core.learn.features import FeatureSpec
 from core.learn.head import labels_missing, not_enough_labels
 from core.learn.multilabel import classifier_from_state
 from core.learn.pool import PoolMatrix
-from core.model.cache import band_layers
+from core.model.cache import band_layers, band_rows
 from core.model.device import new_project_backbone
 from core.model.group import group_parts, is_fused
 from core.multilabel import predict_sets, retrain_multi_label
@@ -134,8 +135,9 @@ def retrain(store, project, backbone, *, cache=None, pool: PoolMatrix | None = N
     counts = store.label_counts(project.id)
     if not labelled:
         raise not_enough_labels(labels_missing(counts))
-    X = in_band(features_for(backbone, [r.text for r in labelled], settings, cache=cache,
-                             progress=progress), settings)
+    # only the band is read, so the layers above its deepest row need not run
+    X = in_band(features_for(backbone, [r.text for r in labelled], settings, cache=cache, progress=progress,
+                             rows=band_rows(backbone)), settings)
     previous = store.latest_model(project.id)
     spec = None if reselect else _reusable_spec(previous, settings, classes, len(labelled), X.shape[1])
     clf = train(X, [r.label for r in labelled], classes, settings, spec=spec, random_state=random_state)

@@ -25,9 +25,9 @@ class CountingBackbone(Backbone):
 
     calls = 0
 
-    def hidden_states(self, input_ids, attention_mask):
+    def hidden_states(self, input_ids, attention_mask, depth=None):
         type(self).calls += input_ids.shape[0]
-        return super().hidden_states(input_ids, attention_mask)
+        return super().hidden_states(input_ids, attention_mask, depth=depth)
 
 
 

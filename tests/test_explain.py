@@ -46,9 +46,9 @@ class CountingBackbone:
     def __getattr__(self, name):
         return getattr(self.backbone, name)
 
-    def hidden_states(self, input_ids, attention_mask):
+    def hidden_states(self, input_ids, attention_mask, depth=None):
         self.calls += 1
-        return self.backbone.hidden_states(input_ids, attention_mask)
+        return self.backbone.hidden_states(input_ids, attention_mask, depth=depth)
 
     def forward(self, **inputs):
         self.calls += 1

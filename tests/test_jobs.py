@@ -125,6 +125,7 @@ def test_unexpected_errors_are_recorded_too(db):
 
     class Exploding:
         fingerprint = "x"
+        n_layers = 3
 
         def hidden_states(self, *args):
             raise RuntimeError("out of memory")
@@ -239,11 +240,11 @@ def test_a_job_that_fails_mid_way_keeps_the_batches_it_finished(db, tiny_backbon
     class FailsOnSecondBatch(type(tiny_backbone)):
         calls = 0
 
-        def hidden_states(self, input_ids, attention_mask):
+        def hidden_states(self, input_ids, attention_mask, depth=None):
             type(self).calls += 1
             if type(self).calls == 2:
                 raise RuntimeError("killed")
-            return super().hidden_states(input_ids, attention_mask)
+            return super().hidden_states(input_ids, attention_mask, depth=depth)
 
     flaky = FailsOnSecondBatch(tiny_backbone.name, tiny_backbone.model, tiny_backbone.tokenizer,
                                tiny_backbone.fingerprint)

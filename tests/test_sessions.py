@@ -114,10 +114,10 @@ def test_undo_in_one_session_never_removes_another_sessions_label(project):
 class _GatedBackbone(Backbone):
     """The tiny backbone, paused inside its first forward pass until ``gate`` is set."""
 
-    def hidden_states(self, input_ids, attention_mask):
+    def hidden_states(self, input_ids, attention_mask, depth=None):
         self.entered.set()
         assert self.gate.wait(60), "the test never released the gate"
-        return super().hidden_states(input_ids, attention_mask)
+        return super().hidden_states(input_ids, attention_mask, depth=depth)
 
 
 def test_a_retrain_that_finishes_after_a_newer_one_is_not_published(tmp_path, tiny_backbone):
@@ -174,9 +174,9 @@ _JOB_PROCESS = textwrap.dedent("""
     from core.model.loading import load_backbone
 
     class Slow(Backbone):
-        def hidden_states(self, input_ids, attention_mask):
+        def hidden_states(self, input_ids, attention_mask, depth=None):
             time.sleep(float(sys.argv[5]))
-            return super().hidden_states(input_ids, attention_mask)
+            return super().hidden_states(input_ids, attention_mask, depth=depth)
 
     db, project_id, model_dir = sys.argv[2], int(sys.argv[3]), sys.argv[4]
     loaded = load_backbone(model_dir)

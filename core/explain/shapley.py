@@ -182,7 +182,7 @@ def _group_embedder(group, clf, text: str) -> Callable[[list[str]], np.ndarray]:
     stacks a group's: a causal part (the default's SmolLM2) through ``PrefixEmbedder``
     on the layers its own spec reads, any other part (a sentence encoder: every token
     sees the whole text, so no prefix is shared) through ``embed`` with repeats kept in
-    memory."""
+    memory, run only up to the deepest layer its spec reads."""
     s = clf.settings
     layers = {part.name: spec.layers for part, spec in clf.spec.parts}
     paths = []
@@ -192,8 +192,10 @@ def _group_embedder(group, clf, text: str) -> Callable[[list[str]], np.ndarray]:
                                                       layers=layers[part.name], max_length=s.max_length)))
             continue
         masked = MemoryCache(max_items=4 * SHAP_MAX_EVALS)
+        # only the part's own layers: the encoder stops after the deepest (NaN above it)
         paths.append((part, functools.partial(embed, bb, pooling=s.pooling, prompt=part_prompt,
-                                              max_length=s.max_length, cache=masked)))
+                                              max_length=s.max_length, cache=masked,
+                                              rows=layers[part.name])))
 
     def run(strings: list[str]) -> np.ndarray:
         X = np.zeros((len(strings), group.n_layers, group.hidden_size), np.float32)

@@ -148,13 +148,18 @@ class Classifier:
 
 def features_for(backbone, texts: Sequence[str], settings: Settings, *,
                  cache: FeatureCache | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                 progress: Callable[[int, int], None] | None = None,
+                 rows: Sequence[int] | None = None) -> np.ndarray:
     """Pooled features (n, n_layers, hidden) of texts under the settings' prompt and pooling.
 
     For a backbone group (core.model.group) the parts' features are stacked and padded.
+    rows: the rows read, e.g. the band of the settings' backbone (``band_rows``, what a
+    submit reads); the layers above the deepest do not run and the rows above it are
+    NaN. None reads every row.
     """
     return features(backbone, texts, pooling=settings.pooling, prompt=settings.prompt,
-                    max_length=settings.max_length, cache=cache, progress=progress, echo=settings.echo)
+                    max_length=settings.max_length, cache=cache, progress=progress, echo=settings.echo,
+                    rows=rows)
 
 
 def n_truncated(backbone, texts: Sequence[str], settings: Settings) -> int:

@@ -362,12 +362,14 @@ def profile_layers(backbone, texts: Sequence[str], labels: Sequence[str], clf, *
     One forward pass yields every pooling; texts already cached for all of them cost none.
     """
     s = clf.settings
+    # every row: a submit caches its texts only up to the band's deepest row
+    rows = range(backbone.n_layers)
     if is_fused(backbone):  # a backbone group: rows are every part's layers, stacked
-        features = {p: classifier.features_for(backbone, texts, replace(s, pooling=p), cache=cache)
+        features = {p: classifier.features_for(backbone, texts, replace(s, pooling=p), cache=cache, rows=rows)
                     for p in poolings}
     else:
         features = embed_many(backbone, texts, prompt=s.prompt, poolings=tuple(poolings),
-                              max_length=s.max_length, cache=cache)
+                              max_length=s.max_length, cache=cache, rows=rows)
     y_all = np.array(labels, dtype=object)
     keep = np.isin(y_all, clf.classes)
     y = encode_labels(list(y_all[keep]), clf.classes)

@@ -187,7 +187,10 @@ class PoolMatrix:
     def _append(self, backbone, clf, new: list[str], cache, progress) -> None:
         parts = [self._state["Z"]]
         for start in range(0, len(new), _CHUNK):
-            X = features_for(backbone, new[start:start + _CHUNK], clf.settings, cache=cache)
+            # only the rows the head reads: a band-only pool entry serves them, and the
+            # layers above the deepest need not run for a text not cached yet
+            X = features_for(backbone, new[start:start + _CHUNK], clf.settings, cache=cache,
+                             rows=clf.spec.layers)
             parts.append(clf.spec.transform(X))
             if progress is not None:
                 progress(min(start + _CHUNK, len(new)), len(new))

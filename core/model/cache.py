@@ -5,11 +5,12 @@
 ``MemoryCache`` (an LRU in RAM, optionally in front of the store). Keys are
 (``cache_key`` of the backbone, prompt, pooling, text hash).
 
-A large pool is cached compactly: float16, and only ``band_layers`` of each entry (6
-of SmolLM2's 31 hidden states and 6 of mpnet's 13: 18 kB a text of the fused default,
+A large pool is cached compactly: float16, and only ``band_layers`` of each entry (4
+of SmolLM2's 31 hidden states and 4 of mpnet's 13: 12 kB a text of the fused default,
 where every layer in float32 took 111 kB). Feature selection of a
 project is restricted to that band (``core.project.retrain``), so the pool always has
-what the head reads.
+what the head reads, and a submit embeds its texts only up to the band's deepest row
+(``band_rows``; the layers above it never run, ``core.model.capture``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FUSION_DEPTHS", "FeatureCache", "MemoryCache", "band_layers", "cache_key", "persistent"]
+from core.model.group import is_fused
+
+__all__ = ["FUSION_DEPTHS", "FeatureCache", "MemoryCache", "band_layers", "band_rows", "cache_key",
+           "persistent"]
 
 # the fractions of the depth that the fixed fusion reads (core.learn.features imports
 # them from here, so the pool's band always holds the default head's layers); the
-# quarter depths were fusion's layers before issue 12 and stay in the band, so a model
-# saved then can still be reused on a band-only pool (and auto mode, single layers and
-# the layer profile keep the last layer and four depths to choose from). A layer every
-# tenth of the depth was in the band too until the fused default doubled the bytes per
-# text: 40 kB at 100,000 texts is a 4 GB workspace (bench/scale.py, issue 14's 2 GB bar)
+# quarter depths were fusion's layers before issue 12, and those up to the deepest
+# fusion depth stay in the band (auto mode, single layers and the layer profile choose
+# among them). The band stops at the deepest fusion depth so a submit runs only the
+# layers up to it (issue 12: the fused default within 2 minutes per 1,000 texts on 2
+# cores); the last layer and the 3/4 depth left it then. A layer every tenth of the
+# depth was in the band too until the fused default doubled the bytes per text: 40 kB
+# at 100,000 texts is a 4 GB workspace (bench/scale.py, issue 14's 2 GB bar)
 FUSION_DEPTHS = (0.33, 0.5, 0.67)
 _QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
@@ -92,18 +98,33 @@ class MemoryCache:
 
 
 def band_layers(n_states: int) -> tuple[int, ...]:
-    """The hidden-state rows a compact entry keeps: the fusion depths and the quarter
-    depths (the last layer among them); every layer of a backbone of 4 layers or fewer.
-    Never the embedding row 0 (token embeddings before any context).
+    """The hidden-state rows a compact entry keeps and a submit computes: the fusion
+    depths and the quarter depths up to the deepest of them. Never the embedding row 0
+    (token embeddings before any context); never a row past the deepest fusion depth,
+    so the layers above it need not run.
 
     n_states: layers + 1 of one backbone (each part of a group has its own entries and
-    so its own band). Examples: SmolLM2-135M (31 states) -> (8, 10, 15, 20, 22, 30);
-    mpnet (13 states) -> (3, 4, 6, 8, 9, 12).
+    so its own band). Examples: SmolLM2-135M (31 states) -> (8, 10, 15, 20);
+    mpnet (13 states) -> (3, 4, 6, 8); a 2-layer model -> (1,).
     """
     n_layers = int(n_states) - 1
     if n_layers < 1:
         return (0,)
-    return tuple(sorted({max(1, round(n_layers * q)) for q in FUSION_DEPTHS + _QUARTERS}))
+    fusion = {max(1, round(n_layers * q)) for q in FUSION_DEPTHS}
+    quarters = {max(1, round(n_layers * q)) for q in _QUARTERS}
+    return tuple(sorted(fusion | {r for r in quarters if r <= max(fusion)}))
+
+
+def band_rows(backbone) -> list[int]:
+    """The band's rows of features X (n, n_layers, hidden) on a loaded backbone:
+    ``band_layers`` of a single backbone, or of each part of a group at that part's rows
+    (``core.model.group.Part``; ``core.project.pool_rows`` is the same from a spec).
+
+    Example: the fused default (31 + 13 states) -> [8, 10, 15, 20, 34, 35, 37, 39].
+    """
+    if is_fused(backbone):
+        return [part.offset + i for part in backbone.parts for i in band_layers(part.n_states)]
+    return list(band_layers(backbone.n_layers))
 
 
 def cache_key(backbone, max_length: int) -> str:

@@ -1,4 +1,4 @@
-"""Texts -> all hidden states -> pooled features per layer, through a feature cache.
+"""Texts -> hidden states -> pooled features per layer, through a feature cache.
 
 Hidden-state index 0 is the embedding layer (``Backbone.hidden_states``); pooling
 skips the sink token (``core.model.tokens.content_mask``). Pooled features are
@@ -148,7 +148,7 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
                poolings: Sequence[str] = ("mean",), batch_size: int | None = None,
                max_length: int = DEFAULT_MAX_LENGTH, cache: FeatureCache | None = None,
                progress: Callable[[int, int], None] | None = None,
-               echo: bool = False) -> dict[str, np.ndarray]:
+               echo: bool = False, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Pooled features of every text for each pooling.
 
     Returns {pooling: float32 array of shape (n_texts, n_layers, hidden)}. Texts whose
@@ -158,8 +158,13 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
     progress(done, total) is called after each batch with counts of texts to compute.
     batch_size: texts per forward batch; None takes the device's (``core.model.device``).
     echo: echo embeddings if the backbone is a causal decoder (``uses_echo``).
+    rows: the hidden-state rows the caller reads; None reads every row. With rows, a
+    cached entry is a hit only when it holds all of them (a compact entry has NaN in the
+    rows it lacks), texts are run only up to the deepest (``Backbone.hidden_states``'s
+    depth), and the rows above it are NaN in the result and left out of the cache.
     """
     echo = uses_echo(backbone, echo)
+    need = _checked_rows(backbone, rows)
     for p in poolings:
         if p not in POOLINGS:
             raise InputError(f"Unknown pooling '{p}'; choose one of {', '.join(POOLINGS)}.")
@@ -172,22 +177,47 @@ def embed_many(backbone, texts: Sequence[str], *, prompt: str | None = None,
     if cache is not None:
         for p in poolings:
             found[p] = cache.get_features(key, cached_as, p, list(dict.fromkeys(hashes)))
-    todo = {h: t for h, t in zip(hashes, texts) if any(h not in found[p] for p in poolings)}
+    todo = {h: t for h, t in zip(hashes, texts) if any(_missing(found[p].get(h), need) for p in poolings)}
     if todo:
         todo_hashes = list(todo)
 
         def keep(idx: list[int], pooled: dict[str, np.ndarray]) -> None:
             for p in poolings:
-                new = {todo_hashes[i]: pooled[p][j] for j, i in enumerate(idx)}
+                new = {todo_hashes[i]: _merged(pooled[p][j], found[p].get(todo_hashes[i]))
+                       for j, i in enumerate(idx)}
                 found[p].update(new)
                 if cache is not None:
                     cache.put_features(key, cached_as, p, new)
 
         _compute(backbone, list(todo.values()), prompt=prompt, poolings=poolings,
-                 batch_size=batch_size, max_length=max_length, progress=progress, keep=keep, echo=echo)
+                 batch_size=batch_size, max_length=max_length, progress=progress, keep=keep, echo=echo,
+                 depth=None if need is None else need[-1])
     shape = (0, backbone.n_layers, backbone.hidden_size)
     return {p: np.stack([found[p][h] for h in hashes]) if hashes else np.zeros(shape, np.float32)
             for p in poolings}
+
+
+def _checked_rows(backbone, rows: Sequence[int] | None) -> list[int] | None:
+    """rows sorted and unique (None stays None); raises InputError outside 0..n_layers - 1."""
+    if rows is None:
+        return None
+    need = sorted({int(r) for r in rows})
+    if not need or need[0] < 0 or need[-1] >= backbone.n_layers:
+        raise InputError(f"Hidden-state rows must lie in 0..{backbone.n_layers - 1}; got {list(rows)}.")
+    return need
+
+
+def _missing(entry: np.ndarray | None, need: list[int] | None) -> bool:
+    """Whether a cached entry (n_layers, hidden) cannot serve the rows ``need`` (None: any)."""
+    return entry is None or (need is not None and bool(np.isnan(entry[need]).any()))
+
+
+def _merged(computed: np.ndarray, cached: np.ndarray | None) -> np.ndarray:
+    """A computed entry with the rows it lacks (NaN, above its depth) taken from the
+    entry it replaces, so recomputing a few rows never drops the others from the cache."""
+    if cached is None:
+        return computed
+    return np.where(np.isnan(computed), cached, computed)
 
 
 def embed(backbone, texts: Sequence[str], *, pooling: str = "mean", **kwargs) -> np.ndarray:
@@ -196,11 +226,12 @@ def embed(backbone, texts: Sequence[str], *, pooling: str = "mean", **kwargs) ->
 
 
 def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_length,
-             progress, keep, echo: bool = False) -> None:
+             progress, keep, echo: bool = False, depth: int | None = None) -> None:
     """Run every text through the network; keep(indices, {pooling: (batch, n_layers,
     hidden)}) gets each batch's features, before ``progress``. Nothing else holds them
     (a second copy of every text's 31 x 576 floats was measurable on a GPU). echo: as
-    given (already resolved by ``uses_echo``)."""
+    given (already resolved by ``uses_echo``). depth: run layers only up to this hidden
+    state (``run_batches``); the rows above it are NaN."""
     encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length, echo=echo)
     n_cut = sum(e.truncated for e in encoded)
     if n_cut:
@@ -210,14 +241,15 @@ def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_le
 
     def finish(idx, copied) -> None:
         nonlocal done
-        keep(idx, _unpack(copied, poolings))
+        keep(idx, _all_rows(_unpack(copied, poolings), backbone.n_layers))
         done += len(idx)
         if progress:
             progress(done, len(texts))
 
     # on a GPU one batch stays in flight: its copy to the host is read after the next
     # batch is launched, so the GPU does not wait for Python between batches
-    for idx, mask, states in run_batches(backbone, [e.input_ids for e in encoded], batch_size=batch_size):
+    for idx, mask, states in run_batches(backbone, [e.input_ids for e in encoded], batch_size=batch_size,
+                                         depth=depth):
         pooled = _pool_masks([encoded[i] for i in idx], mask.shape[1]) if echo else None
         copied = _to_host(pool_on_device(states, mask, poolings, pooled=pooled))
         if pending is not None:
@@ -228,6 +260,19 @@ def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_le
             pending = None
     if pending is not None:
         finish(*pending)
+
+
+def _all_rows(pooled: dict[str, np.ndarray], n_layers: int) -> dict[str, np.ndarray]:
+    """{pooling: (batch, n_layers, hidden)} from a depth-limited batch's (batch, depth + 1,
+    hidden), NaN in the rows above its depth; a full batch's as it is."""
+    out = {}
+    for p, arr in pooled.items():
+        if arr.shape[1] < n_layers:
+            full = np.full((arr.shape[0], n_layers, arr.shape[2]), np.nan, np.float32)
+            full[:, :arr.shape[1]] = arr
+            arr = full
+        out[p] = arr
+    return out
 
 
 def _pool_masks(encoded: list[Encoded], width: int):
@@ -273,36 +318,45 @@ def part_token_states(backbone, text: str, *, prompt: str | None = None,
 
 
 def embed_group(group: BackboneGroup, texts, *, pooling: str, prompt: str | None, max_length: int,
-                cache=None, progress=None, echo: bool = False) -> np.ndarray:
+                cache=None, progress=None, echo: bool = False,
+                rows: Sequence[int] | None = None) -> np.ndarray:
     """Padded X (n, sum of n_states, widest hidden) of texts; each part cached on its own
-    (echo applies to its causal parts, ``uses_echo``)."""
+    (echo applies to its causal parts, ``uses_echo``). rows: rows of X to read (None:
+    all); each part runs only up to its own deepest (``embed_many``), and a part with
+    none of them does not run (its rows are NaN)."""
     n = len(texts)
     X = np.zeros((n, group.n_layers, group.hidden_size), dtype=np.float32)
     for i, (part, bb, part_prompt) in enumerate(parts_of(group, prompt)):
+        own = None if rows is None else [r - part.offset for r in rows if part.offset <= r < part.rows.stop]
+        if own == []:
+            X[:, part.rows, :part.width] = np.nan
+            continue
         step = None
         if progress is not None:
             # in sentences, as for one backbone: part i of k has done i/k of the work, and
             # a caller's count (a job's "done >= 0") must never run past or below it
             k = len(group.parts)
             step = lambda done, total, i=i, k=k: progress((i * total + done) // k, total)
-        X[:, part.rows, :part.width] = embed(bb, texts, pooling=pooling, prompt=part_prompt,
-                                             max_length=max_length, cache=cache, progress=step, echo=echo)
+        X[:, part.rows, :part.width] = embed(bb, texts, pooling=pooling, prompt=part_prompt, max_length=max_length,
+                                             cache=cache, progress=step, echo=echo, rows=own)
     return X
 
 
 def features(backbone, texts: Sequence[str], *, pooling: str, prompt: str | None,
              max_length: int = DEFAULT_MAX_LENGTH, cache: FeatureCache | None = None,
-             progress: Callable[[int, int], None] | None = None, echo: bool = False) -> np.ndarray:
+             progress: Callable[[int, int], None] | None = None, echo: bool = False,
+             rows: Sequence[int] | None = None) -> np.ndarray:
     """Pooled features (n, n_layers, hidden) of texts on any backbone.
 
     For a backbone group the parts' features are stacked and padded (``embed_group``).
-    echo: echo embeddings on causal decoders (``uses_echo``).
+    echo: echo embeddings on causal decoders (``uses_echo``). rows: the rows read
+    (None: all); the layers above the deepest do not run (``embed_many``).
     """
     if is_fused(backbone):
         return embed_group(backbone, texts, pooling=pooling, prompt=prompt, max_length=max_length,
-                           cache=cache, progress=progress, echo=echo)
+                           cache=cache, progress=progress, echo=echo, rows=rows)
     return embed(backbone, texts, pooling=pooling, prompt=prompt, max_length=max_length,
-                 cache=cache, progress=progress, echo=echo)
+                 cache=cache, progress=progress, echo=echo, rows=rows)
 
 
 def truncated_count(backbone, texts: Sequence[str], *, prompt: str | None, max_length: int,

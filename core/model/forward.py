@@ -55,8 +55,8 @@ def backbone_plan(backbone) -> BatchPlan:
 
 
 def run_batches(backbone, sequences: Sequence[Sequence[int]], *, batch_size: int | None = None,
-                token_budget: int | None = None,
-                all_layers: bool = True) -> Iterator[tuple[list[int], object, tuple]]:
+                token_budget: int | None = None, all_layers: bool = True,
+                depth: int | None = None) -> Iterator[tuple[list[int], object, tuple]]:
     """Run token sequences through the backbone in length-sorted padded batches.
 
     sequences: token ids of each sequence (position 0 is the sink).
@@ -64,6 +64,8 @@ def run_batches(backbone, sequences: Sequence[Sequence[int]], *, batch_size: int
     Yields (indices into ``sequences``, attention mask (batch, n_tokens), states) per
     batch; states is ``backbone.hidden_states`` (n_layers tensors of shape (batch,
     n_tokens, hidden)) or, with ``all_layers=False``, a 1-tuple with the last hidden state.
+    depth: the deepest hidden state needed; states then holds indices 0..depth only
+    and the layers above them do not run (``Backbone.hidden_states``).
     """
     if batch_size is None or token_budget is None:
         plan = backbone_plan(backbone)
@@ -74,6 +76,9 @@ def run_batches(backbone, sequences: Sequence[Sequence[int]], *, batch_size: int
     pad_id = backbone.tokenizer.pad_token_id or 0
     for idx in batches([len(s) for s in sequences], batch_size, token_budget):
         ids, mask = pad([sequences[i] for i in idx], pad_id)
-        states = (backbone.hidden_states(ids, mask) if all_layers
-                  else (backbone.last_hidden_state(ids, mask),))
+        if not all_layers:
+            states = (backbone.last_hidden_state(ids, mask),)
+        else:
+            states = (backbone.hidden_states(ids, mask) if depth is None
+                      else backbone.hidden_states(ids, mask, depth=depth))
         yield idx, mask, states

@@ -23,13 +23,12 @@ attention) and backbone groups fall back to the plain path: ``supports(backbone)
 
 from __future__ import annotations
 
-import functools
-import threading
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from core.model.capture import Job, capturing
 from core.model.device import apply_threads
 from core.model.embed import pool
 from core.model.group import is_fused
@@ -65,10 +64,6 @@ def supports(backbone, max_length: int = DEFAULT_MAX_LENGTH) -> bool:
     return (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
             and layers is not None and len(layers) == backbone.n_layers - 1
             and (not isinstance(window, int) or max_length <= window))
-
-
-class _Stop(Exception):
-    """Raised by the hook after the deepest needed layer, to skip the layers above it."""
 
 
 @dataclass
@@ -257,21 +252,13 @@ class PrefixEmbedder:
 
         model, last = self.backbone.model, self.backbone.n_layers - 1
         cache = cache if cache is not None else DynamicCache()
-        job = _Job({r for r in self.layers if r < last},
-                   self.depth if self.depth < len(model.layers) else None, {})
-        hooks = _capture_hooks(model, job)
-        _local.job = job
-        try:
+        job = Job({r for r in self.layers if r < last},
+                  self.depth if self.depth < len(model.layers) else None, {})
+        with capturing(model, job):
             out = self.backbone.forward(input_ids=ids, attention_mask=mask, position_ids=positions,
                                         cache=cache, use_cache=True)
             if last in self.layers:  # post-norm, so not a layer's output
                 job.captured[last] = out.last_hidden_state
-        except _Stop:
-            pass
-        finally:
-            _local.job = None
-            for hook in hooks:
-                hook.remove()
         return job.captured, cache
 
 
@@ -358,49 +345,3 @@ def _token_major(hidden: dict, layers: list[int]):
     import torch
 
     return torch.stack([hidden[r][0] for r in layers], 1)
-
-
-# --- capture hooks ----------------------------------------------------------------------
-# Registered for each packed pass and idle unless this thread has a job, so other
-# threads running the same model (a retrain while SHAP runs) are not affected.
-
-_local = threading.local()
-
-
-@dataclass
-class _Job:
-    wanted: set  # hidden-state indices: 0 is the first layer's input, r the output of layer r - 1
-    stop_after: int | None  # raise _Stop once this many layers have run
-    captured: dict
-
-
-def _capture_hooks(model, job: _Job) -> list:
-    """Register the capture hooks one forward pass needs; the caller removes them.
-
-    Only the layers whose output the job reads or stops after get a hook (registering
-    and calling one on every layer was a measurable share of a small pass). Nothing is
-    left on the model between passes. While registered they act only for the thread
-    whose ``_local.job`` is set, so a retrain running the same model in another thread
-    meanwhile is neither captured nor stopped.
-    """
-    hooks = ([model.layers[0].register_forward_pre_hook(_before_first_layer, with_kwargs=True)]
-             if 0 in job.wanted else [])
-    hooks += [layer.register_forward_hook(functools.partial(_after_layer, i + 1))
-              for i, layer in enumerate(model.layers) if i + 1 in job.wanted or i + 1 == job.stop_after]
-    return hooks
-
-
-def _before_first_layer(module, args, kwargs):
-    job = getattr(_local, "job", None)
-    if job is not None and 0 in job.wanted:
-        job.captured[0] = args[0] if args else kwargs["hidden_states"]
-
-
-def _after_layer(index, module, args, output):
-    job = getattr(_local, "job", None)
-    if job is None:
-        return
-    if index in job.wanted:
-        job.captured[index] = output[0] if isinstance(output, tuple) else output
-    if index == job.stop_after:
-        raise _Stop
