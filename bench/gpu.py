@@ -16,7 +16,8 @@ and its quick check on a CPU: ``python3 bench/gpu.py --device cpu --n 32 --batch
 1. bare ``model(**batch, output_hidden_states=True)`` on length-sorted padded batches
    against ``core.model.embed.embed`` on the same texts, at each batch size ("plan" is
    the device's own, ``core.model.device.batch_plan``), best of 3, with the peak GPU
-   memory of the ``embed`` run;
+   memory of the ``embed`` run; and ``embed`` of the band's rows only (what a submit
+   embeds: ``core.model.cache.band_rows``, the layers above the deepest not run);
 2. SHAP seconds per sentence (``shap_attributions`` at its defaults, 144 strings) on
    ``--shap-n`` test sentences of 18-22 tokens, and the part of it spent outside the
    network (``Backbone.forward``, synchronised), with the efficiency error
@@ -49,6 +50,7 @@ from core.explain.shapley import shap_attributions, warm_up  # noqa: E402
 from core.learn.classifier import Settings, features_for, train  # noqa: E402
 from core.model import forward  # noqa: E402
 from core.model.backbone import Backbone  # noqa: E402
+from core.model.cache import band_rows  # noqa: E402
 from core.model.device import apply_threads, tolerance  # noqa: E402
 from core.model.embed import embed, token_states  # noqa: E402
 from core.model.loading import load_backbone  # noqa: E402
@@ -105,6 +107,9 @@ def throughput(bb, texts: list[str], batch: str, repeats: int, profile: bool = F
     def embedded():
         embed(bb, texts, prompt=PROMPT, batch_size=size)
 
+    def band():  # what a submit embeds: the band's rows, the layers above not run
+        embed(bb, texts, prompt=PROMPT, batch_size=size, rows=band_rows(bb))
+
     peak = float("nan")
     if cuda:  # peak memory of the embed path (after a warm-up call)
         embedded()
@@ -113,10 +118,10 @@ def throughput(bb, texts: list[str], batch: str, repeats: int, profile: bool = F
         peak = torch.cuda.max_memory_allocated() / 2**30
     if profile:  # where embed's time goes beyond the bare forward: its host work
         _profiled(embedded, f"embed at batch {size}")
-    t_bare, t_embed = _best([bare, embedded], bb, repeats)
+    t_bare, t_embed, t_band = _best([bare, embedded, band], bb, repeats)
     return {"batch": f"{size} ({batch})" if batch == "plan" else str(size), "batches": len(batches),
             "bare": len(texts) / t_bare, "embed": len(texts) / t_embed, "ratio": t_bare / t_embed,
-            "peak_gib": peak}
+            "band": len(texts) / t_band, "peak_gib": peak}
 
 
 def _profiled(fn, title: str) -> None:
@@ -233,12 +238,13 @@ def markdown(args, rows, wall: float) -> str:
              f"- date {datetime.date.today()}; device: {device}; backbone {args.backbone}; "
              f"{args.n} SST-2 sentences in a review prompt; wall time {wall:.0f} s",
              f"- command: `python3 bench/gpu.py {' '.join(sys.argv[1:])}`", "",
-             "| dtype | batch | batches | bare sent/s | `embed` sent/s | embed / bare | peak GiB |",
-             "|---|---|---|---|---|---|---|"]
+             "| dtype | batch | batches | bare sent/s | `embed` sent/s | embed / bare | band rows sent/s "
+             "| peak GiB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for s in r["speed"]:
             lines.append(f"| {r['dtype']} | {s['batch']} | {s['batches']} | {s['bare']:,.1f} | {s['embed']:,.1f} "
-                         f"| {s['ratio']:.2f} | {s['peak_gib']:.2f} |")
+                         f"| {s['ratio']:.2f} | {s['band']:,.1f} | {s['peak_gib']:.2f} |")
     lines += ["", "| dtype | best embed / best bare | SHAP s/sentence (median, max) | of which outside the "
               "network | efficiency error / logit scale (tolerance) | token states ms | warm load s | cold load s |",
               "|---|---|---|---|---|---|---|---|"]

@@ -15,7 +15,7 @@ import pytest
 
 import core.model.device as device
 from core.cli import main
-from core.model.device import Hardware, hardware_default, new_project_backbone
+from core.model.device import Hardware, hardware_default, new_project_backbone, tolerance
 from core.model.registry import DEFAULT_BACKBONE
 from tests.helpers import sql, write_csv
 
@@ -149,7 +149,6 @@ def test_cuda_zero_shot_matches_fp32_on_the_cpu_within_the_dtypes_tolerance(dtyp
 
     from core.learn.zeroshot import class_log_probs
     from core.model.backbone import Backbone
-    from core.model.device import tolerance
     from tests.helpers import make_tokenizer
 
     tok = make_tokenizer()
@@ -163,3 +162,30 @@ def test_cuda_zero_shot_matches_fp32_on_the_cpu_within_the_dtypes_tolerance(dtyp
     got = class_log_probs(_on_cuda(cpu, dtype), texts, classes, prompt="review : {text} sentiment :")
     tol = tolerance(dtype).logprob
     assert np.abs(got - expected).max() <= tol
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_a_depth_limited_pass_equals_the_full_pass_and_embeds_the_same(tiny_backbone, dtype):
+    # the submit path stops each pass after the band's deepest row (core.model.capture):
+    # on a GPU as on the CPU, the rows it keeps are the full pass's
+    import torch
+
+    from core.model.embed import embed
+    from core.model.forward import pad
+    from core.model.tokens import encode
+
+    gpu = _on_cuda(tiny_backbone, dtype)
+    ids, mask = pad([e.input_ids for e in encode(gpu.tokenizer, POS + NEG, prompt=PROMPT)],
+                    gpu.tokenizer.pad_token_id or 0)
+    depth = gpu.n_layers - 2
+    full, part = gpu.hidden_states(ids, mask), gpu.hidden_states(ids, mask, depth=depth)
+    assert len(part) == depth + 1 < len(full)
+    for a, b in zip(part, full):
+        assert a.device.type == "cuda" and torch.equal(a, b)
+    rows = [1, depth]
+    X, Y = (embed(gpu, POS + NEG, prompt=PROMPT, rows=r) for r in (None, rows))
+    tol = tolerance(dtype)
+    scale = float(np.abs(X[:, rows]).max())
+    assert np.abs(Y[:, rows] - X[:, rows]).max() <= tol.atol * scale
+    assert np.isnan(Y[:, depth + 1:]).all()
