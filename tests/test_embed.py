@@ -246,3 +246,57 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_table():
                          check=True).stdout
     rows = [line for line in out.splitlines() if line.startswith("| float32 |")]
     assert len(rows) == 3 and "| 32 (plan) |" in rows[1]
+
+
+def _wrapper_encodings(tokenizer, strings):
+    batch = tokenizer(strings, add_special_tokens=True, return_offsets_mapping=True, truncation=False)
+    return [list(ids) for ids in batch["input_ids"]], [[tuple(o) for o in offs] for offs in batch["offset_mapping"]]
+
+
+def _same_as_the_wrapper(tokenizer, strings) -> None:
+    from core.model.tokens import _encodings
+
+    ids, offsets = _encodings(tokenizer, strings)
+    assert ([list(i) for i in ids], [[tuple(o) for o in offs] for offs in offsets]) == \
+        _wrapper_encodings(tokenizer, strings)
+
+
+def test_encoding_straight_from_the_rust_tokenizer_equals_the_wrapper(tiny_backbone):
+    # the GPU check's profile: the wrapper's per-text conversion was most of embed's host
+    # work; encode now reads the Rust tokenizer's ids and offsets directly
+    tok = tiny_backbone.tokenizer
+    strings = ["the film was very good , not bad !", "", "a b c", "zzz unknownword film"]
+    _same_as_the_wrapper(tok, strings)
+    # a padded call through the wrapper leaves padding set on the Rust tokenizer: encode
+    # must then go through the wrapper, never hand back padded ids
+    tok(["good", "a much longer sentence"], padding=True)
+    if tok.backend_tokenizer.padding is not None:
+        enc = encode(tok, ["good", "a much longer sentence"])
+        assert len(enc[0].input_ids) < len(enc[1].input_ids)
+    _same_as_the_wrapper(tok, strings)
+
+
+@pytest.mark.slow
+def test_the_packaged_tokenizers_encode_as_their_wrappers_do():
+    from bench.common import DATA
+    from core.evaluate import load_split
+    from core.model.loading import load_backbone
+
+    if not (DATA / "sst2").exists():
+        pytest.skip("../shared/data/sst2 is not beside this checkout")
+    texts, _ = load_split(DATA / "sst2", "test")
+    for name in ("smollm2-135m", "mpnet"):
+        tok = load_backbone(name).tokenizer
+        assert tok.is_fast
+        _same_as_the_wrapper(tok, [f"Review: {t}\nSentiment:" for t in texts[:300]] + ["", "  ", "é ☃ 🙂"])
+
+
+def test_encoding_without_spans_gives_the_same_ids_and_truncation(tiny_backbone):
+    prompt = "review : {text} sentiment :"
+    texts = ["a good film", "", " ".join(["good"] * 50), "not bad at all"]
+    with_spans = encode(tiny_backbone.tokenizer, texts, prompt=prompt, max_length=20)
+    ids_only = encode(tiny_backbone.tokenizer, texts, prompt=prompt, max_length=20, spans=False)
+    assert [(e.input_ids, e.truncated) for e in ids_only] == [(e.input_ids, e.truncated) for e in with_spans]
+    assert [e.truncated for e in with_spans] == [False, False, True, False]
+    # spans only where the truncation needed them to keep the prompt's suffix
+    assert [e.user_spans for e in ids_only] == [(), (), with_spans[2].user_spans, ()]

@@ -232,7 +232,8 @@ def _compute(backbone, texts: list[str], *, prompt, poolings, batch_size, max_le
     (a second copy of every text's 31 x 576 floats was measurable on a GPU). echo: as
     given (already resolved by ``uses_echo``). depth: run layers only up to this hidden
     state (``run_batches``); the rows above it are NaN."""
-    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length, echo=echo)
+    encoded = encode(backbone.tokenizer, texts, prompt=prompt, max_length=max_length, echo=echo,
+                     spans=False)
     n_cut = sum(e.truncated for e in encoded)
     if n_cut:
         warnings.warn(f"{n_cut} of {len(texts)} texts were longer than {max_length} tokens "
