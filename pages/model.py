@@ -44,7 +44,9 @@ FUSED = "smollm2-135m+minilm-l6"
 
 def mode_help(mode: str) -> str:
     """What a feature mode does, worded from the constants the selection reads
-    (core.learn.features), so the page cannot drift from the rule."""
+    (core.learn.features), so the page cannot drift from the rule. Every mode chooses
+    among the pool's band (``core.model.cache.band_layers``), which stops at the deepest
+    fusion depth: a submit runs no layer above it."""
     depths = [f"{q:.0%}" for q in FUSION_DEPTHS]
     fusion = (f"the hidden states at {', '.join(depths[:-1])} and {depths[-1]} of the network's depth, "
               + ("averaged" if FUSION_COMBINE == "mean" else "side by side"))
@@ -52,9 +54,10 @@ def mode_help(mode: str) -> str:
                     "options below by nested cross-validation and keeps the best; with fewer it uses "
                     f"Fusion ({fusion}), which beat cross-validation's choice on our benchmark at 8 "
                     "and 32 labels per class",
-            "layer": "the one layer that cross-validates best",
+            "layer": f"the one layer that cross-validates best, up to {depths[-1]} of the depth",
             "fusion": fusion,
-            "stc": "the most useful neurons of every layer, found by a sparse probe per layer"}[mode]
+            "stc": f"the most useful neurons of every layer up to {depths[-1]} of the depth, found "
+                   "by a sparse probe per layer"}[mode]
 
 
 def penalty_help(penalty: str) -> str:

@@ -193,3 +193,6 @@ def test_the_automatic_mode_help_names_its_threshold_and_fallback(workspace, mon
     at.selectbox(key="m_mode").set_value("fusion").run()
     assert any(c.value.startswith("Fusion (LLMEmbed): the hidden states at 25%, 50% and 75%")
                for c in at.caption)
+    # the other modes choose within the band, which stops at the deepest fusion depth
+    at.selectbox(key="m_mode").set_value("layer").run()
+    assert any("cross-validates best, up to 75% of the depth" in c.value for c in at.caption)
