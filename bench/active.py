@@ -372,6 +372,8 @@ def time_suggestion(n_texts: int, width: int, *, repeats: int = 5, classes: int 
 def _args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(TUNING_SETS))
+    ap.add_argument("--cold", type=float, help="labels per class below which the app's rule covers "
+                    "unlabelled regions first (default: core.active._COLD)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--settings", default="{}", help="JSON: Settings fields to change from the app's defaults")
@@ -391,6 +393,10 @@ def _args(argv=None) -> argparse.Namespace:
         ap.error(f"{', '.join(other)}: not a tuning set; the strategy is tuned on {', '.join(TUNING_SETS)} only")
     if "random" not in args.strategies or set(args.strategies) - set(STRATEGIES):
         ap.error(f"strategies come from {', '.join(STRATEGIES)} and must include random (the target)")
+    if args.cold is not None:  # read by next_for_project and suggest when they are called
+        import core.active
+
+        core.active._COLD = args.cold
     return args
 
 
