@@ -35,6 +35,19 @@ def local_ray():
     ray.shutdown()
 
 
+def _predict_both_ways(tmp_path, db: str):
+    """Export project "p"'s bundle, then predict NEW with it in one process and on Ray:
+    (bundle, the single-process CSV, the Ray CSV)."""
+    bundle = str(tmp_path / "m.tenshot")
+    assert main(["--db", db, "export", "--project", "p", "--out", bundle]) == 0
+    new = write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
+    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(plain)]) == 0
+    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(on_ray),
+                 "--engine", "ray", "--batch-size", "4"]) == 0
+    return bundle, plain, on_ray
+
+
 def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, capsys):
     # issue 14: corpora beyond one machine are scored on Ray Data, with the same output
     model = tmp_path / "model"
@@ -45,13 +58,7 @@ def test_predict_on_ray_equals_the_single_process_path(tmp_path, local_ray, caps
     train = write_csv(tmp_path / "train.csv", [(t, "pos") for t in POS] + [(t, "neg") for t in NEG])
     assert main(["--db", db, "train", "--project", "p", "--data", train, "--backbone", str(model),
                  "--prompt", "", "--mode", "layer"]) == 0
-    bundle = str(tmp_path / "m.tenshot")
-    assert main(["--db", db, "export", "--project", "p", "--out", bundle]) == 0
-    new = write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
-    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
-    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(plain)]) == 0
-    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(on_ray),
-                 "--engine", "ray", "--batch-size", "4"]) == 0
+    bundle, plain, on_ray = _predict_both_ways(tmp_path, db)
     a, b = list(csv.reader(open(plain, encoding="utf-8-sig"))), list(csv.reader(open(on_ray, encoding="utf-8-sig")))
     assert a[0] == b[0] and a[0][:5] == ["line", "text", "label", "predicted", "confidence"]
     assert len(a) == len(b) == 1 + len(NEW)
@@ -140,13 +147,7 @@ def test_a_multi_label_bundle_scores_the_same_sets_on_ray(tmp_path, local_ray, t
     data = write_csv(tmp_path / "t.csv", ROWS, header=("text", "labels"))
     assert main(["--db", db, "train", "--project", "p", "--data", data, "--backbone", tiny_model_dir,
                  "--prompt", "", "--mode", "layer", "--penalty", "l2"]) == 0
-    bundle = str(tmp_path / "m.tenshot")
-    assert main(["--db", db, "export", "--project", "p", "--out", bundle]) == 0
-    new = write_csv(tmp_path / "new.csv", [(t, "") for t in NEW])
-    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
-    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(plain)]) == 0
-    assert main(["--db", db, "predict", "--bundle", bundle, "--data", new, "--out", str(on_ray),
-                 "--engine", "ray", "--batch-size", "4"]) == 0
+    bundle, plain, on_ray = _predict_both_ways(tmp_path, db)
     a, b = (list(csv.DictReader(open(p, encoding="utf-8-sig"))) for p in (plain, on_ray))
     assert list(a[0]) == ["line", "text", "labels", "predicted", "p_pos", "p_film", "p_neg"] == list(b[0])
     assert len(a) == len(b) == len(NEW)
