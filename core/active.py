@@ -40,7 +40,7 @@ import numpy as np
 from core.active_space import compact, typicality, uncovered_pick
 from core.learn.solver import BLAS
 
-__all__ = ["Suggestion", "TableRow", "margin_uncertainty", "balance_need",
+__all__ = ["COVERING", "Suggestion", "TableRow", "cold_start_labels", "margin_uncertainty", "balance_need",
            "entropy_uncertainty", "text_vectors", "pick", "suggest", "next_for_project",
            "table_rows", "filter_rows"]
 
@@ -58,6 +58,8 @@ _NEAR = 0.6
 # mean 54% against 59%; 16 -> 85%, 61%, 69%, 62%, 52%. 3 seeds and 200 test texts move
 # these by 10-20 points between reruns, so 8 is the best measured, not a sharp optimum)
 _COLD = 8.0
+# the reason a cold-start pick gives (the Label page words its caption from it)
+COVERING = "a kind of text with no label yet"
 # how strongly typicality weighs the uncertainty past the cold start: uncertainty *
 # typicality_rank ** _TYPICAL; 1 lowered SST-2's curve from 8/class on, so it is off
 _TYPICAL = 0.0
@@ -230,7 +232,7 @@ def suggest(candidates: Sequence[tuple[int, str]], probs: dict[int, dict[str, fl
     chosen = first + [pool[i] for i in pick(scores[pool], vectors[len(first):],
                                             text_vectors(recent) if recent else None,
                                             n=n - len(first), diversity=diversity)]
-    reasons = {i: "a kind of text with no label yet" for i in first}
+    reasons = {i: COVERING for i in first}
     return [Suggestion(*candidates[i], float(scores[i]), reasons.get(i, "the model is unsure"))
             for i in chosen]
 
@@ -245,6 +247,11 @@ def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
     if not class_probs:
         return 1.0
     return float(margin_uncertainty(np.array([list(class_probs.values())]))[0])
+
+
+def cold_start_labels() -> int:
+    """Labels per class below which suggestions cover regions no label covers yet."""
+    return int(_COLD)
 
 
 def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = (),

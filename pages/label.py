@@ -7,7 +7,7 @@ learning (core.active).
 import pandas as pd
 import streamlit as st
 
-from core.active import filter_rows, next_for_project, table_rows
+from core.active import COVERING, cold_start_labels, filter_rows, next_for_project, table_rows
 from core.learn.curves import accuracy_range
 from core.learn.head import MIN_LABELS_PER_CLASS, labels_missing, not_enough_labels
 from core.errors import TenshotError
@@ -121,6 +121,11 @@ def one_at_a_time(project, classes: list[str]) -> None:
         return
     current = picked[0]
     st.session_state[key] = current.text_id
+    # the text kept on screen comes back as "on screen": keep why it was picked
+    why = st.session_state.get(f"why_{project.id}")
+    if current.reason != "on screen" or why is None or why[0] != current.text_id:
+        why = (current.text_id, current.reason)
+        st.session_state[f"why_{project.id}"] = why
     with st.container(border=True):
         # a short sentence reads best large; a long one as a paragraph
         size = "#### " if len(current.text) <= 300 else ""
@@ -149,10 +154,16 @@ def one_at_a_time(project, classes: list[str]) -> None:
         undo_button(project)
     n = min(len(classes), 9)
     accept_help = f" · {ACCEPT_KEY} accept the model's guess" if current.guess in classes else ""
-    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo{accept_help}. "
-               + ("Picked at random until there is a model." if current.guess is None
-                  else "Picked where the model is least sure, favouring classes with fewer "
-                       "labels and avoiding repeats of what you just labelled."))
+    if current.guess is None:
+        how = "Picked at random until there is a model."
+    elif why[1] == COVERING:
+        how = (f"Picked from a kind of sentence no label covers yet: until every class has "
+               f"{cold_start_labels()} labels, suggestions spread over your sentences; then they "
+               "go where the model is least sure.")
+    else:
+        how = ("Picked where the model is least sure, favouring classes with fewer labels and "
+               "avoiding repeats of what you just labelled.")
+    st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo{accept_help}. " + how)
 
 
 def undo_button(project) -> None:

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store import Store
 from pages._shared import escape_markdown
-from tests.helpers import page_text, sql
+from tests.helpers import open_page, page_text, sql
 
 pytestmark = pytest.mark.usefixtures("whole_app_reruns")
 
@@ -228,3 +228,17 @@ def test_accuracy_change_is_badged_only_beyond_the_noise(project, n_labels, befo
     assert (metric.label, metric.delta) == ("Accuracy, model v2", delta)
     assert Metric.MetricColor.Name(metric.proto.color) == colour
     assert "Likely between" in page_text(at)
+
+
+def test_the_caption_says_why_a_cold_start_pick_was_chosen_and_keeps_it_on_a_rerun(workspace):
+    # with fewer than cold_start_labels() per class, the pick covers a kind of sentence no
+    # label covers yet; the caption said "where the model is least sure" all the same
+    from core.active import cold_start_labels
+
+    at = open_page("label")
+    at.button(key="label_0").click().run()  # the submit fills the pool's head inputs
+    assert not at.exception
+    why = f"no label covers yet: until every class has {cold_start_labels()} labels"
+    assert why in page_text(at)
+    at.run()  # the same sentence stays on screen (reason "on screen"): so does the why
+    assert why in page_text(at)
