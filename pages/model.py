@@ -8,14 +8,14 @@ are kept in session_state per model version.
 
 import streamlit as st
 
-from core.model.registry import REGISTRY, resolve_packaged
+from core.model.registry import REGISTRY
 from core.model.group import group_parts, is_fused
 from core.learn.classifier import (MAX_TOKENS, MIN_TOKENS, MODES, PENALTIES, Settings, features_for,
                                    with_settings)
 from core.figures import (confusion_figure, curve_figure, describe_estimate, history_figure, layer_figure, noise_note)
 from core.learn.curves import (accuracy_noise, accuracy_range, compare_prompts, diagnose, labels_needed,
                                profile_layers, profile_position)
-from core.model.device import describe_device
+from core.model.device import describe_device, installed as backbone_installed
 from core.model.embed import POOLINGS
 from core.errors import TenshotError
 from core.learn.features import AUTO_MIN_PER_CLASS, FUSION_COMBINE, FeatureSpec
@@ -66,10 +66,10 @@ def penalty_help(penalty: str) -> str:
 
 
 def installed(name: str) -> bool:
+    """``core.model.device.installed``, with a package that fails its check shown as not
+    installed rather than as an error."""
     try:
-        for part in group_parts(name) if is_fused(name) else [name]:
-            resolve_packaged(REGISTRY[getattr(part, "name", part)])
-        return True
+        return backbone_installed(name)
     except TenshotError:
         return False
 

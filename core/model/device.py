@@ -27,7 +27,7 @@ from core.errors import InputError
 
 __all__ = ["BatchPlan", "CPU_PLAN", "FP32_MAX_PARAMS", "GPU_RANKING", "Hardware", "Precision",
            "TOLERANCES", "Tolerance", "apply_threads", "batch_plan", "cuda_free_bytes", "describe_device",
-           "describe_hardware", "hardware_default", "new_project_backbone", "other_runnable", "precision",
+           "describe_hardware", "hardware_default", "installed", "new_project_backbone", "other_runnable", "precision",
            "thread_plan", "tolerance", "usable_cores"]
 
 
@@ -286,7 +286,7 @@ def hardware_default(*, cuda: bool | None = None, free_bytes: int | None = None)
     if not cuda:
         return DEFAULT_BACKBONE
     for name, needs in GPU_RANKING:
-        if needs <= free_bytes and _installed(name):
+        if needs <= free_bytes and installed(name):
             return name
     return DEFAULT_BACKBONE
 
@@ -298,7 +298,9 @@ def new_project_backbone() -> str:
     return os.environ.get("TENSHOT_BACKBONE") or hardware_default()
 
 
-def _installed(name: str) -> bool:
+def installed(name: str) -> bool:
+    """Whether a backbone can load here: a registry entry whose packages are installed, a
+    group whose every part is, or a local model folder that exists."""
     from pathlib import Path
 
     from core.errors import BackboneUnavailable
@@ -306,7 +308,7 @@ def _installed(name: str) -> bool:
     from core.model.registry import REGISTRY, resolve_packaged
 
     if is_fused(name):
-        return all(_installed(part.name) for part in group_parts(name))
+        return all(installed(part.name) for part in group_parts(name))
     if name not in REGISTRY:
         return Path(name).exists()
     try:
