@@ -28,7 +28,9 @@ from core.errors import InputError
 from core.learn.classifier import Settings, features_for
 from core.learn.multilabel import (MultiLabelClassifier, is_multi_label_state, missing_per_class, not_enough_multilabel, sets_from_proba,
                                    train_multilabel)
+from core.learn.features import FeatureSpec
 from core.learn.pool import PoolMatrix
+from core.model.cache import band_rows, in_band, pool_rows
 from core.outcome import TrainOutcome
 
 __all__ = ["MultiLabelOutcome", "SetChange", "SetPrediction", "changed_sets", "effective_thresholds",
@@ -67,12 +69,15 @@ class SetChange:
     after: tuple[str, ...]
 
 
-def _reusable(previous, settings: Settings, classes: list[str], n_labels: int) -> bool:
+def _reusable(previous, settings: Settings, classes: list[str], n_labels: int, n_states: int) -> bool:
     if previous is None or not is_multi_label_state(previous.params):
         return False
     params, cv_at = previous.params, previous.metrics.get("cv_at_labels") or 0
-    return (params.get("settings") == settings.to_dict() and params.get("classes") == classes
-            and n_labels <= cv_at * _REFIT_GROWTH)
+    if not (params.get("settings") == settings.to_dict() and params.get("classes") == classes
+            and n_labels <= cv_at * _REFIT_GROWTH):
+        return False
+    # a head selected before retrains read only the band may read a layer above it
+    return set(FeatureSpec.from_json(params["spec"]).layers) <= set(pool_rows(settings, n_states))
 
 
 def retrain_multi_label(store, project, backbone, *, cache=None, pool: PoolMatrix | None = None,
@@ -92,9 +97,11 @@ def retrain_multi_label(store, project, backbone, *, cache=None, pool: PoolMatri
     counts = store.label_counts(project.id)
     if not labelled:
         raise not_enough_multilabel(missing_per_class(np.zeros((0, len(classes)), bool), classes))
-    X = features_for(backbone, [r.text for r in labelled], settings, cache=cache, progress=progress)
+    # only the band is read, as in a single-label submit (``core.project.retrain``)
+    X = in_band(features_for(backbone, [r.text for r in labelled], settings, cache=cache, progress=progress,
+                             rows=band_rows(backbone)), settings)
     previous = store.latest_model(project.id)
-    reuse = not reselect and _reusable(previous, settings, classes, len(labelled))
+    reuse = not reselect and _reusable(previous, settings, classes, len(labelled), X.shape[1])
     old = MultiLabelClassifier.from_state(previous.params, previous.state) if reuse else None
     clf = train_multilabel(X, [r.labels for r in labelled], classes, settings,
                            spec=old.spec if old else None, Cs=old.head.C_ if old else None,

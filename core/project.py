@@ -31,9 +31,8 @@ from core.learn.features import FeatureSpec
 from core.learn.head import labels_missing, not_enough_labels
 from core.learn.multilabel import classifier_from_state
 from core.learn.pool import PoolMatrix
-from core.model.cache import band_layers, band_rows
+from core.model.cache import band_rows, in_band, pool_rows
 from core.model.device import new_project_backbone
-from core.model.group import group_parts, is_fused
 from core.multilabel import predict_sets, retrain_multi_label
 from core.outcome import AccuracyChange, TrainOutcome
 
@@ -75,23 +74,6 @@ def load_classifier(model_version) -> Classifier:
     """A stored ModelVersion (with state) -> Classifier, or a ``MultiLabelClassifier`` for a
     multi-label project's model (``clf.multi_label`` is True on those)."""
     return classifier_from_state(model_version.params, model_version.state)
-
-
-def pool_rows(settings: Settings, n_states: int) -> list[int]:
-    """The hidden-state rows of X (n, n_states, hidden) that every pool text keeps: the
-    band of the backbone, or of each part of a group at that part's rows."""
-    if is_fused(settings.backbone):
-        return [part.offset + i for part in group_parts(settings.backbone)
-                for i in band_layers(part.n_states)]
-    return list(band_layers(n_states))
-
-
-def in_band(X: np.ndarray, settings: Settings) -> np.ndarray:
-    """X (n, n_states, hidden) with NaN outside ``pool_rows``: feature selection then only
-    reads the band (``core.learn.features`` selects among complete layers)."""
-    kept = np.full(X.shape[1], np.nan, dtype=np.float32)
-    kept[pool_rows(settings, X.shape[1])] = 1.0
-    return X * kept[None, :, None]
 
 
 def _reusable_spec(previous, settings: Settings, classes: list[str], n_labels: int,

@@ -11,7 +11,8 @@ from numpy.testing import assert_allclose
 
 from core.errors import InputError
 from core.hashing import text_hash
-from core.learn.classifier import Settings, features_for
+from core.learn.classifier import Settings, features_for, train
+from core.learn.features import FeatureSpec
 from core.model.backbone import Backbone
 from core.model.cache import band_layers, band_rows, cache_key
 from core.model.capture import layer_stack
@@ -205,6 +206,18 @@ def test_embed_many_without_rows_runs_every_layer(counting):
     assert set(CountingBackbone.depths) == {None}
 
 
+@pytest.mark.parametrize("mode", ["layer", "fusion"])
+def test_predict_runs_only_up_to_the_deepest_row_the_head_reads(counting, mode):
+    labels = ["pos", "neg", "pos", "neg", "pos", "neg"]
+    settings = Settings(backbone="tiny-4", prompt=None, mode=mode)
+    X = features_for(counting, TEXTS, settings)
+    clf = train(X, labels, ["neg", "pos"], settings)
+    CountingBackbone.depths = []
+    got = clf.predict_proba(counting, TEXTS)
+    assert set(CountingBackbone.depths) == {max(clf.spec.layers)}
+    assert_allclose(got, clf.predict_proba_features(X), rtol=1e-6, atol=1e-6)
+
+
 # --- the band and what a submit computes ------------------------------------------------
 
 
@@ -250,6 +263,30 @@ def test_a_submit_never_runs_the_layers_above_the_band(tmp_path, counting):
     assert outcome.n_predicted == 1
     depth = max(band_layers(counting.n_layers))  # 3 of 4 layers
     assert counter.runs[depth:] == [0] * (4 - depth) and min(counter.runs[:depth]) > 0
+    store.close()
+
+
+def test_a_multi_label_submit_never_runs_the_layers_above_the_band(tmp_path, counting):
+    store = Store.open(tmp_path / "w.db")
+    project = store.create_project("p", ["plot", "acting"], task_type="multi_label",
+                                   settings={"backbone": "tiny-4", "prompt": None, "mode": "auto"})
+    sets = [("plot",), ("plot",), ("acting",), ("acting",), ("plot", "acting"), (), ()]
+    texts = ["a dull plot", "the story drags", "wooden acting", "great cast", "good plot , bad acting",
+             "i went on monday", "popcorn", "a film"]
+    ids = store.add_texts(project.id, texts).text_ids
+    for text_id, labels in zip(ids, sets):
+        store.set_label_set(project.id, text_id, labels)
+    counter = _Counter(counting.model)
+    try:
+        outcome = retrain(store, project, counting)
+    finally:
+        counter.close()
+    assert outcome.n_predicted == 1
+    depth = max(band_layers(counting.n_layers))
+    assert counter.runs[depth:] == [0] * (4 - depth) and min(counter.runs[:depth]) > 0
+    clf = store.latest_model(project.id)
+    assert set(FeatureSpec.from_json(clf.params["spec"]).layers) <= set(pool_rows(
+        Settings.from_dict(project.settings), counting.n_layers))
     store.close()
 
 

@@ -125,8 +125,10 @@ class Classifier:
 
     def predict_proba(self, backbone, texts: Sequence[str], *, cache: FeatureCache | None = None,
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        return self.predict_proba_features(features_for(backbone, texts, self.settings,
-                                                        cache=cache, progress=progress))
+        """Probabilities (n, n_classes) of texts; the forward stops after the deepest row
+        the head reads (``spec.layers``), as the pool's predictions do."""
+        return self.predict_proba_features(features_for(backbone, texts, self.settings, cache=cache,
+                                                        progress=progress, rows=self.spec.layers))
 
     def predict(self, backbone, texts: Sequence[str], **kwargs) -> list[str]:
         probs = self.predict_proba(backbone, texts, **kwargs)

@@ -272,8 +272,9 @@ class MultiLabelClassifier:
 
     def predict_proba(self, backbone, texts: Sequence[str], *, cache=None,
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        return self.predict_proba_features(features_for(backbone, texts, self.settings,
-                                                        cache=cache, progress=progress))
+        """Per-class probabilities (n, K) of texts, read up to the deepest row the spec reads."""
+        return self.predict_proba_features(features_for(backbone, texts, self.settings, cache=cache,
+                                                        progress=progress, rows=self.spec.layers))
 
     def predict(self, backbone, texts: Sequence[str], *, thresholds=None, **kwargs) -> list[tuple[str, ...]]:
         """The predicted set of each text (a tuple of class names, ``()`` for none)."""

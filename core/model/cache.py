@@ -20,10 +20,10 @@ from typing import Protocol
 
 import numpy as np
 
-from core.model.group import is_fused
+from core.model.group import group_parts, is_fused
 
 __all__ = ["FUSION_DEPTHS", "FeatureCache", "MemoryCache", "band_layers", "band_rows", "cache_key",
-           "persistent"]
+           "in_band", "persistent", "pool_rows"]
 
 # the fractions of the depth that the fixed fusion reads (core.learn.features imports
 # them from here, so the pool's band always holds the default head's layers); the
@@ -125,6 +125,24 @@ def band_rows(backbone) -> list[int]:
     if is_fused(backbone):
         return [part.offset + i for part in backbone.parts for i in band_layers(part.n_states)]
     return list(band_layers(backbone.n_layers))
+
+
+def pool_rows(settings, n_states: int) -> list[int]:
+    """The hidden-state rows of X (n, n_states, hidden) that every pool text keeps: the
+    band of the settings' backbone (``core.learn.classifier.Settings``; a name, so no
+    model need be loaded), or of each part of a group at that part's rows."""
+    if is_fused(settings.backbone):
+        return [part.offset + i for part in group_parts(settings.backbone)
+                for i in band_layers(part.n_states)]
+    return list(band_layers(n_states))
+
+
+def in_band(X: np.ndarray, settings) -> np.ndarray:
+    """X (n, n_states, hidden) with NaN outside ``pool_rows``: feature selection then only
+    reads the band (``core.learn.features`` selects among complete layers)."""
+    kept = np.full(X.shape[1], np.nan, dtype=np.float32)
+    kept[pool_rows(settings, X.shape[1])] = 1.0
+    return X * kept[None, :, None]
 
 
 def cache_key(backbone, max_length: int) -> str:
