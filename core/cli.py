@@ -20,33 +20,16 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from core.cli_common import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_SKIPPED, input_status,
+                             load_backbone_for_cli, load_classifier_for_cli, model_options_given,
+                             progress_bar, read_input, say)
 from core.cli_files import Workspace, check_out, quoted, write_atomically
+from core.cli_predict import cmd_predict
 from core.errors import InputError, TenshotError
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_REFUSED", "EXIT_SKIPPED"]
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_SKIPPED = 0, 1, 2, 3
 _LISTED_LABELS = 8
-_MODEL_OPTIONS = ("backbone", "prompt", "mode", "penalty", "pooling", "max_length")
-
-
-def _bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit="text", file=sys.stderr, leave=False,
-               disable=not sys.stderr.isatty() and not os.environ.get("TENSHOT_PROGRESS"))
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-    return update
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def _settings(args, base=None):
@@ -59,12 +42,6 @@ def _settings(args, base=None):
     return Settings(backbone=backbone, prompt=prompt or None, pooling=args.pooling or base.pooling,
                     mode=args.mode or base.mode, penalty=args.penalty or base.penalty,
                     max_length=args.max_length or base.max_length).check()
-
-
-def _backbone(name: str):
-    from core.model.loading import load_backbone
-
-    return load_backbone(name, progress=_say)
 
 
 def cmd_projects(args, ws) -> int:
@@ -81,19 +58,19 @@ def cmd_train(args, ws) -> int:
 
     if is_multi_label_train(args, ws):
         return train_multi_label(args, ws, lambda project: _train_settings(args, project))
-    rows = _read_input(args, ws, "import")
+    rows = read_input(args, ws, "import")
     with ws.open() as store:
         project, classes = _target(store, args, rows)
         settings = _train_settings(args, project)
         new_classes = _check_labels(store, project, classes, rows, args)
-        backbone = _backbone(settings.backbone)  # a bad --backbone is refused before any write
+        backbone = load_backbone_for_cli(settings.backbone)  # a bad --backbone is refused before any write
         project = _import(store, args, project, classes + new_classes, settings, rows, new_classes)
-        outcome = retrain(store, project, backbone, progress=_bar("embedding"))
+        outcome = retrain(store, project, backbone, progress=progress_bar("embedding"))
     m = outcome.metrics
     print(f"model v{outcome.version}: CV accuracy {m['cv_accuracy']:.3f}, macro-F1 {m['cv_macro_f1']:.3f} "
           f"on {m['n_labels']} labels ({', '.join(f'{c}={n}' for c, n in outcome.counts.items())}); "
           f"{outcome.n_predicted} unlabelled texts predicted in {outcome.seconds:.1f} s")
-    return _input_status(rows)
+    return input_status(rows)
 
 
 def _target(store, args, rows) -> tuple[object | None, list[str]]:
@@ -117,12 +94,7 @@ def _train_settings(args, project):
 
         return _settings(args, Settings.from_dict(new_project_settings()))
     base = Settings.from_dict(project.settings)
-    return _settings(args, base) if _model_options_given(args) else base
-
-
-def _model_options_given(args) -> bool:
-    # `is not None`: --prompt '' (no prompt) is an option given, not one left out
-    return any(getattr(args, k) is not None for k in _MODEL_OPTIONS)
+    return _settings(args, base) if model_options_given(args) else base
 
 
 def _check_labels(store, project, classes: list[str], rows, args) -> list[str]:
@@ -182,172 +154,10 @@ def _import(store, args, project, classes, settings, rows, new_classes):
         if created:  # a refused file leaves no half-made project behind
             store.delete_project(project.id)
         raise
-    if not created and _model_options_given(args):
+    if not created and model_options_given(args):
         project = store.update_settings(project.id, settings.to_dict())
-    _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
+    say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty")
     return project
-
-
-def _read_input(args, ws, verb: str, *, limits=None):
-    """The --data file's rows; its skipped lines and warnings are said on stderr, and a file
-    without a single text is refused. limits: instead of the workspace's."""
-    from core.io import read_path
-
-    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
-                     limits=limits or ws.limits)
-    for line, why in rows.skipped:
-        _say(f"skipped line {line}: {why}")
-    for note in rows.warnings:
-        _say(f"note: {note}")
-    if not rows.texts:
-        why = "every row was skipped (see above)" if rows.skipped else "it holds only a header"
-        raise InputError(f"{Path(args.data).name} has no rows with a text: {why}. There is "
-                         f"nothing to {verb}; nothing was changed.")
-    return rows
-
-
-def _input_status(rows) -> int:
-    """EXIT_SKIPPED when some rows (or labels) of the input were left out, else EXIT_OK."""
-    if rows.skipped:
-        total = len(rows.texts) + len(rows.skipped)
-        _say(f"{len(rows.skipped):,} of {total:,} rows were skipped (their lines are listed "
-             f"above); the other {len(rows.texts):,} were used.")
-    return EXIT_SKIPPED if rows.skipped or rows.dropped_labels else EXIT_OK
-
-
-def _classifier(args, store):
-    from core.learn.bundle import load_bundle
-    from core.project import load_classifier
-
-    if args.bundle:
-        return load_bundle(args.bundle)
-    if not args.project:
-        raise TenshotError("Give --project NAME (a project in the workspace) or --bundle FILE.")
-    project = store.project(args.project)
-    model = store.latest_model(project.id)
-    if model is None:
-        raise TenshotError(f"Project '{project.name}' has no trained model yet; run `tenshot train` first.")
-    return load_classifier(model)
-
-
-def cmd_predict(args, ws) -> int:
-    from core.export import ExportRow, to_csv, to_jsonl
-    from core.project import predict_texts
-
-    out = check_out(args.out, {"--data": args.data, "--bundle": args.bundle, "--db": args.db})
-    _check_coverage_options(args)
-    rows = _predict_input(args, ws)
-    with ws.open() as store:
-        clf = _classifier(args, store)
-        if getattr(clf, "multi_label", False):
-            return _predict_sets(args, ws, store, clf, rows, out)
-        _check_target(args, clf)  # an accuracy no threshold reaches is refused before any work
-        if args.engine == "ray":
-            probs = _predict_on_ray(args, clf, rows)
-            predicted = [clf.classes[i] for i in probs.argmax(1)]
-        else:
-            predicted, probs = predict_texts(_backbone(clf.settings.backbone), clf, rows.texts,
-                                             cache=store, progress=_bar("predicting"))
-    given = rows.labels or [None] * len(rows.texts)
-    table = [ExportRow(line, text, label, pred, float(p.max()), dict(zip(clf.classes, map(float, p))))
-             for line, text, label, pred, p in zip(rows.lines, rows.texts, given, predicted, probs)]
-    threshold = _coverage(args, clf, [r.confidence for r in table])
-    write = to_jsonl if out.suffix.lower() in (".jsonl", ".ndjson") else to_csv
-    write_atomically(out, write(table, clf.classes, id_column="line", threshold=threshold))
-    _say(f"wrote {len(table)} predictions to {args.out}")
-    return _input_status(rows)
-
-
-def _predict_sets(args, ws, store, clf, rows, out) -> int:
-    from core.cli_multilabel import predict_multi_label
-
-    if args.engine == "ray":
-        probs = _predict_on_ray(args, clf, rows)
-    else:
-        probs = clf.predict_proba(_backbone(clf.settings.backbone), rows.texts, cache=store,
-                                  progress=_bar("predicting"))
-    predict_multi_label(args, clf, rows, probs, out)
-    return _input_status(rows)
-
-
-def _check_coverage_options(args) -> None:
-    from core.coverage_view import check_fraction
-
-    if args.threshold is not None:
-        check_fraction(args.threshold, "--threshold")
-    if args.target_accuracy is not None:
-        check_fraction(args.target_accuracy, "--target-accuracy")
-
-
-def _check_target(args, clf) -> None:
-    from core.coverage_view import unreachable
-    from core.learn.coverage import threshold_for
-
-    cal = clf.calibration
-    if args.target_accuracy is not None and (cal is None or threshold_for(cal, args.target_accuracy) is None):
-        raise InputError(f"{unreachable(cal, args.target_accuracy)} Label more sentences, lower "
-                         "--target-accuracy, or give --threshold instead. Nothing was written.")
-
-
-def _coverage(args, clf, confidence: list[float]) -> float | None:
-    """The threshold for the needs_human column (None: no column); prints what it keeps."""
-    from core.coverage_view import choose, describe
-
-    if args.threshold is None and args.target_accuracy is None:
-        return None
-    choice = choose(clf.calibration, confidence, threshold=args.threshold, target=args.target_accuracy)
-    print(describe(choice, clf.calibration))
-    return choice.threshold
-
-
-def _predict_input(args, ws):
-    """The rows to predict. The single-process engine reads files up to the upload limit;
-    Ray reads any size, and Parquet too (core.scoring_ray)."""
-    from dataclasses import replace
-
-    from core.io import ImportResult
-
-    path = Path(args.data)
-    if args.engine == "ray":
-        from core.scoring_ray import check_input_size
-
-        check_input_size(path)
-    if args.engine == "ray" and path.suffix.lower() == ".parquet":
-        from core.scoring_ray import read_parquet_texts
-
-        texts = read_parquet_texts(path, text_column=args.text_column)
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        if not keep:
-            raise InputError(f"{path.name} has no rows with a text; there is nothing to predict.")
-        for i in sorted(set(range(len(texts))) - set(keep)):
-            _say(f"skipped row {i + 1}: empty text")
-        return ImportResult([texts[i] for i in keep], None, lines=[i + 1 for i in keep],
-                            skipped=[(i + 1, "empty text") for i, t in enumerate(texts) if not t.strip()])
-    size = path.stat().st_size if path.is_file() else 0
-    if args.engine == "ray":
-        return _read_input(args, ws, "predict", limits=replace(
-            ws.limits, upload_bytes=max(size, ws.limits.upload_bytes)))
-    if size > ws.limits.upload_bytes:
-        raise InputError(f"{path.name} is {size / 2**20:,.0f} MB; the single-process engine reads "
-                         f"files up to {ws.limits.upload_bytes / 2**20:,.0f} MB. Score it with "
-                         "--engine ray (pip install \"tenshot[ray]\"), or split it into smaller files.")
-    return _read_input(args, ws, "predict")
-
-
-def _predict_on_ray(args, clf, rows):
-    """Probabilities (n, n_classes) from Ray Data, in the rows' order."""
-    import numpy as np
-
-    from core.learn.bundle import bundle_bytes
-    from core.scoring_ray import score_with_ray
-
-    lines, probs = score_with_ray(bundle_bytes(clf), range(len(rows.texts)), rows.texts,
-                                  address=args.address, batch_size=args.batch_size,
-                                  actors=args.actors, progress=_bar("predicting on Ray"))
-    if not np.array_equal(lines, np.arange(len(rows.texts))):
-        raise TenshotError("Ray returned a different set of texts than it was given; "
-                           "nothing was written. Run again, or leave out --engine ray.")
-    return probs
 
 
 def cmd_export(args, ws) -> int:
@@ -355,8 +165,8 @@ def cmd_export(args, ws) -> int:
 
     out = check_out(args.out, {"--db": args.db})
     with ws.open() as store:
-        write_atomically(out, bundle_bytes(_classifier(args, store)))
-    _say(f"wrote model bundle {args.out}")
+        write_atomically(out, bundle_bytes(load_classifier_for_cli(args, store)))
+    say(f"wrote model bundle {args.out}")
     return EXIT_OK
 
 
@@ -372,10 +182,10 @@ def cmd_eval(args, ws) -> int:
     bars = {}
 
     def progress(stage, done, total):
-        bars.setdefault(stage, _bar(stage))(done, total)
+        bars.setdefault(stage, progress_bar(stage))(done, total)
 
     with ws.open() as store:
-        report = evaluate(args.data, _backbone(settings.backbone), settings, shots=shots,
+        report = evaluate(args.data, load_backbone_for_cli(settings.backbone), settings, shots=shots,
                           seeds=args.seeds, max_test=args.max_test, cache=store,
                           baselines=args.baselines, zero_shot=args.zero_shot,
                           zero_shot_prompt=args.zero_shot_prompt, progress=progress)
@@ -400,8 +210,8 @@ def _show_warning(message, category, *_args, **_kwargs) -> None:
     from core.model.embed import TruncationWarning
 
     if issubclass(category, TruncationWarning):
-        _say(f"note: {message} Only the beginning of each was read; --max-length sets how "
-             "many tokens are read.")
+        say(f"note: {message} Only the beginning of each was read; --max-length sets how "
+            "many tokens are read.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -474,6 +284,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_COMMANDS = {"projects": cmd_projects, "train": cmd_train, "predict": cmd_predict,
+             "export": cmd_export, "eval": cmd_eval}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
@@ -486,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.filterwarnings("default", category=UserWarning, module="core")
                 warnings.showwarning = _show_warning
             ws = _workspace(args)
-            code = globals()[f"cmd_{args.command}"](args, ws)
+            code = _COMMANDS[args.command](args, ws)
     except TenshotError as err:
         if ws is not None:
             ws.discard()
@@ -501,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(err).__name__}: {err} (run with --debug for details)", file=sys.stderr)
         return EXIT_FAILED
     if ws.new:
-        _say(f"created a new workspace at {args.db}")
+        say(f"created a new workspace at {args.db}")
     return code
 
 

@@ -1,59 +1,31 @@
 """``tenshot train`` / ``predict`` / ``eval`` for multi-label data (issue 16).
 
-``core.cli`` hands over here when the data is multi-label: ``--multi-label`` given, the
-project is multi-label, or the file's labels column holds sets (a ``;`` in a CSV cell,
-a "none of these" marker, a JSONL list). The same rules as the single-label commands
-hold: every input is checked before anything is written (a refused file leaves no
-half-made project), and the exit status is 3 when some rows or labels were left out.
+``core.cli`` (and ``core.cli_predict``) hand over here when the data is multi-label:
+``--multi-label`` given, the project is multi-label, or the file's labels column holds
+sets (a ``;`` in a CSV cell, a "none of these" marker, a JSONL list). The same rules as
+the single-label commands hold: every input is checked before anything is written (a
+refused file leaves no half-made project), and the exit status is 3 when some rows or
+labels were left out. Helpers shared with those commands live in ``core.cli_common``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from core.cli_common import (EXIT_OK, EXIT_SKIPPED, load_backbone_for_cli, model_options_given,
+                             read_input, say)
 from core.cli_files import check_out, write_atomically
 from core.errors import InputError, TenshotError
 
 __all__ = ["is_multi_label_train", "predict_multi_label", "train_multi_label", "eval_multi_label",
            "wants_multi_label_eval"]
 
-EXIT_OK, EXIT_SKIPPED = 0, 3
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
-def _backbone(name: str):
-    from core.model.loading import load_backbone
-
-    return load_backbone(name, progress=_say)
-
-
-def _raw_rows(args, ws, *, say: bool = True):
-    """The --data file with its label cells raw (sets kept); skipped lines said on stderr."""
-    from core.io import read_path
-
-    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
-                     limits=ws.limits, label_lists=True)
-    if not say:
-        return rows
-    for line, why in rows.skipped:
-        _say(f"skipped line {line}: {why}")
-    for note in rows.warnings:
-        _say(f"note: {note}")
-    if not rows.texts:
-        why = "every row was skipped (see above)" if rows.skipped else "it holds only a header"
-        raise InputError(f"{Path(args.data).name} has no rows with a text: {why}. There is "
-                         "nothing to import; nothing was changed.")
-    return rows
-
 
 def is_multi_label_train(args, ws) -> bool:
     """Whether ``tenshot train`` should take the multi-label path (module docstring)."""
     from core.errors import UnknownProject
+    from core.io import read_path
     from core.multilabel_io import looks_multi_label
 
     if not ws.new:
@@ -67,7 +39,12 @@ def is_multi_label_train(args, ws) -> bool:
                 raise InputError(f"Project '{project.name}' is single-label (one class per "
                                  "sentence); leave out --multi-label, or train a new project.")
             return project.multi_label
-    return bool(args.multi_label) or looks_multi_label(_raw_rows(args, ws, say=False).labels)
+    if args.multi_label:
+        return True
+    # a quiet look: the command that follows reads the file again and says what it skips
+    rows = read_path(args.data, text_column=args.text_column, label_column=args.label_column,
+                     limits=ws.limits, label_lists=True)
+    return looks_multi_label(rows.labels)
 
 
 def train_multi_label(args, ws, settings_for) -> int:
@@ -81,7 +58,7 @@ def train_multi_label(args, ws, settings_for) -> int:
     from core.project import retrain
     from core.store.classes import clean_class_names
 
-    rows = _raw_rows(args, ws)
+    rows = read_input(args, ws, "import", label_lists=True)
     name = Path(args.data).name
     with ws.open() as store:
         try:
@@ -100,10 +77,10 @@ def train_multi_label(args, ws, settings_for) -> int:
         if missing:  # refused now, so the project never holds classes it cannot train
             raise InputError(f"{not_enough_multilabel(missing)} Nothing was added.")
         settings = settings_for(project)
-        backbone = _backbone(settings.backbone)  # a bad --backbone is refused before any write
+        backbone = load_backbone_for_cli(settings.backbone)  # a bad --backbone is refused before any write
         project = _import(store, args, project, classes, settings, parsed, new)
         for note in parsed.notes:
-            _say(f"note: {note}")
+            say(f"note: {note}")
         outcome = retrain(store, project, backbone)
     m = outcome.metrics
     counts = ", ".join(f"{c}={n}" for c, n in outcome.counts.items())
@@ -128,11 +105,10 @@ def _import(store, args, project, classes, settings, parsed, new):
         if created:
             store.delete_project(project.id)
         raise
-    if not created and any(getattr(args, k) is not None for k in ("backbone", "prompt", "mode",
-                                                                  "penalty", "pooling", "max_length")):
+    if not created and model_options_given(args):
         project = store.update_settings(project.id, settings.to_dict())
-    _say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty; "
-         f"{parsed.summary()}")
+    say(f"{added.added} new texts, {added.duplicates} duplicates, {added.empty} empty; "
+        f"{parsed.summary()}")
     return project
 
 
@@ -152,7 +128,7 @@ def predict_multi_label(args, clf, rows, probs, out) -> int:
              for line, text, label, pred, p in zip(rows.lines, rows.texts, given, predicted, probs)]
     write = sets_to_jsonl if out.suffix.lower() in (".jsonl", ".ndjson") else sets_to_csv
     write_atomically(out, write(table, clf.classes, id_column="line"))
-    _say(f"wrote {len(table)} predicted label sets to {args.out}")
+    say(f"wrote {len(table)} predicted label sets to {args.out}")
     return EXIT_OK
 
 
@@ -170,9 +146,9 @@ def eval_multi_label(args, ws, settings) -> int:
     out = check_out(args.json, {"--db": args.db, "--data": args.data}, option="--json")
     shots = [int(s) for s in args.shots.split(",")]
     with ws.open() as store:
-        report = evaluate_multilabel(args.data, _backbone(settings.backbone), settings, shots=shots,
-                                     seeds=args.seeds, max_test=args.max_test, cache=store,
-                                     baselines=args.baselines)
+        backbone = load_backbone_for_cli(settings.backbone)
+        report = evaluate_multilabel(args.data, backbone, settings, shots=shots, seeds=args.seeds,
+                                     max_test=args.max_test, cache=store, baselines=args.baselines)
     write_atomically(out, json.dumps(report, indent=1).encode())
     for method, by_k in report["mean"].items():
         for k, m in by_k.items():
