@@ -31,7 +31,8 @@ from core.model.loading import load_backbone  # noqa: E402
 from core.learn.classifier import Settings, features_for, train  # noqa: E402
 from core.model.embed import token_states  # noqa: E402
 from core.evaluate import draw_shots, load_split  # noqa: E402
-from core.explain.stability import bootstrap, token_rank_stability  # noqa: E402
+from core.explain.stability import bootstrap  # noqa: E402
+from core.explain.token_stability import token_rank_stability  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sst2"
 PROMPT = "Review: {text}\nSentiment:"

@@ -18,7 +18,7 @@ from core.figures import short
 from core.project import load_classifier
 from core.multilabel_explain import class_report
 from core.report import heatmap_html, legend_html, report_filename, stakeholder_report
-from core.explain.stability import MODERATE, STABLE
+from core.explain.token_stability import MODERATE, STABLE
 from pages._shared import backbone, db_path, escape_markdown, feature_cache, show_error, store, train
 
 __all__ = ["no_model_yet", "require_model", "model_backbone", "heatmap", "legend", "class_picker",

@@ -16,7 +16,8 @@ from core.learn.features import FeatureSpec, select_group_features
 from core.model.group import Part
 from core.model.tokens import pooled_positions
 from core.learn.head import Head
-from core.explain.stability import (MODERATE, STABLE, UNSTABLE, Stability, bootstrap, load_stability, project_inputs, save_stability, token_rank_stability)
+from core.explain.stability import Stability, bootstrap, load_stability, project_inputs, save_stability
+from core.explain.token_stability import MODERATE, STABLE, UNSTABLE, token_rank_stability
 from core.store import Store
 
 

@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from core.explain.attributions import Attribution, coefficient_attributions, group_attributions
-from core.explain.stability import Stability, TokenBlock, merged_rank_stability
+from core.explain.stability import Stability
+from core.explain.token_stability import TokenBlock, merged_rank_stability
 from core.explain.words import piece_totals, pieces_of
 from core.model.embed import PartStates, part_token_states
 from core.model.group import is_fused

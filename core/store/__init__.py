@@ -13,7 +13,8 @@ keeps one ``Database`` with a module per concern):
 - :mod:`core.store.models`: model versions and stored explanations;
 - :mod:`core.store.predictions`: predictions, one blob per model version;
 - :mod:`core.store.jobs`: progress of long work;
-- :mod:`core.store.schema`: layout and forward migrations; :mod:`core.store.rows`
+- :mod:`core.store.schema`: connection settings and schema versioning;
+  :mod:`core.store.migrations` the table layout and forward migrations; :mod:`core.store.rows`
   the row types; :mod:`core.store.codec` JSON and array blobs.
 
 Every public method that writes runs in one transaction and returns after it is

@@ -3,7 +3,7 @@
 A project of 100,000 unlabelled texts gets 100,000 predictions on every submit. They
 are stored as one row per model version (text ids, predicted class ids, confidences
 and a probability matrix, see ``core.store.codec.pack_predictions``), so a save is one
-write, and only the :data:`~core.store.schema.KEPT_PREDICTION_VERSIONS` newest versions
+write, and only the :data:`~core.store.migrations.KEPT_PREDICTION_VERSIONS` newest versions
 of a project keep theirs ("What changed" compares the latest with the one before);
 older versions keep their metrics and coefficients in ``models``.
 """
@@ -13,8 +13,8 @@ import numpy as np
 from core.errors import InputError, StoreError
 from core.store.codec import dump_json, load_json, pack_predictions, unpack_predictions, utc_now
 from core.store.connection import StoreBase, transactional
+from core.store.migrations import KEPT_PREDICTION_VERSIONS
 from core.store.rows import Prediction
-from core.store.schema import KEPT_PREDICTION_VERSIONS
 
 __all__ = ["PredictionsMixin"]
 
