@@ -30,6 +30,7 @@ from core.explain.sentence import sentence_attribution
 from core.explain.stability import load_stability
 from core.explain.words import Piece, text_segments, word_attributions
 from core.learn.classifier import features_for
+from core.learn.coverage import temperature_of
 from core.learn.curves import diagnose, labels_needed, profile_layers
 from core.learn.features import FeatureSpec
 
@@ -76,10 +77,12 @@ class Example:
 
 
 def example_of(attribution, classes: Sequence[str], text: str, *, class_index: int | None = None,
-               label: str | None = None) -> Example:
+               label: str | None = None, temperature: float = 1.0) -> Example:
     """An Example from a ``core.explain.attributions.Attribution`` of ``text``; class: the predicted one
-    unless ``class_index`` is given."""
-    probs = softmax(np.asarray(attribution.logits, dtype=np.float64))
+    unless ``class_index`` is given. temperature: the model's calibration
+    (``core.learn.coverage.temperature_of``), so the probabilities are the ones the
+    Predictions page and the export show."""
+    probs = softmax(np.asarray(attribution.logits, dtype=np.float64) / temperature)
     k = int(np.argmax(probs)) if class_index is None else int(class_index)
     pieces = word_attributions(attribution, text, k)
     return Example(text, list(classes), probs, k, pieces, float(sum(p.score for p in pieces)),
@@ -351,7 +354,7 @@ def stakeholder_report(store, project, backbone, clf, model, *, first: str | Non
                                  say(0.6 + 0.3 * d / t, f"Layer profile: {d}/{t}"))
     say(0.95, "Explaining examples...")
     attribute = attribute or (lambda text: sentence_attribution(backbone, clf, text)[1])
-    examples = [example_of(attribute(t), clf.classes, t, label=lab)
+    examples = [example_of(attribute(t), clf.classes, t, label=lab, temperature=temperature_of(clf))
                 for t, lab in pick_examples(store.predictions(model.id), rows, clf.classes, first=first)]
     html_text = build_report(project.name, model, examples, diagnostics=diagnostics, profile=profile,
                              layer_shares=layer_weights_by_backbone(clf),

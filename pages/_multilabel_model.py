@@ -18,7 +18,8 @@ from core.learn.multilabel import THRESHOLD_MIN_LABELS
 from core.multilabel import effective_thresholds, set_threshold
 from core.multilabel_curve import multilabel_curve_figure, multilabel_learning_curve
 from core.project import load_classifier
-from pages._shared import backbone, escape_markdown, feature_cache, flash, percent, show_error, store
+from pages._shared import (backbone, escape_markdown, feature_cache, flash, percent, show_error, store,
+                           with_eta)
 
 __all__ = ["multilabel_curve_section", "multilabel_quality", "per_class_frame"]
 
@@ -146,9 +147,9 @@ def multilabel_curve_section(project, latest) -> None:
         try:
             X = features_for(backbone(clf.settings.backbone), [r.text for r in rows], clf.settings,
                              cache=feature_cache(store()))
+            eta = with_eta(bar)
             st.session_state[key] = multilabel_learning_curve(
-                clf, X, [r.labels for r in rows],
-                progress=lambda d, t: bar.progress(d / t, text=f"Refitting: {d}/{t} folds"))
+                clf, X, [r.labels for r in rows], progress=lambda d, t: eta(d / t, f"Refitting: {d}/{t} folds."))
         except TenshotError as err:
             show_error(err)
         bar.empty()

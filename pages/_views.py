@@ -19,12 +19,24 @@ from core.project import load_classifier
 from core.multilabel_explain import class_report
 from core.report import heatmap_html, legend_html, report_filename, stakeholder_report
 from core.explain.token_stability import MODERATE, STABLE
-from pages._shared import backbone, db_path, escape_markdown, feature_cache, show_error, store, train
+from pages._shared import (backbone, db_path, escape_markdown, feature_cache, show_error, store, train,
+                           with_eta)
 
-__all__ = ["no_model_yet", "require_model", "model_backbone", "heatmap", "legend", "class_picker",
+__all__ = ["shap_duration", "no_model_yet", "require_model", "model_backbone", "heatmap", "legend", "class_picker",
            "stability_badge", "short", "remember", "editor_choices", "labels_from_edits"]
 
 BADGE = {STABLE: ("green", ":material/verified:"), MODERATE: ("orange", ":material/warning:")}
+
+
+def shap_duration(last_seconds: float | None, bb) -> str:
+    """How long a SHAP run takes here: the last one of this session, else what it took on
+    the machines measured (bench/BENCHMARKS.md: the fused default on a 2-core CPU 10.6 s,
+    SmolLM2 on an H200 0.4 s)."""
+    if last_seconds is not None:
+        return f"the last one took {last_seconds:.0f} s." if last_seconds >= 1 else "under a second here."
+    if str(getattr(bb, "device", "cpu")).startswith("cuda"):
+        return "about a second on a GPU."
+    return "on a CPU this takes a while (about 10 s a sentence for the default model on 2 cores)."
 
 
 def no_model_yet(project, shows: str) -> None:
@@ -149,20 +161,21 @@ def report_builder(project, latest, load, *, prefix: str, first: str | None = No
                                help="Re-reads every labelled sentence: up to a minute.")
     if st.button("Build the report", key=f"{prefix}_report_build", icon=":material/description:"):
         bar = st.progress(0.0, text="Scoring held-out labels...")
+        eta = with_eta(bar)
         try:
             bb, clf = load()
             if class_name is not None:
                 st.session_state[key] = class_report(
                     store(), project, bb, clf, latest, class_name, first=first,
                     with_profile=with_profile, cache=feature_cache(store()), attribute=attribute,
-                    progress=lambda share, what: bar.progress(share, text=what))
+                    progress=eta)
             else:
                 st.session_state[key] = stakeholder_report(
                     store(), project, bb, clf, latest, first=first, with_profile=with_profile,
                     diagnostics=st.session_state.get(("diag", project.id, latest.id)),  # the Model page's
                     profile=st.session_state.get(("layers", project.id, latest.id)),
                     cache=feature_cache(store()), attribute=attribute,
-                    progress=lambda share, what: bar.progress(share, text=what))
+                    progress=eta)
         except TenshotError as err:
             show_error(err)
         bar.empty()

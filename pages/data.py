@@ -10,7 +10,7 @@ from core.active import table_rows
 from core.errors import InputError, TenshotError
 from core.io import columns_of, is_number, read_records
 from pages._multilabel_data import set_table_frame, upload_sets
-from pages._shared import (escape_markdown, flash, labeller, page_header, show_error,
+from pages._shared import (escape_markdown, eta_text, flash, labeller, page_header, show_error,
                            start_embedding, store)
 
 
@@ -178,14 +178,6 @@ def upload(project) -> None:
             new_classes=unknown if add_classes else ())
 
 
-def eta_text(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1:  # the batch under way runs longer than the ones before
-        return " Almost done with this batch."
-    return f" About {seconds:.0f} s left." if seconds < 90 else f" About {seconds / 60:.0f} min left."
-
-
 def job_panel(project) -> None:
     """Progress of the latest reading job; polls while it runs, the rest of the page stays usable.
     A finished job that read fewer sentences than the project holds is called the last batch."""
@@ -200,7 +192,7 @@ def job_panel(project) -> None:
         if p.active:
             text = p.message if p.done == 0 else (
                 f"Reading the sentences for the model: {p.done:,} of {p.total:,} done."
-                f"{eta_text(p.eta_seconds)} You can keep working meanwhile.")
+                f"{eta_text(p.eta_seconds, almost=' Almost done with this batch.')} You can keep working meanwhile.")
             st.progress(p.fraction, text=escape_markdown(text))
         elif p.state == "done":
             batch = "" if p.total == len(store().texts(project.id)) else "Last batch: "

@@ -9,9 +9,9 @@ stakeholder report.
 import re
 import threading
 
+import numpy as np
 import pandas as pd
 import streamlit as st
-from scipy.special import softmax
 
 from core.errors import TenshotError
 from core.explain.attributions import class_phrases, layer_weights_by_backbone, reference_states
@@ -21,12 +21,13 @@ from core.explain.stability import load_stability
 from core.explain.words import probability_effects, view_agreement, word_attributions
 from core.figures import layer_weights_figure, phrases_figure, probability_figure, word_figure
 from core.hashing import text_hash
+from core.learn.coverage import temperature_of
 from core.report import example_of, exactness_text
 from pages._multilabel import describe_set
 from pages._multilabel_explain import multilabel_class_view
-from pages._shared import escape_markdown, feature_cache, page_header, percent, show_error, store
+from pages._shared import escape_markdown, feature_cache, page_header, percent, show_error, store, with_eta
 from pages._views import (class_picker, heatmap, legend, model_backbone, remember, report_builder, require_model,
-                          short, stability_badge)
+                          shap_duration, short, stability_badge)
 
 SOURCES = ["Unlabelled", "Labelled", "Type your own"]
 MAX_OPTIONS = 2000  # a longer list is slow to draw; the selectbox filters as you type
@@ -125,22 +126,24 @@ def shap_view(bb, clf, latest, text, k, *, view: str | None = None):
                                                            icon=":material/calculate:")):
         slot.empty()
         bar = st.progress(0.0, text="Hiding words and re-reading the sentence...")
+        eta = with_eta(bar)
         try:
             cache[key] = shap_attributions(bb, clf, text, store=None if view else s, model_id=latest.id,
                                            cache=feature_cache(s),
-                                           progress=lambda d, t: bar.progress(
-                                               d / t, text=f"SHAP: {d} of {t} versions read"))
+                                           progress=lambda d, t: eta(d / t, f"SHAP: {d} of {t} versions read."))
         except TenshotError as err:
             show_error(err)
         bar.empty()
+        if key in cache and not cache[key].cached:
+            st.session_state["_ex_shap_seconds"] = cache[key].seconds
     result = cache.get(key)
     st.toggle("Compute SHAP for every sentence I open", value=auto, key="ex_shap_auto",
               on_change=lambda: st.session_state.update(_ex_shap_auto=st.session_state["ex_shap_auto"]),
-              help="Each new sentence then takes a few seconds longer to open.")
+              help="Each new sentence then takes one SHAP run longer to open.")
     if result is None:
-        st.caption(f"Re-reads the sentence about {SHAP_MAX_EVALS} times with words hidden: a few "
-                   "seconds. The result is kept " + ("for this session." if view else
-                                                     "with this model version."))
+        st.caption(f"Re-reads the sentence about {SHAP_MAX_EVALS} times with words hidden: "
+                   + shap_duration(st.session_state.get("_ex_shap_seconds"), bb)
+                   + " The result is kept " + ("for this session." if view else "with this model version."))
         return None
     pieces = word_attributions(result, text, k)
     heatmap(text, pieces)
@@ -204,14 +207,16 @@ def sandbox(bb, clf, latest, text, ex) -> None:
             st.info("Nothing left to read: type something.", icon=":material/edit:")
             return
         _, attr_v = explain_text(bb, clf, latest.id, variant)
-        ex_v = example_of(attr_v, clf.classes, variant, class_index=ex.class_index)
+        ex_v = example_of(attr_v, clf.classes, variant, class_index=ex.class_index, temperature=temperature_of(clf))
         if variant == text:
             st.caption("Change a word to see how the contributions and the probabilities move.")
         else:
             # colours by the effect on the probability, so they agree with the numbers beside them
             name = clf.classes[ex.class_index]
-            effects = probability_effects(attr_v, variant, ex.class_index)
-            before = probability_effects(explain_text(bb, clf, latest.id, text)[1], text, ex.class_index)
+            t = temperature_of(clf)
+            effects = probability_effects(attr_v, variant, ex.class_index, temperature=t)
+            before = probability_effects(explain_text(bb, clf, latest.id, text)[1], text, ex.class_index,
+                                         temperature=t)
             heatmap(variant, effects, scale=max((abs(p.score) for p in before + effects), default=None))
             legend(name)
             st.caption(escape_markdown(f"Each word's colour: how much it raises or lowers the "
@@ -242,9 +247,10 @@ def global_view(project, bb, clf, latest) -> None:
         if st.button("Find the words for each class", key="ex_phrases",
                      icon=":material/manage_search:"):
             bar = st.progress(0.0, text="Reading sentences...")
+            eta = with_eta(bar)
             try:
-                st.session_state[key] = class_phrases(bb, clf, texts, max_texts=300, progress=lambda
-                                                      d, t: bar.progress(d / t, text=f"Read {d} of {t}"))
+                st.session_state[key] = class_phrases(bb, clf, texts, max_texts=300,
+                                                      progress=lambda d, t: eta(d / t, f"Read {d} of {t}."))
             except TenshotError as err:
                 show_error(err)
             bar.empty()
@@ -299,7 +305,7 @@ try:
 except TenshotError as err:
     show_error(err)
     st.stop()
-predicted = clf.classes[int(softmax(attr.logits).argmax())]
+predicted = clf.classes[int(np.argmax(attr.logits))]
 top, chart = st.columns([3, 2], vertical_alignment="center")
 if view is not None:  # the class is chosen above; its yes/no probability is in the chart there
     top, chart = st.container(), None
@@ -307,7 +313,7 @@ with top:
     k = 1 if view is not None else clf.classes.index(class_picker(
         "Explain the class", clf.classes, predicted, key=f"ex_class_{latest.id}_{text_hash(text)[:16]}",
         help="The colours show what pushes the model towards this class."))
-    ex = example_of(attr, clf.classes, text, class_index=k, label=label)
+    ex = example_of(attr, clf.classes, text, class_index=k, label=label, temperature=temperature_of(clf))
     if view is None:
         st.markdown(escape_markdown(f"Predicted: {predicted} ({ex.probs.max():.0%} sure)")
                     + ("" if label is None else "  \n" + escape_markdown(f"Your label: {label}")))

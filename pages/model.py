@@ -24,7 +24,7 @@ from core.project import load_classifier, settings_of
 from pages._multilabel import missing_message
 from pages._multilabel_model import multilabel_curve_section, multilabel_quality
 from pages._shared import (
-    backbone, escape_markdown, feature_cache, page_header, percent, show_error, store, train,
+    backbone, escape_markdown, feature_cache, page_header, percent, show_error, store, train, with_eta,
 )
 
 
@@ -214,8 +214,9 @@ def diagnostics_section(project, latest) -> None:
         try:
             X = features_for(backbone(clf.settings.backbone), [r.text for r in rows], clf.settings,
                              cache=feature_cache(store()))
+            eta = with_eta(bar)
             st.session_state[key] = diagnose(clf, X, [r.label for r in rows], progress=lambda d, t:
-                                             bar.progress(d / t, text=f"Refitting: {d}/{t} folds"))
+                                             eta(d / t, f"Refitting: {d}/{t} folds."))
         except TenshotError as err:
             show_error(err)
         bar.empty()
@@ -250,11 +251,12 @@ def layer_section(project, latest) -> None:
         clf = load_classifier(latest)
         rows = store().labelled(project.id)
         bar = st.progress(0.0, text="Reading the sentences with every pooling...")
+        eta = with_eta(bar)
         try:
             st.session_state[key] = profile_layers(
                 backbone(clf.settings.backbone), [r.text for r in rows], [r.label for r in rows],
                 clf, cache=feature_cache(store()),
-                progress=lambda d, t: bar.progress(d / t, text=profile_step(d, t)))
+                progress=lambda d, t: eta(d / t, profile_step(d, t) + "."))
         except TenshotError as err:
             show_error(err)
         bar.empty()

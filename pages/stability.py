@@ -22,7 +22,7 @@ from core.multilabel import effective_thresholds
 from core.multilabel_explain import ClassStore, class_inputs, class_model
 from core.stability_view import predicted_classes, summarise, unstable_rows
 from pages._shared import (backbone, escape_markdown, feature_cache, page_header, percent,
-                           show_error, store)
+                           show_error, store, with_eta)
 from pages._views import class_picker, remember, require_model, short, stability_badge
 
 THRESHOLD = 0.8  # a sentence is unstable when fewer refits than this agree with the model
@@ -47,7 +47,8 @@ def run(project, clf, latest, view, n: int, seed: int) -> None:
     """Refit ``clf`` (a multi-label model's one class: ``view`` is then its ClassStore)."""
     s = store()
     bar = st.progress(0.0, text="Reading the sentences...")
-    reading = lambda d, t: bar.progress(0.2 * d / t, text=f"Reading the sentences: {d} of {t}")  # noqa: E731
+    eta = with_eta(bar)
+    reading = lambda d, t: eta(0.2 * d / t, f"Reading the sentences: {d} of {t}.")  # noqa: E731
     try:
         bb = backbone(clf.settings.backbone)
         if isinstance(view, ClassStore):
@@ -55,8 +56,8 @@ def run(project, clf, latest, view, n: int, seed: int) -> None:
                                   cache=feature_cache(s), progress=reading)
         else:
             inputs = project_inputs(s, project.id, bb, clf, cache=feature_cache(s), progress=reading)
-        result = bootstrap(clf, **inputs, B=n, seed=seed, progress=lambda d, t: bar.progress(
-            0.2 + 0.8 * d / t, text=f"Refit {d} of {t}"))
+        result = bootstrap(clf, **inputs, B=n, seed=seed, progress=lambda d, t: eta(
+            0.2 + 0.8 * d / t, f"Refit {d} of {t}."))
         save_stability(view, latest.id, result)
     except TenshotError as err:
         show_error(err)

@@ -39,6 +39,14 @@ def reference_logits(db: str, pid: int, text: str, tiny_model_dir: str) -> tuple
     return clf.classes, attr.logits
 
 
+def model_temperature(db: str, pid: int) -> float:
+    from core.learn.coverage import temperature_of
+    from core.project import load_classifier
+
+    with Store.open(db) as store:
+        return temperature_of(load_classifier(store.latest_model(pid)))
+
+
 def html_bodies(at) -> str:
     return "\n".join(h.proto.body for h in at.get("html"))
 
@@ -85,8 +93,14 @@ def test_explains_the_least_confident_prediction_exactly(workspace, tiny_model_d
     classes, logits = reference_logits(db, pid, first.text, tiny_model_dir)
     assert name == first.label == classes[int(np.argmax(logits))]  # the predicted class
     assert_allclose(logit, logits[classes.index(name)], atol=1e-4)
-    probs = chart(at, "Class probabilities")["data"][0]
-    assert_allclose(plotly_array(probs["x"]), softmax(logits), atol=1e-6)
+    # the calibrated probabilities, as the Predictions page and the export show them: the
+    # page said "69% sure" of a text listed as "58% positive" when it showed softmax(logits)
+    temperature = model_temperature(db, pid)
+    assert abs(temperature - 1.0) > 0.05  # else calibrated and plain would look alike
+    probs = plotly_array(chart(at, "Class probabilities")["data"][0]["x"])
+    assert_allclose(probs, softmax(logits / temperature), atol=1e-6)
+    assert_allclose(probs.max(), first.confidence, atol=1e-3)
+    assert f"({first.confidence:.0%} sure)" in page_text(at)
     assert first.text in html_text(at)
     assert f"towards “{name}”" in html_text(at)  # the legend names the explained class
     assert chart(at, "Strongest words")["data"][0]["type"] == "bar"
@@ -115,6 +129,7 @@ def test_shap_is_computed_once_then_read_from_the_store(workspace, monkeypatch):
     original = core.explain.shapley._run_shap
     monkeypatch.setattr(core.explain.shapley, "_run_shap", lambda *a, **k: calls.append(1) or original(*a, **k))
     at = open_page("explain")
+    assert "on a CPU this takes a while" in page_text(at)  # before the first run: what it costs
     at.button(key="ex_shap").click().run()
     assert not at.exception
     assert len(calls) == 1
@@ -159,7 +174,7 @@ def test_editing_the_sentence_updates_the_probabilities(workspace, tiny_model_di
     original, edited = plotly_array(sandbox[0]["x"]), plotly_array(sandbox[1]["x"])
     assert_allclose(original, before)
     classes, logits = reference_logits(db, pid, "bad movie awful film terrible plot", tiny_model_dir)
-    assert_allclose(edited, softmax(logits), atol=1e-6)
+    assert_allclose(edited, softmax(logits / model_temperature(db, pid)), atol=1e-6)  # calibrated
     assert not np.allclose(edited, original)
     deltas = {m.label: m.proto.delta for m in at.metric if m.label in CLASSES}
     assert set(deltas) == set(CLASSES) and all("pts" in d for d in deltas.values())
@@ -190,7 +205,8 @@ def test_sandbox_colours_follow_the_probability_of_the_class_named(workspace, ti
     with Store.open(db) as store:
         clf = load_classifier(store.latest_model(pid))
     attr = coefficient_attributions(load_backbone(tiny_model_dir), clf, variant)
-    effects = {p.text: p.score for p in probability_effects(attr, variant, clf.classes.index(name))}
+    effects = {p.text: p.score for p in probability_effects(attr, variant, clf.classes.index(name),
+                                                            temperature=model_temperature(db, pid))}
     assert set(tips) == set(effects) and len(tips) == 6
     for word, score in tips.items():
         assert score == pytest.approx(effects[word], abs=1e-4), word

@@ -49,6 +49,8 @@ def test_explain_and_stability_pages_look_right(server, page, tiny_model_dir, tm
     _open(page, url)
     _go(page, "Explain", "Explain")
     _see(page, "they add up exactly")
+    _see(page, "on a CPU this takes a while")  # what a SHAP run costs, before it is asked for
+    tall_shot(page, "19-explain-before-shap")
     page.get_by_role("button", name="Compute SHAP", exact=True).click()
     _see(page, "versions read")
     _see(page, "Agreement of the two views")

@@ -188,3 +188,20 @@ def test_report_filename_is_safe():
     assert report_filename("Movie reviews!", 3) == "tenshot-report-movie-reviews-v3.html"
     assert report_filename("<script>", 1) == "tenshot-report-script-v1.html"
     assert report_filename("ÿ/..", 2) == "tenshot-report-project-v2.html"
+
+
+def test_a_reports_example_shows_the_confidence_the_predictions_show(tiny_backbone, hostile_model):
+    # the Predictions page and the export show calibrated probabilities; the report (and the
+    # Explain page) showed softmax(logits), so one sentence had two confidences
+    from core.learn.coverage import temperature_of
+
+    store, project, model, clf = hostile_model
+    (stored,) = store.predictions(model.id)  # the one unlabelled text
+    temperature = temperature_of(clf)
+    assert abs(temperature - 1.0) > 0.05  # else calibrated and plain would look alike
+    ex = example_of(coefficient_attributions(tiny_backbone, clf, stored.text), clf.classes, stored.text,
+                    temperature=temperature)
+    assert ex.predicted == stored.label
+    assert_allclose(ex.probs.max(), stored.confidence, atol=1e-3)
+    report = stakeholder_report(store, project, tiny_backbone, clf, model, with_profile=False).decode("utf-8")
+    assert f"<b>{html.escape(stored.label)}</b> ({stored.confidence:.0%})" in report

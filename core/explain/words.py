@@ -70,7 +70,7 @@ def piece_totals(text: str, spans, values: np.ndarray) -> tuple[list[tuple[int, 
     return bounds, totals
 
 
-def probability_effects(attribution, text: str, class_index: int) -> list[Piece]:
+def probability_effects(attribution, text: str, class_index: int, *, temperature: float = 1.0) -> list[Piece]:
     """Word pieces of ``text`` scored by how much each raises the probability of one class.
 
     A piece's score is p_k(z) - p_k(z - c): z the (K,) logits, c the piece's summed
@@ -79,11 +79,12 @@ def probability_effects(attribution, text: str, class_index: int) -> list[Piece]
     the word's effect on that probability: a word that lowers every logit, but the
     other classes' more, raises the class, though its own logit contribution is negative.
     attribution: an ``Attribution`` of ``text`` (``spans``, ``values`` (n_tokens, K), ``logits`` (K,)).
+    temperature: the model's calibration (probabilities are softmax(logits / temperature)).
     """
     bounds, totals = piece_totals(text, attribution.spans, np.asarray(attribution.values, dtype=float))
     logits = np.asarray(attribution.logits, dtype=float)
-    p_k = _softmax(logits)[class_index]
-    return [Piece(a, b, text[a:b], float(p_k - _softmax(logits - c)[class_index]))
+    p_k = _softmax(logits / temperature)[class_index]
+    return [Piece(a, b, text[a:b], float(p_k - _softmax((logits - c) / temperature)[class_index]))
             for (a, b), c in zip(bounds, totals)]
 
 

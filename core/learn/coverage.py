@@ -34,7 +34,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 __all__ = ["MIN_ESTIMATE", "Calibration", "Estimate", "fit_temperature", "fit_calibration",
-           "calibrate", "wilson", "estimate", "threshold_for", "coverage", "curve"]
+           "calibrate", "temperature_of", "wilson", "estimate", "threshold_for", "coverage", "curve"]
 
 MIN_ESTIMATE = 10  # labelled texts above a threshold needed before an accuracy is estimated
 _PRIOR_SD = 0.5  # of log T: T stays within about 0.37..2.7 unless the data insist
@@ -117,6 +117,13 @@ def fit_calibration(oof_logits: np.ndarray, y: np.ndarray) -> Calibration:
     t = fit_temperature(logits, ys, repeats=repeats)
     probs = softmax(logits / t, axis=1)
     return Calibration(t, probs.max(1), probs.argmax(1) == ys, repeats)
+
+
+def temperature_of(clf) -> float:
+    """The temperature of a classifier's calibration; 1.0 (plain softmax) for a model
+    without one (saved before calibration, or a multi-label class's yes/no head)."""
+    cal = getattr(clf, "calibration", None)
+    return float(cal.temperature) if cal is not None else 1.0
 
 
 def calibrate(logits: np.ndarray, temperature: float) -> np.ndarray:
