@@ -255,15 +255,21 @@ def test_a_submit_never_runs_the_layers_above_the_band(tmp_path, counting):
     ids = store.add_texts(project.id, pos + neg + ["a film"]).text_ids
     for text_id, label in zip(ids, ["pos"] * 3 + ["neg"] * 3):
         store.set_label(project.id, text_id, label)
+    _submit_runs_only_the_band(store, project, counting)
+    store.close()
+
+
+def _submit_runs_only_the_band(store, project, counting) -> None:
+    """A submit of ``project`` on the 4-layer counting model predicts its one unlabelled
+    text and never runs a layer above the band's deepest (3 of 4 layers)."""
     counter = _Counter(counting.model)
     try:
         outcome = retrain(store, project, counting)
     finally:
         counter.close()
     assert outcome.n_predicted == 1
-    depth = max(band_layers(counting.n_layers))  # 3 of 4 layers
+    depth = max(band_layers(counting.n_layers))
     assert counter.runs[depth:] == [0] * (4 - depth) and min(counter.runs[:depth]) > 0
-    store.close()
 
 
 def test_a_multi_label_submit_never_runs_the_layers_above_the_band(tmp_path, counting):
@@ -276,14 +282,7 @@ def test_a_multi_label_submit_never_runs_the_layers_above_the_band(tmp_path, cou
     ids = store.add_texts(project.id, texts).text_ids
     for text_id, labels in zip(ids, sets):
         store.set_label_set(project.id, text_id, labels)
-    counter = _Counter(counting.model)
-    try:
-        outcome = retrain(store, project, counting)
-    finally:
-        counter.close()
-    assert outcome.n_predicted == 1
-    depth = max(band_layers(counting.n_layers))
-    assert counter.runs[depth:] == [0] * (4 - depth) and min(counter.runs[:depth]) > 0
+    _submit_runs_only_the_band(store, project, counting)
     clf = store.latest_model(project.id)
     assert set(FeatureSpec.from_json(clf.params["spec"]).layers) <= set(pool_rows(
         Settings.from_dict(project.settings), counting.n_layers))
