@@ -2,7 +2,8 @@
 
 The Label page's suggestions (``core.active``) weigh a text by how *typical* it is of
 the pool (texts in dense regions stand for many others; a lone, odd text teaches the
-head little) and, while labels are few, pick texts from regions no label covers yet.
+head little), while labels are few pick texts from regions no label covers yet, and
+past that prefer, among the most uncertain texts, one with many unsure neighbours.
 Both need a notion of "close", measured here on the head's own inputs (the pool's
 ``Z``, ``core.learn.pool.PoolMatrix``), squeezed into a few principal directions.
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["compact", "typicality", "kmeans", "uncovered_pick"]
+__all__ = ["compact", "typicality", "kmeans", "uncovered_pick", "band_density"]
 
 _DIM = 32  # principal directions kept: enough to separate topics, cheap to compare
 _NEIGHBOURS = 10  # typicality: mean similarity to this many nearest texts
 _REFERENCE = 2000  # typicality is measured against at most this many texts
 _STEPS = 15  # Lloyd iterations of k-means
+_BAND_NEIGHBOURS = 5  # band density: mean similarity to this many nearest unsure texts
 
 
 def compact(Z: np.ndarray, dim: int = _DIM, *, random_state: int = 0) -> np.ndarray:
@@ -114,3 +116,22 @@ def uncovered_pick(V: np.ndarray, labelled: np.ndarray, score: np.ndarray, *,
     free = [c for c in np.argsort(-sizes, kind="stable") if c not in covered and sizes[c] > 0]
     region = np.flatnonzero(assign[:len(V)] == free[0]) if free else np.arange(len(V))
     return int(region[np.argmax(score[region])])
+
+
+def band_density(Z: np.ndarray, labelled: np.ndarray | None = None, *, k: int = _BAND_NEIGHBOURS,
+                 random_state: int = 0) -> np.ndarray:
+    """Rank of how crowded each text of an uncertain band is by the band's others -> (b,), in (0, 1].
+
+    Z: float (b, d) head inputs of the band (the most uncertain candidates); labelled: (L, d)
+    head inputs of labelled texts, which only help find the principal directions (``compact``
+    over the band and them). A text's crowding is its mean similarity to its k nearest other
+    band texts (``typicality``); the most crowded gets 1, the loneliest 1/b. A label settles
+    the head's doubt about the texts around it, so a crowded unsure text settles more of it
+    than a lone one. Example: five unsure texts of one kind and one odd one -> the odd one
+    gets 1/6.
+    """
+    both = np.vstack([Z, labelled]) if labelled is not None and len(labelled) else Z
+    band = compact(both, random_state=random_state)[:len(Z)]
+    dense = typicality(band, k=k, random_state=random_state)
+    order = np.argsort(np.argsort(dense, kind="stable"), kind="stable")
+    return (order + 1) / len(dense)

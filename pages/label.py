@@ -161,8 +161,8 @@ def one_at_a_time(project, classes: list[str]) -> None:
                f"{cold_start_labels()} labels, suggestions spread over your sentences; then they "
                "go where the model is least sure.")
     else:
-        how = ("Picked where the model is least sure, favouring classes with fewer labels and "
-               "avoiding repeats of what you just labelled.")
+        how = ("Picked where the model is least sure, favouring sentences like many other unsure "
+               "ones, classes with fewer labels, and no repeats of what you just labelled.")
     st.caption(f"Keyboard: 1–{n} label · {SKIP_KEY} skip · {UNDO_KEY} undo{accept_help}. " + how)
 
 

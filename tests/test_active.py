@@ -6,7 +6,7 @@ from numpy.testing import assert_allclose
 
 from core.active import (TableRow, balance_need, entropy_uncertainty, filter_rows, margin_uncertainty, next_for_project, pick,
                          suggest, text_vectors)
-from core.active_space import compact, typicality
+from core.active_space import band_density, compact, typicality
 from core.learn.head import labels_missing
 from core.store import Store
 
@@ -252,6 +252,35 @@ def test_past_the_cold_start_typical_uncertain_texts_beat_lone_ones_and_balance_
     assert probs[picked.text_id]["pos"] >= 0.8
 
 
+def test_band_density_ranks_a_lone_unsure_text_last():
+    V, _ = _clusters(2, 5)
+    lone = np.eye(V.shape[1])[-1:]
+    rank = band_density(np.vstack([V, lone]), V[:2])
+    assert rank.shape == (11,) and rank.max() == 1.0
+    assert rank[10] == pytest.approx(1 / 11)
+
+
+def test_past_the_cold_start_a_crowded_unsure_text_beats_a_lone_one_that_is_a_little_more_unsure():
+    # issue 12 item 5: the margin alone spent labels on lone unsure texts (SST-2, SUBJ)
+    V, group = _clusters(2, 10)
+    V = np.vstack([V, np.eye(V.shape[1])[-1:]])
+    candidates = [(i, f"text {i}") for i in range(len(V))]
+    probs = {i: {"neg": 0.55 if group[i] == 0 else 0.95, "pos": 0.45 if group[i] == 0 else 0.05}
+             for i in range(20)}
+    probs[20] = {"neg": 0.5, "pos": 0.5}  # the lone text
+    labelled = V[[0, 10]]
+    even = {"neg": 20, "pos": 20}
+    assert suggest(candidates, probs, counts=even)[0].text_id == 20
+    held = lambda rows: (V[rows], labelled)  # noqa: E731
+    crowded = suggest(candidates, probs, counts=even, held=held)[0]
+    assert group[crowded.text_id] == 0
+    assert suggest(candidates, probs, counts=even, held=lambda rows: None)[0].text_id == 20
+    # during the cold start the first pick covers a region instead; the band is not used
+    cold = suggest(candidates, probs, counts={"neg": 1, "pos": 1}, held=held,
+                   space=(V, labelled), cold=8)[0]
+    assert cold.reason == "a kind of text with no label yet"
+
+
 class _HeldPool:
     """A pool that holds head inputs for some texts (the Label page passes a PoolMatrix)."""
 
@@ -302,3 +331,16 @@ def test_the_cold_start_geometry_reads_a_bounded_sample_of_a_large_pool(project_
     again = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
     assert seen == [4, 4]
     assert first.text_id == again.text_id and first.text_id in ids[2:]  # seeded: the same pick
+
+
+def test_next_for_project_past_the_cold_start_prefers_unsure_texts_with_unsure_neighbours(
+        project_store, monkeypatch):
+    import core.active as active
+
+    store, project, ids = project_store
+    rows = _three_regions(store, project, ids)
+    _fake_model(store, project.id, {ids[2]: 0.55, **{ids[i]: 0.6 for i in range(6, 10)}})
+    monkeypatch.setattr(active, "_COLD", 1.0)  # one label per class: past the cold start
+    assert next_for_project(store, project.id)[0].text_id == ids[2], "the margin alone"
+    crowded = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
+    assert crowded.text_id in ids[6:] and crowded.reason == "the model is unsure"
