@@ -287,7 +287,8 @@ def _uncertainty_of(class_probs: dict[str, float] | None) -> float:
 
 
 def cold_start_labels() -> int:
-    """Labels per class below which suggestions cover regions no label covers yet."""
+    """Labels per class, on average over the classes, below which suggestions cover
+    regions no label covers yet."""
     return int(_COLD)
 
 

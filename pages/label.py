@@ -157,9 +157,9 @@ def one_at_a_time(project, classes: list[str]) -> None:
     if current.guess is None:
         how = "Picked at random until there is a model."
     elif why[1] == COVERING:
-        how = (f"Picked from a kind of sentence no label covers yet: until every class has "
-               f"{cold_start_labels()} labels, suggestions spread over your sentences; then they "
-               "go where the model is least sure.")
+        how = (f"Picked from a kind of sentence no label covers yet: until there are "
+               f"{cold_start_labels()} labels per class on average, suggestions spread over your "
+               "sentences; then they go where the model is least sure.")
     else:
         how = ("Picked where the model is least sure, favouring sentences like many other unsure "
                "ones, classes with fewer labels, and no repeats of what you just labelled.")
