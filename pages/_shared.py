@@ -196,7 +196,7 @@ def eta_text(seconds: float | None, *, almost: str = " Almost done.") -> str:
 def with_eta(bar, *, clock=time.monotonic):
     """update(fraction, text) for an ``st.progress`` bar: the text plus the time left at the
     pace so far (``core.jobs.seconds_left``), counted from this call. Example: a quarter done
-    2 s after the start -> 'Refit 5 of 20 About 6 s left.'"""
+    2 s after the start, update(0.25, 'Refit 5 of 20.') shows 'Refit 5 of 20. About 6 s left.'"""
     start = clock()
 
     def update(fraction: float, text: str) -> None:
