@@ -81,8 +81,10 @@ _SPACE_MAX = 5000
 # 98%, 59%, 54%, 68%, 31% with the margin alone (mean 56% against 62%); the mean accuracy over
 # random from 4 to 32 labels/class is the same (+1.5 points). The app's random state alone moves
 # these by ~7 points. Weighing by distance from the labelled texts measured worse (3 seeds:
-# TREC 71%, CR 73%). 50 is the one band size measured; +4% a suggestion at 40/class on 5,000 texts
-_BAND = 50
+# TREC 71%, CR 73%). Band sizes, same runs (bench/results/active/band{20,100,200}-test500-6seeds):
+# 20 -> mean 63%, 50 -> 56%, 100 -> 53% (SST-2 82%, CR 48%, TREC 57%, SUBJ 50%, SMS 28%),
+# 200 -> 58%; 100 is the best measured (within the noise of 50), and SST-2 misses at every size
+_BAND = 100
 #: labels each class needs before a model can be trained (the head's cross-validation)
 
 
