@@ -322,20 +322,21 @@ def next_for_project(store, project_id: int, *, recent_texts: Sequence[str] = ()
         if needed and len(candidates) > _SPACE_MAX:
             keep = np.random.default_rng(random_state).choice(len(candidates), _SPACE_MAX, replace=False)
             candidates = [candidates[i] for i in sorted(keep)]
-        space = _space(pool, store, project_id, candidates, random_state) if needed else None
+        # read once for both uses of the pool's geometry (the cold start's, the band's)
+        labelled = [r.text for r in store.labelled(project_id)] if pool is not None else []
+        space = _space(pool, labelled, candidates, random_state) if needed else None
         picked += suggest(candidates, probs, recent_texts, n=n - len(picked), counts=counts,
-                          space=space, held=_held(pool, store, project_id, candidates, random_state),
+                          space=space, held=_held(pool, labelled, candidates, random_state),
                           random_state=random_state)
     return [_with_guess(s, preds.get(s.text_id)) for s in picked]
 
 
-def _space(pool, store, project_id: int, candidates: list[tuple[int, str]],
+def _space(pool, labelled: list[str], candidates: list[tuple[int, str]],
            random_state: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(candidates' vectors, labelled texts' vectors) from the pool's head inputs, or None
     when the pool does not hold them all (no submit yet in this process)."""
     if pool is None:
         return None
-    labelled = [r.text for r in store.labelled(project_id)]
     Z = pool.held([t for _, t in candidates] + labelled)
     if Z is None or len(Z) < 2:
         return None
@@ -344,13 +345,12 @@ def _space(pool, store, project_id: int, candidates: list[tuple[int, str]],
     return V[:len(candidates)], V[len(candidates):]
 
 
-def _held(pool, store, project_id: int, candidates: list[tuple[int, str]], random_state: int):
+def _held(pool, labelled: list[str], candidates: list[tuple[int, str]], random_state: int):
     """A function from candidate positions to (their rows of the pool's head inputs, the
     labelled texts' rows), or to None when the pool does not hold them all; None without a
     pool. At most _SPACE_MAX labelled texts, a seeded sample: they only steady the PCA."""
     if pool is None:
         return None
-    labelled = [r.text for r in store.labelled(project_id)]
     if len(labelled) > _SPACE_MAX:
         keep = np.random.default_rng(random_state).choice(len(labelled), _SPACE_MAX, replace=False)
         labelled = [labelled[i] for i in sorted(keep)]

@@ -207,13 +207,13 @@ def sandbox(bb, clf, latest, text, ex) -> None:
             st.info("Nothing left to read: type something.", icon=":material/edit:")
             return
         _, attr_v = explain_text(bb, clf, latest.id, variant)
-        ex_v = example_of(attr_v, clf.classes, variant, class_index=ex.class_index, temperature=temperature_of(clf))
+        t = temperature_of(clf)
+        ex_v = example_of(attr_v, clf.classes, variant, class_index=ex.class_index, temperature=t)
         if variant == text:
             st.caption("Change a word to see how the contributions and the probabilities move.")
         else:
             # colours by the effect on the probability, so they agree with the numbers beside them
             name = clf.classes[ex.class_index]
-            t = temperature_of(clf)
             effects = probability_effects(attr_v, variant, ex.class_index, temperature=t)
             before = probability_effects(explain_text(bb, clf, latest.id, text)[1], text, ex.class_index,
                                          temperature=t)

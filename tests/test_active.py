@@ -324,8 +324,8 @@ def test_the_cold_start_geometry_reads_a_bounded_sample_of_a_large_pool(project_
     store, project, ids = project_store
     rows = _three_regions(store, project, ids)
     seen, space = [], active._space
-    monkeypatch.setattr(active, "_space", lambda pool, st, pid, cands, rs: seen.append(len(cands))
-                        or space(pool, st, pid, cands, rs))
+    monkeypatch.setattr(active, "_space", lambda pool, labelled, cands, rs: seen.append(len(cands))
+                        or space(pool, labelled, cands, rs))
     monkeypatch.setattr(active, "_SPACE_MAX", 4)
     first = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
     again = next_for_project(store, project.id, pool=_HeldPool(rows))[0]
